@@ -1,0 +1,107 @@
+"""Value types shared by ingest, storage, retrieval and answering.
+
+Times are floats: seconds since the epoch, UTC. Windows are half-open: ``since <= t < until``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """A validated report, ready to be embedded and stored.
+
+    ``event`` is lower case; ``service`` is the payload's top-level ``"service"`` string, if any;
+    ``payload`` is the original JSON object; ``text`` is what gets embedded and full-text indexed.
+    """
+
+    message_id: str
+    session: str
+    from_handle: str
+    trace_id: str
+    event: str
+    service: str | None
+    occurred_at: float
+    received_at: float
+    payload: dict[str, Any]
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """One row of the ``events`` table (the embedding is not loaded here)."""
+
+    id: int
+    message_id: str
+    session: str
+    from_handle: str
+    trace_id: str
+    event: str
+    service: str | None
+    occurred_at: float
+    received_at: float
+    payload: dict[str, Any]
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class InsertResult:
+    """Outcome of storing one event: its id and whether that ``message_id`` was already stored."""
+
+    id: int
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TimeWindow:
+    """Half-open interval ``[since, until)`` in seconds since the epoch, UTC; ``None`` is unbounded."""
+
+    since: float | None = None
+    until: float | None = None
+
+    def contains(self, t: float) -> bool:
+        return (self.since is None or t >= self.since) and (self.until is None or t < self.until)
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """Exact-match filters: values within one field are OR-ed, fields are AND-ed; empty means any."""
+
+    event: tuple[str, ...] = ()
+    service: tuple[str, ...] = ()
+    from_handle: tuple[str, ...] = ()
+    trace_id: tuple[str, ...] = ()
+
+    def is_empty(self) -> bool:
+        return not (self.event or self.service or self.from_handle or self.trace_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Vocabulary:
+    """Distinct values already stored, used to recognise names in questions."""
+
+    events: frozenset[str] = frozenset()
+    services: frozenset[str] = frozenset()
+    handles: frozenset[str] = frozenset()
+
+
+Intent = Literal["list", "count", "timeline", "why", "search"]
+
+
+@dataclass(frozen=True, slots=True)
+class Understanding:
+    """What a question asks, recognised by rules (no LLM).
+
+    ``intent``: list every match / count them / timeline of a trace / why (match + same-trace reports) /
+    search (ranked). ``window`` is ``None`` when the question names no time. ``filters`` narrow the search
+    in SQL. ``text`` is the question with the time phrase removed, used for FTS5 and the embedding.
+    """
+
+    intent: Intent
+    window: TimeWindow | None
+    filters: Filters
+    text: str
+    window_phrase: str | None = None
+    notes: tuple[str, ...] = field(default=())
