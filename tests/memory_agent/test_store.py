@@ -1,0 +1,380 @@
+"""EventStore against real SQLite files in tmp_path (FTS5, WAL, migrations)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from memory_agent.embedder import HashingEmbedder
+from memory_agent.errors import ConfigError
+from memory_agent.models import Filters, NewEvent, TimeWindow
+from memory_agent.schema import SCHEMA_VERSION, migrate
+from memory_agent.store import EventStore, fts_query
+
+pytestmark = pytest.mark.timeout(60)
+
+EMB = HashingEmbedder(32)
+MODEL = EMB.name
+T0 = 1_700_000_000.0
+
+
+def make_event(
+    n: int,
+    *,
+    text: str | None = None,
+    event: str = "deploy",
+    service: str | None = "api-gateway",
+    handle: str = "@ci",
+    trace: str | None = None,
+    at: float | None = None,
+    message_id: str | None = None,
+) -> NewEvent:
+    return NewEvent(
+        message_id=message_id or f"m-{n}",
+        session="s-1",
+        from_handle=handle,
+        trace_id=trace or f"t-{n}",
+        event=event,
+        service=service,
+        occurred_at=T0 + n * 60 if at is None else at,
+        received_at=T0 + n * 60 + 1,
+        payload={"n": n, "service": service, "note": "ünïcode ok"},
+        text=text or f"{event} of {service} number {n}",
+    )
+
+
+async def put(store: EventStore, events: list[NewEvent]) -> list[int]:
+    results = await store.insert(events, EMB.encode([e.text for e in events]), model=MODEL)
+    return [r.id for r in results]
+
+
+@pytest.fixture
+async def store(tmp_path: Path):
+    s = await EventStore.open(tmp_path / "db" / "memory.sqlite3")
+    yield s
+    await s.close()
+
+
+async def test_open_creates_dirs_wal_and_schema_version(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "memory.sqlite3"
+    s = await EventStore.open(path)
+    await s.close()
+    await s.close()  # idempotent
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    finally:
+        conn.close()
+    assert {"events", "events_fts", "events_occurred_at", "events_trace_occurred_at"} <= names
+    assert {"events_event_occurred_at", "events_from_handle", "events_service"} <= names
+
+
+async def test_old_version_db_is_migrated_and_reopen_is_idempotent(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    assert migrate(path, target=1) == (0, 1)
+    conn = sqlite3.connect(path)
+    vec = EMB.encode(["rollback of billing"])[0].tobytes()
+    conn.execute(
+        "INSERT INTO events (message_id, session, from_handle, trace_id, event, service, occurred_at, "
+        "received_at, payload, text, embedding, embedding_model, embedding_dim) "
+        "VALUES ('old-1', 's', '@ci', 't', 'rollback', 'billing', ?, ?, '{}', 'rollback of billing', ?, ?, 32)",
+        (T0, T0, vec, MODEL),
+    )
+    conn.commit()
+    conn.close()
+
+    s = await EventStore.open(path)
+    try:
+        # The FTS table did not exist at version 1; migration 2 indexed the old row.
+        hits = await s.fts_search("rollbacks", None, Filters(), limit=5)
+        assert [h[0] for h in hits] == [1]
+        assert (await s.find_message("old-1")) == 1
+    finally:
+        await s.close()
+    assert migrate(path) == (SCHEMA_VERSION, SCHEMA_VERSION)
+    s = await EventStore.open(path)
+    assert await s.count(None, Filters()) == 1
+    await s.close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    conn.close()
+
+
+async def test_newer_or_foreign_file_is_a_config_error(tmp_path: Path) -> None:
+    newer = tmp_path / "newer.sqlite3"
+    conn = sqlite3.connect(newer)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(ConfigError, match="newer"):
+        await EventStore.open(newer)
+    junk = tmp_path / "junk.sqlite3"
+    junk.write_bytes(b"this is not a database at all" * 100)
+    with pytest.raises(ConfigError, match="SQLite"):
+        await EventStore.open(junk)
+
+
+async def test_insert_and_duplicates_stored_once(store: EventStore) -> None:
+    first = await store.insert([make_event(1), make_event(2)], EMB.encode(["a", "b"]), model=MODEL)
+    assert [r.duplicate for r in first] == [False, False]
+    assert first[0].id != first[1].id
+    assert await store.find_message("m-1") == first[0].id
+    assert await store.find_message("nope") is None
+
+    batch = [make_event(3), make_event(1), make_event(3, text="other text"), make_event(4)]
+    second = await store.insert(batch, EMB.encode([e.text for e in batch]), model=MODEL)
+    assert second[1].id == first[0].id and second[1].duplicate
+    assert not second[0].duplicate
+    assert second[2].id == second[0].id and second[2].duplicate
+    assert not second[3].duplicate
+    assert await store.count(None, Filters()) == 4
+    stored = await store.get([second[0].id])
+    assert stored[0].text == "deploy of api-gateway number 3"  # the first of the batch won
+    assert stored[0].payload == {"n": 3, "service": "api-gateway", "note": "ünïcode ok"}
+
+
+async def test_insert_rejects_wrong_vector_count_and_writes_nothing(store: EventStore) -> None:
+    with pytest.raises(ValueError):
+        await store.insert([make_event(1), make_event(2)], EMB.encode(["only one"]), model=MODEL)
+    assert await store.count(None, Filters()) == 0
+    assert await store.insert([], np.zeros((0, 32), dtype=np.float32), model=MODEL) == []
+
+
+async def test_concurrent_inserts_do_not_collide(store: EventStore) -> None:
+    batches = [[make_event(i * 10 + j) for j in range(5)] for i in range(8)]
+    await asyncio.gather(*(put(store, b) for b in batches))
+    assert await store.count(None, Filters()) == 40
+
+
+async def test_get_keeps_order_and_skips_missing(store: EventStore) -> None:
+    ids = await put(store, [make_event(i) for i in range(5)])
+    got = await store.get([ids[3], 9999, ids[0], ids[3]])
+    assert [e.id for e in got] == [ids[3], ids[0], ids[3]]
+    assert got[0].message_id == "m-3" and got[0].occurred_at == T0 + 180
+
+
+async def test_window_is_half_open_and_filters_apply_everywhere(store: EventStore) -> None:
+    events = [
+        make_event(0, event="deploy", service="api-gateway", handle="@ci", trace="t-a"),
+        make_event(1, event="rollback", service="api-gateway", handle="@ci", trace="t-a"),
+        make_event(2, event="rollback", service="billing", handle="@ops", trace="t-b"),
+        make_event(3, event="deploy", service=None, handle="@ops", trace="t-b"),
+        make_event(4, event="rollback", service="api-gateway", handle="@ops", trace="t-c"),
+    ]
+    ids = await put(store, events)
+    window = TimeWindow(since=T0 + 60, until=T0 + 240)  # minutes 1, 2, 3 (4 is excluded: half-open)
+    everything = Filters()
+
+    sel = await store.select(window, everything)
+    assert [e.id for e in sel] == ids[1:4]
+    assert await store.count(window, everything) == 3
+    cand = await store.candidate_ids(window, everything)
+    assert cand is not None and cand.dtype == np.int64 and cand.tolist() == ids[1:4]
+
+    rollbacks = Filters(event=("rollback",))
+    assert [e.id for e in await store.select(window, rollbacks)] == [ids[1], ids[2]]
+    assert await store.count(None, rollbacks) == 3
+    both = Filters(event=("rollback",), service=("api-gateway",))
+    assert [e.id for e in await store.select(None, both)] == [ids[1], ids[4]]
+    assert [e.id for e in await store.select(None, Filters(service=("billing", "api-gateway")))] == [
+        ids[0],
+        ids[1],
+        ids[2],
+        ids[4],
+    ]
+    ops = await store.candidate_ids(None, Filters(from_handle=("@ops",)))
+    assert ops is not None and ops.tolist() == ids[2:]
+    trace_b = await store.candidate_ids(None, Filters(trace_id=("t-b",)))
+    assert trace_b is not None and trace_b.tolist() == [ids[2], ids[3]]
+    assert await store.candidate_ids(None, Filters()) is None
+    empty = await store.candidate_ids(TimeWindow(since=T0 + 10_000), everything)
+    assert empty is not None and len(empty) == 0
+
+    assert [e.id for e in await store.select(TimeWindow(until=T0 + 60), everything)] == [ids[0]]
+    desc = await store.select(None, everything, order="desc", limit=2)
+    assert [e.id for e in desc] == [ids[4], ids[3]]
+
+    hits = await store.fts_search("rollback", window, everything, limit=10)
+    assert {h[0] for h in hits} == {ids[1], ids[2]}
+    hits = await store.fts_search("rollback", None, Filters(service=("api-gateway",)), limit=10)
+    assert {h[0] for h in hits} == {ids[1], ids[4]}
+    hits = await store.fts_search("rollback", TimeWindow(since=T0 + 240), Filters(), limit=10)
+    assert [h[0] for h in hits] == [ids[4]]
+
+
+async def test_fts_porter_stemming_and_bm25_order(store: EventStore) -> None:
+    ids = await put(
+        store,
+        [
+            make_event(0, text="rollback of api-gateway after failed deploy"),
+            make_event(1, text="flaky test quarantined in payments"),
+            make_event(2, text="rollback rollback: billing rolled back twice"),
+            make_event(3, text="deployed billing v2 with deploys of workers"),
+        ],
+    )
+    hits = await store.fts_search("rollbacks", None, Filters(), limit=10)
+    assert [h[0] for h in hits] == [ids[2], ids[0]]  # more occurrences of the term rank first
+    assert hits[0][1] > hits[1][1] > 0  # score = -bm25: higher is better
+    assert {h[0] for h in await store.fts_search("deploying", None, Filters(), limit=10)} == {ids[0], ids[3]}
+    assert [h[0] for h in await store.fts_search("quarantine", None, Filters(), limit=10)] == [ids[1]]
+    # Hyphenated names are searched as a phrase.
+    assert [h[0] for h in await store.fts_search("api-gateway", None, Filters(), limit=10)] == [ids[0]]
+    assert len(await store.fts_search("rollback", None, Filters(), limit=1)) == 1
+
+
+NASTY = [
+    "",
+    "   ",
+    '"AND OR NEAR( * ^"',
+    "AND",
+    "OR OR OR",
+    "NOT rollback",
+    "NEAR(rollback deploy, 2)",
+    'rollback" OR "x',
+    "roll*",
+    "^rollback",
+    "text:rollback",
+    "{text}: rollback",
+    "rollback -deploy",
+    "(((",
+    "'; DROP TABLE events; --",
+    "the of and what when",
+    "_ __ ___",
+    "émoji 🚀 rollback ünïcode",
+    "\x00\x01 rollback",
+    "a" * 5000,
+]
+
+
+async def test_fts_syntax_in_questions_never_raises(store: EventStore) -> None:
+    ids = await put(store, [make_event(0, text="rollback of api-gateway")])
+    for text in NASTY:
+        hits = await store.fts_search(text, None, Filters(), limit=5)
+        assert all(h[0] in ids for h in hits)
+    assert await store.fts_search("", None, Filters(), limit=5) == []
+    assert await store.fts_search("what was the", None, Filters(), limit=5) == []
+    found = await store.fts_search('NOT "rollback" AND NEAR(', None, Filters(), limit=5)
+    assert [h[0] for h in found] == ids
+
+
+def test_fts_query_shape() -> None:
+    assert (
+        fts_query("What rollbacks of api-gateway happened?") == '"rollbacks" OR "api gateway" OR "happened"'
+    )
+    assert fts_query('"AND OR NEAR( * ^"') == '"near"'
+    assert fts_query("the and of") is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=80))
+def test_fts_query_is_always_valid_fts5(text: str) -> None:
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.execute("CREATE VIRTUAL TABLE f USING fts5(text, tokenize='porter unicode61')")
+        conn.execute("INSERT INTO f (text) VALUES ('rollback of api-gateway')")
+        query = fts_query(text)
+        if query is not None:
+            conn.execute("SELECT rowid, bm25(f) FROM f WHERE f MATCH ?", (query,)).fetchall()
+    finally:
+        conn.close()
+
+
+async def test_restart_keeps_everything(tmp_path: Path) -> None:
+    path = tmp_path / "memory.sqlite3"
+    s = await EventStore.open(path)
+    events = [make_event(i, text=f"rollback number {i}") for i in range(3)]
+    vectors = EMB.encode([e.text for e in events])
+    ids = [r.id for r in await s.insert(events, vectors, model=MODEL)]
+    await s.close()
+
+    s = await EventStore.open(path)
+    try:
+        got = await s.get(ids)
+        assert [(e.message_id, e.text, e.payload) for e in got] == [
+            (e.message_id, e.text, e.payload) for e in events
+        ]
+        assert {h[0] for h in await s.fts_search("rollbacks", None, Filters(), limit=10)} == set(ids)
+        chunks = [c async for c in s.iter_vectors()]
+        assert np.array_equal(chunks[0][1], vectors) and chunks[0][0].tolist() == ids
+        more = await put(s, [make_event(3), make_event(0)])
+        assert more[0] > max(ids) and more[1] == ids[0]
+    finally:
+        await s.close()
+
+
+async def test_iter_vectors_batches_and_model_filter(store: EventStore) -> None:
+    events = [make_event(i) for i in range(7)]
+    vectors = EMB.encode([e.text for e in events])
+    ids = [r.id for r in await store.insert(events, vectors, model=MODEL)]
+    chunks = [c async for c in store.iter_vectors(batch=3)]
+    assert [len(c[0]) for c in chunks] == [3, 3, 1]
+    all_ids = np.concatenate([c[0] for c in chunks])
+    all_vecs = np.concatenate([c[1] for c in chunks])
+    assert all_ids.dtype == np.int64 and all_vecs.dtype == np.float32
+    assert all_ids.tolist() == ids and np.array_equal(all_vecs, vectors)
+    assert [c async for c in store.iter_vectors(model="other")] == []
+
+
+async def test_update_vectors_changes_model(store: EventStore) -> None:
+    ids = await put(store, [make_event(i) for i in range(4)])
+    models = await store.vector_models()
+    assert [(m.model, m.dim, m.count) for m in models] == [(MODEL, 32, 4)]
+    other = HashingEmbedder(16, name="other-16")
+    new = other.encode(["x", "y"])
+    assert await store.update_vectors([ids[0], ids[2], 999], np.vstack([new, new[:1]]), model="other-16") == 2
+    models = await store.vector_models()
+    assert {(m.model, m.dim, m.count) for m in models} == {(MODEL, 32, 2), ("other-16", 16, 2)}
+    got = [c async for c in store.iter_vectors(model="other-16")]
+    assert got[0][0].tolist() == [ids[0], ids[2]] and np.array_equal(got[0][1], new)
+
+
+async def test_iter_texts_pages_while_vectors_are_rewritten(store: EventStore) -> None:
+    events = [make_event(i) for i in range(5)]
+    ids = await put(store, events)
+    other = HashingEmbedder(16, name="other-16")
+    seen: list[int] = []
+    async for chunk_ids, texts in store.iter_texts(batch=2):
+        assert texts == [events[ids.index(int(i))].text for i in chunk_ids]
+        await store.update_vectors(chunk_ids.tolist(), other.encode(texts), model=other.name)
+        seen += chunk_ids.tolist()
+    assert seen == ids
+    assert [(m.model, m.count) for m in await store.vector_models()] == [("other-16", 5)]
+
+
+async def test_vocabulary_stats_and_delete(store: EventStore) -> None:
+    stats = await store.stats()
+    assert stats.count == 0 and stats.max_id == 0 and stats.first_occurred_at is None and stats.models == ()
+    ids = await put(
+        store,
+        [
+            make_event(0, event="deploy", service="api-gateway", handle="@ci", text="rollback one"),
+            make_event(1, event="rollback", service=None, handle="@ops", text="rollback two"),
+            make_event(2, event="test_failed", service="billing", handle="@ci", text="tests red"),
+        ],
+    )
+    vocab = await store.vocabulary()
+    assert vocab.events == {"deploy", "rollback", "test_failed"}
+    assert vocab.services == {"api-gateway", "billing"}
+    assert vocab.handles == {"@ci", "@ops"}
+    stats = await store.stats()
+    assert stats.count == 3 and stats.max_id == ids[-1]
+    assert stats.first_occurred_at == T0 and stats.last_occurred_at == T0 + 120
+    assert [(m.model, m.count) for m in stats.models] == [(MODEL, 3)]
+    assert stats.db_bytes > 0
+
+    assert await store.delete([ids[0], 12345]) == 1
+    assert await store.get([ids[0]]) == []
+    assert [h[0] for h in await store.fts_search("rollback", None, Filters(), limit=10)] == [ids[1]]
+    assert await store.count(None, Filters()) == 2
+    assert await store.delete([]) == 0
+    summary = await store.vector_summary()
+    assert (summary.count, summary.max_id, summary.id_sum) == (2, ids[2], ids[1] + ids[2])
+    # Ids are never reused after a delete.
+    assert (await put(store, [make_event(9)]))[0] > ids[-1]
