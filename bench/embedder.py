@@ -11,11 +11,7 @@ import argparse
 import asyncio
 import os
 import random
-import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from memory_agent.embedder import BatchingEmbedder, SentenceTransformerEmbedder
 

@@ -1,0 +1,71 @@
+"""mesh: a tailbus-style agent SDK on NATS JetStream, durable (see docs/mesh.md)."""
+
+from .agent import AsyncAgent, MessageHandler
+from .envelope import Envelope, decode_envelope, encode_envelope
+from .errors import (
+    EnvelopeError,
+    HandleNotFound,
+    HandleTaken,
+    InvalidHandle,
+    MeshError,
+    MeshTimeout,
+    NotParticipant,
+    NotRegistered,
+    PayloadTooLarge,
+    ServerError,
+    SessionClosed,
+    SessionNotFound,
+)
+from .handles import validate_handle
+from .server import NatsServer, find_nats_server
+from .sync import SyncAgent
+from .types import (
+    CommandSpec,
+    HandleEntry,
+    HandleInfo,
+    HandleMatch,
+    Introspected,
+    Manifest,
+    Message,
+    MessageType,
+    Opened,
+    Registered,
+    Resolved,
+    Sent,
+)
+
+__all__ = [
+    "AsyncAgent",
+    "CommandSpec",
+    "Envelope",
+    "EnvelopeError",
+    "HandleEntry",
+    "HandleInfo",
+    "HandleMatch",
+    "HandleNotFound",
+    "HandleTaken",
+    "Introspected",
+    "InvalidHandle",
+    "Manifest",
+    "MeshError",
+    "MeshTimeout",
+    "Message",
+    "MessageHandler",
+    "MessageType",
+    "NatsServer",
+    "NotParticipant",
+    "NotRegistered",
+    "Opened",
+    "PayloadTooLarge",
+    "Registered",
+    "Resolved",
+    "Sent",
+    "ServerError",
+    "SessionClosed",
+    "SessionNotFound",
+    "SyncAgent",
+    "decode_envelope",
+    "encode_envelope",
+    "find_nats_server",
+    "validate_handle",
+]

@@ -1,0 +1,114 @@
+"""The one error root of ``mesh`` and its subclasses; each carries what failed as typed attributes."""
+
+from __future__ import annotations
+
+__all__ = [
+    "EnvelopeError",
+    "HandleNotFound",
+    "HandleTaken",
+    "InvalidHandle",
+    "MeshError",
+    "MeshTimeout",
+    "NotParticipant",
+    "NotRegistered",
+    "PayloadTooLarge",
+    "ServerError",
+    "SessionClosed",
+    "SessionNotFound",
+]
+
+
+class MeshError(Exception):
+    """Root of every error ``mesh`` raises on purpose."""
+
+
+class InvalidHandle(MeshError, ValueError):
+    """A handle that does not match ``^[a-z][a-z0-9_-]{0,62}$``; refused before anything reaches NATS."""
+
+    def __init__(self, handle: str) -> None:
+        super().__init__(
+            f"invalid handle {handle!r}: a handle is 1-63 characters, a lowercase letter first, "
+            "then lowercase letters, digits, '_' or '-'"
+        )
+        self.handle = handle
+
+
+class HandleNotFound(MeshError):
+    """The handle was never registered (or its ephemeral registration was removed)."""
+
+    def __init__(self, handle: str) -> None:
+        super().__init__(f"handle {handle!r} is not registered on the mesh")
+        self.handle = handle
+
+
+class HandleTaken(MeshError):
+    """The handle is held by another live agent (its heartbeat has not expired)."""
+
+    def __init__(self, handle: str) -> None:
+        super().__init__(
+            f"handle {handle!r} is held by another live agent; it can be claimed once that agent "
+            "closes or its heartbeat expires"
+        )
+        self.handle = handle
+
+
+class NotRegistered(MeshError):
+    """The operation needs ``register()`` first (sessions need a durable inbox for the replies)."""
+
+    def __init__(self, handle: str) -> None:
+        super().__init__(f"agent {handle!r} must call register() before opening or using sessions")
+        self.handle = handle
+
+
+class SessionNotFound(MeshError):
+    """No session with this id exists (never opened, or expired from the session bucket)."""
+
+    def __init__(self, session: str) -> None:
+        super().__init__(f"session {session!r} does not exist")
+        self.session = session
+
+
+class SessionClosed(MeshError):
+    """The session was resolved; it accepts no more messages."""
+
+    def __init__(self, session: str) -> None:
+        super().__init__(f"session {session!r} is resolved and accepts nothing more")
+        self.session = session
+
+
+class NotParticipant(MeshError):
+    """The handle is not one of the two participants of the session."""
+
+    def __init__(self, session: str, handle: str) -> None:
+        super().__init__(f"handle {handle!r} is not a participant of session {session!r}")
+        self.session = session
+        self.handle = handle
+
+
+class PayloadTooLarge(MeshError, ValueError):
+    """The payload (UTF-8 bytes) or the encoded envelope exceeds the limit; nothing was published."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"payload of {size} bytes exceeds the limit of {limit} bytes")
+        self.size = size
+        self.limit = limit
+
+
+class EnvelopeError(MeshError, ValueError):
+    """Bytes that are not a valid mesh envelope; ``str(err)`` says which check failed."""
+
+
+class MeshTimeout(MeshError, TimeoutError):
+    """An operation did not complete within ``timeout`` seconds; catchable as ``TimeoutError`` too."""
+
+    def __init__(self, message: str, *, timeout: float) -> None:
+        super().__init__(message)
+        self.timeout = timeout
+
+
+class ServerError(MeshError):
+    """The embedded nats-server could not be found, started, or died; carries its last log lines."""
+
+    def __init__(self, message: str, *, log_tail: str = "") -> None:
+        super().__init__(f"{message}\n--- nats-server log (last lines) ---\n{log_tail}" if log_tail else message)
+        self.log_tail = log_tail

@@ -1,0 +1,120 @@
+"""Creates (idempotently) the stream, KV buckets and per-handle durable consumers the mesh uses.
+
+* Stream ``MESH_INBOX``: subjects ``mesh.inbox.>``, file storage, work-queue retention (a message is
+  removed once its consumer acks it), duplicate window 2 min, max age 7 days, max 1 GiB with
+  discard-new (a full stream refuses publishes with an error, it never drops stored messages).
+* One durable push consumer per registered handle: ``inbox_<handle>``, filter
+  ``mesh.inbox.<handle>``, delivered to ``mesh.deliver.<handle>`` in queue group ``<handle>``,
+  explicit ack, ``MaxAckPending = max_in_flight``, ``MaxDeliver``, ``AckWait``.
+* KV buckets ``mesh_registry`` (no expiry) and ``mesh_sessions`` (7 day expiry).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import nats.js.errors
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.kv import KeyValue
+
+from .constants import (
+    DUPLICATE_WINDOW,
+    INBOX_PREFIX,
+    REGISTRY_BUCKET,
+    SESSIONS_BUCKET,
+    SESSIONS_MAX_AGE,
+    STREAM_MAX_AGE,
+    STREAM_MAX_BYTES,
+    STREAM_NAME,
+)
+from .handles import deliver_subject, durable_name, inbox_subject
+
+__all__ = ["ensure_bucket", "ensure_consumer", "ensure_stream", "remove_inbox"]
+
+log = logging.getLogger(__name__)
+
+
+async def ensure_stream(js: JetStreamContext) -> None:
+    """Create the ``MESH_INBOX`` stream unless it exists (an existing stream is used as is)."""
+    try:
+        await js.stream_info(STREAM_NAME)
+        return
+    except nats.js.errors.NotFoundError:
+        pass
+    config = StreamConfig(
+        name=STREAM_NAME,
+        description="mesh agent inboxes (mesh.inbox.<handle>)",
+        subjects=[INBOX_PREFIX + ">"],
+        retention=RetentionPolicy.WORK_QUEUE,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.NEW,
+        max_age=STREAM_MAX_AGE,
+        max_bytes=STREAM_MAX_BYTES,
+        duplicate_window=DUPLICATE_WINDOW,
+    )
+    try:
+        await js.add_stream(config)
+    except nats.js.errors.BadRequestError:
+        await js.stream_info(STREAM_NAME)  # lost a creation race: fine if it exists now
+
+
+async def ensure_bucket(js: JetStreamContext, bucket: str) -> KeyValue:
+    """Open the KV bucket, creating it (file storage, history 1) on first use."""
+    try:
+        return await js.key_value(bucket)
+    except nats.js.errors.BucketNotFoundError:
+        pass
+    ttl = SESSIONS_MAX_AGE if bucket == SESSIONS_BUCKET else None
+    description = {REGISTRY_BUCKET: "mesh handle registry", SESSIONS_BUCKET: "mesh session state"}.get(bucket)
+    try:
+        return await js.create_key_value(
+            KeyValueConfig(bucket=bucket, description=description, history=1, ttl=ttl,
+                           storage=StorageType.FILE, direct=True)
+        )
+    except nats.js.errors.BadRequestError:
+        return await js.key_value(bucket)
+
+
+async def ensure_consumer(
+    js: JetStreamContext,
+    handle: str,
+    *,
+    max_in_flight: int,
+    max_deliver: int,
+    ack_wait: float,
+) -> None:
+    """Create the handle's durable consumer, or update it in place (its delivery state is kept)."""
+    name = durable_name(handle)
+    config = ConsumerConfig(
+        name=name,
+        durable_name=name,
+        description=f"mesh inbox of {handle}",
+        filter_subject=inbox_subject(handle),
+        deliver_subject=deliver_subject(handle),
+        deliver_group=handle,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=ack_wait,
+        max_deliver=max_deliver,
+        max_ack_pending=max_in_flight,
+    )
+    await js.add_consumer(STREAM_NAME, config)
+
+
+async def remove_inbox(js: JetStreamContext, handle: str) -> None:
+    """Delete the handle's durable consumer and purge what is left in its inbox (ephemeral handles)."""
+    with contextlib.suppress(nats.js.errors.NotFoundError):
+        await js.delete_consumer(STREAM_NAME, durable_name(handle))
+    with contextlib.suppress(nats.js.errors.NotFoundError):
+        await js.purge_stream(STREAM_NAME, subject=inbox_subject(handle))

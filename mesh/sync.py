@@ -1,0 +1,188 @@
+"""SyncAgent: the AsyncAgent API, blocking, for scripts. One event loop runs on a private thread.
+
+Handlers given to ``on_message`` should be plain functions: they run on worker threads and may call
+the blocking methods (``send``, ``resolve``, ``request`` ...) of the same SyncAgent. Calling a
+blocking method from the agent's own loop thread (an ``async def`` handler) raises MeshError
+instead of deadlocking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine, Iterable, Mapping
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from .agent import AsyncAgent, MessageHandler
+from .constants import (
+    DEFAULT_ACK_WAIT,
+    DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_MAX_DELIVER,
+    DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_MAX_PAYLOAD,
+)
+from .errors import MeshError
+from .types import (
+    HandleEntry,
+    HandleMatch,
+    Introspected,
+    Manifest,
+    Message,
+    Opened,
+    Registered,
+    Resolved,
+    Sent,
+)
+
+__all__ = ["SyncAgent"]
+
+T = TypeVar("T")
+H = TypeVar("H", bound=MessageHandler)
+
+
+class SyncAgent:
+    """Blocking twin of AsyncAgent; same constructor arguments, same methods, same errors."""
+
+    def __init__(
+        self,
+        handle: str,
+        *,
+        servers: str | Iterable[str] = "nats://127.0.0.1:4222",
+        manifest: Manifest | None = None,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        max_payload: int = DEFAULT_MAX_PAYLOAD,
+        connect_options: Mapping[str, Any] | None = None,
+        max_deliver: int = DEFAULT_MAX_DELIVER,
+        ack_wait: float = DEFAULT_ACK_WAIT,
+        heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
+        drain_timeout: float = 30.0,
+    ) -> None:
+        self._agent = AsyncAgent(
+            handle, servers=servers, manifest=manifest, max_in_flight=max_in_flight, max_payload=max_payload,
+            connect_options=connect_options, max_deliver=max_deliver, ack_wait=ack_wait,
+            heartbeat_interval=heartbeat_interval, drain_timeout=drain_timeout,
+        )
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name=f"mesh-sync-{handle}", daemon=True)
+        self._thread.start()
+        self._closed = False
+
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise MeshError("blocking SyncAgent methods cannot be called from the agent's loop thread")
+        if self._closed:
+            coro.close()
+            raise MeshError(f"agent {self._agent.handle!r} is closed")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    @property
+    def handle(self) -> str:
+        """This agent's handle."""
+        return self._agent.handle
+
+    @property
+    def is_registered(self) -> bool:
+        """True between ``register()`` and ``close()``."""
+        return self._agent.is_registered
+
+    @property
+    def async_agent(self) -> AsyncAgent:
+        """The AsyncAgent underneath (its coroutines must run on this agent's loop)."""
+        return self._agent
+
+    def start(self) -> Self:
+        """Connect; idempotent."""
+        self._call(self._agent.start())
+        return self
+
+    def close(self) -> None:
+        """Drain, disconnect and stop the loop thread; idempotent."""
+        if self._closed:
+            return
+        try:
+            self._call(self._agent.close())
+        finally:
+            self._closed = True
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+            if not self._thread.is_alive():
+                self._loop.close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def register(self, *, manifest: Manifest | None = None, ephemeral: bool = False) -> Registered:
+        """See AsyncAgent.register."""
+        return self._call(self._agent.register(manifest=manifest, ephemeral=ephemeral))
+
+    def open_session(
+        self, to: str, payload: str, *, content_type: str = "text/plain", trace_id: str | None = None
+    ) -> Opened:
+        """See AsyncAgent.open_session."""
+        return self._call(self._agent.open_session(to, payload, content_type=content_type, trace_id=trace_id))
+
+    def send(self, session: str, payload: str, *, content_type: str = "text/plain") -> Sent:
+        """See AsyncAgent.send."""
+        return self._call(self._agent.send(session, payload, content_type=content_type))
+
+    def resolve(self, session: str, payload: str = "", *, content_type: str = "text/plain") -> Resolved:
+        """See AsyncAgent.resolve."""
+        return self._call(self._agent.resolve(session, payload, content_type=content_type))
+
+    def request(
+        self,
+        to: str,
+        payload: str,
+        *,
+        content_type: str = "text/plain",
+        trace_id: str | None = None,
+        timeout: float = 30.0,
+    ) -> Message:
+        """See AsyncAgent.request."""
+        return self._call(
+            self._agent.request(to, payload, content_type=content_type, trace_id=trace_id, timeout=timeout)
+        )
+
+    def introspect(self, handle: str) -> Introspected:
+        """See AsyncAgent.introspect."""
+        return self._call(self._agent.introspect(handle))
+
+    def list_handles(self, *, tags: Iterable[str] | None = None, online_only: bool = False) -> list[HandleEntry]:
+        """See AsyncAgent.list_handles."""
+        return self._call(self._agent.list_handles(tags=tags, online_only=online_only))
+
+    def find_handles(
+        self,
+        *,
+        capabilities: Iterable[str] | None = None,
+        domains: Iterable[str] | None = None,
+        tags: Iterable[str] | None = None,
+        command_name: str = "",
+        version: str = "",
+        limit: int = 0,
+        online_only: bool = False,
+    ) -> list[HandleMatch]:
+        """See AsyncAgent.find_handles."""
+        return self._call(
+            self._agent.find_handles(capabilities=capabilities, domains=domains, tags=tags,
+                                     command_name=command_name, version=version, limit=limit,
+                                     online_only=online_only)
+        )
+
+    def on_message(self, fn: H) -> H:
+        """Decorator: set the handler (plain functions run on worker threads)."""
+        return self._agent.on_message(fn)
+
+    def run_forever(self) -> None:
+        """Block until ``close()`` is called from another thread, or Ctrl-C (which closes)."""
+        try:
+            self._call(self._agent.run_forever())
+        except KeyboardInterrupt:
+            self.close()

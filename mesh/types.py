@@ -1,0 +1,209 @@
+"""Frozen, slotted value types of the mesh API (names and fields follow the tailbus Python SDK)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+__all__ = [
+    "CommandSpec",
+    "HandleEntry",
+    "HandleInfo",
+    "HandleMatch",
+    "Introspected",
+    "Manifest",
+    "Message",
+    "MessageType",
+    "Opened",
+    "Registered",
+    "Resolved",
+    "Sent",
+]
+
+MessageType = Literal["session_open", "message", "session_resolve"]
+
+
+def _strs(value: Any, field: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise TypeError(f"manifest field {field!r} must be a list of strings")
+    if not all(isinstance(v, str) for v in value):
+        raise TypeError(f"manifest field {field!r} must be a list of strings")
+    return tuple(value)
+
+
+@dataclass(frozen=True, slots=True)
+class CommandSpec:
+    """A command an agent exposes: ``name``, ``description`` and an optional JSON-schema string."""
+
+    name: str
+    description: str = ""
+    parameters_schema: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (msgpack/JSON safe); empty fields are omitted like tailbus does."""
+        d: dict[str, Any] = {"name": self.name, "description": self.description}
+        if self.parameters_schema:
+            d["parameters_schema"] = self.parameters_schema
+        return d
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """What an agent offers, published in the registry by ``register()`` and used by discovery."""
+
+    description: str = ""
+    commands: tuple[CommandSpec, ...] = ()
+    tags: tuple[str, ...] = ()
+    version: str = ""
+    capabilities: tuple[str, ...] = ()
+    domains: tuple[str, ...] = ()
+    input_types: tuple[str, ...] = ()
+    output_types: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict with the tailbus keys; empty fields are omitted."""
+        d: dict[str, Any] = {}
+        if self.description:
+            d["description"] = self.description
+        if self.commands:
+            d["commands"] = [c.to_dict() for c in self.commands]
+        for key in ("tags", "capabilities", "domains", "input_types", "output_types"):
+            values = getattr(self, key)
+            if values:
+                d[key] = list(values)
+        if self.version:
+            d["version"] = self.version
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> Manifest | None:
+        """Inverse of ``to_dict``; ``None`` stays ``None``; raises TypeError on a malformed dict."""
+        if data is None:
+            return None
+        if not isinstance(data, Mapping):
+            raise TypeError("manifest must be a mapping")
+        commands = []
+        for c in data.get("commands") or ():
+            if not isinstance(c, Mapping) or not isinstance(c.get("name"), str):
+                raise TypeError("manifest command must be a mapping with a string 'name'")
+            commands.append(
+                CommandSpec(
+                    name=c["name"],
+                    description=str(c.get("description", "")),
+                    parameters_schema=str(c.get("parameters_schema", "")),
+                )
+            )
+        return cls(
+            description=str(data.get("description", "")),
+            commands=tuple(commands),
+            tags=_strs(data.get("tags"), "tags"),
+            version=str(data.get("version", "")),
+            capabilities=_strs(data.get("capabilities"), "capabilities"),
+            domains=_strs(data.get("domains"), "domains"),
+            input_types=_strs(data.get("input_types"), "input_types"),
+            output_types=_strs(data.get("output_types"), "output_types"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A message delivered to an agent.
+
+    ``sent_at`` is seconds since the epoch (float, the sender's clock); ``sequence`` is the
+    message's 1-based position in its session (the open is 1), assigned by the sender under the
+    session's compare-and-set, so it is unique and increasing within the session.
+    """
+
+    session: str
+    from_handle: str
+    to_handle: str
+    payload: str
+    content_type: str
+    message_type: MessageType
+    trace_id: str
+    message_id: str
+    sent_at: float
+    sequence: int
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """Result of ``open_session``: the new session id, the open message's id, the session's trace_id."""
+
+    session: str
+    message_id: str
+    trace_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """Result of ``send``: the id of the published message and its sequence in the session."""
+
+    message_id: str
+    sequence: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """Result of ``resolve``: the id of the published resolve message and its sequence."""
+
+    message_id: str
+    sequence: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Registered:
+    """Result of ``register``: the claimed handle and whether it is ephemeral."""
+
+    handle: str
+    ephemeral: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HandleInfo:
+    """A registry record as discovery sees it.
+
+    ``online`` is true while the owner heartbeats (last heartbeat younger than 3 intervals);
+    ``last_seen`` and ``registered_at`` are seconds since the epoch (the owner's clock).
+    """
+
+    handle: str
+    manifest: Manifest | None
+    online: bool
+    last_seen: float
+    registered_at: float
+    ephemeral: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Introspected:
+    """Result of ``introspect(handle)``; ``found`` is false (and manifest None) for unknown handles."""
+
+    handle: str
+    found: bool
+    manifest: Manifest | None = None
+    online: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HandleEntry:
+    """One entry of ``list_handles``."""
+
+    handle: str
+    manifest: Manifest | None = None
+    online: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HandleMatch:
+    """One ranked result of ``find_handles``: tailbus scores (capability 100, domain 30, command 20,
+    tag 10, version 10) and the reasons (``"capability:x"``, ...)."""
+
+    handle: str
+    manifest: Manifest | None = None
+    score: int = 0
+    match_reasons: tuple[str, ...] = ()
+    online: bool = False
