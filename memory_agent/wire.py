@@ -1,0 +1,268 @@
+"""The wire contract of @memory: what a payload sent to ``memory`` means, and what comes back.
+
+Pure functions, no I/O. A payload that parses as a JSON object is a *report*, unless it has a
+``"query"`` key (a *structured question*) or an ``"op"`` key (an *operation*, e.g. ``{"op": "stats"}``);
+anything else sent with a non-JSON content type is a plain-text *question*. A payload that claims a JSON
+content type but does not parse is an error, as is a report without a usable ``event``.
+Replies: ``{"status": "stored", "id": <int>, "duplicate": <bool>}`` or ``{"status": "error", "error": "..."}``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, tzinfo
+from typing import Any
+
+from dateutil import parser as dateparser
+
+from memory_agent.errors import QueryError, ReportError
+from memory_agent.models import Filters, InsertResult, NewEvent
+
+MAX_QUESTION_CHARS = 8_000
+MAX_EVENT_CHARS = 200
+MAX_LIMIT = 10_000
+# Reports may say when they happened as unix seconds within these bounds (1970 .. 2200, UTC).
+_MIN_EPOCH, _MAX_EPOCH = 0.0, 7_258_118_400.0
+_JSON_TYPES = ("application/json", "text/json")
+_FILTER_KEYS = ("event", "service", "from_handle", "trace_id")
+# Fields whose text says most about an event; they lead the indexed text in this order.
+_LEAD_FIELDS = ("summary", "text", "message", "reason", "description", "cause", "root_cause", "details")
+_NOT_INDEXED = frozenset({"event", "trace_id", "occurred_at"})
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """A JSON object to be stored as an event."""
+
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Question:
+    """A question, plain (``structured=False``: answer in text) or structured (answer in JSON).
+
+    ``since``/``until``: seconds since the epoch, UTC, from the structured form; they override any time
+    phrase in the text. ``limit``: events wanted, ``None`` = the configured default.
+    """
+
+    text: str
+    structured: bool = False
+    limit: int | None = None
+    since: float | None = None
+    until: float | None = None
+    filters: Filters = field(default_factory=Filters)
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """An administrative request such as ``{"op": "stats"}``."""
+
+    op: str
+    args: dict[str, Any]
+
+
+Request = Report | Question | Operation
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON: send numbers as finite values or strings")
+
+
+def _is_json_type(content_type: str) -> bool:
+    base = content_type.split(";", 1)[0].strip().lower()
+    return base in _JSON_TYPES or base.endswith("+json")
+
+
+def classify(payload: str, content_type: str, *, tz: tzinfo) -> Request:
+    """Read a payload sent to @memory. Raises ReportError (bad report) or QueryError (bad question).
+
+    A payload that parses as a JSON object is taken as JSON whatever its content type, so the one-line
+    ``open_session("memory", json.dumps({...}))`` works with the SDK's default ``text/plain``.
+    """
+    stripped = payload.strip()
+    obj: Any = None
+    parsed = False
+    if stripped.startswith(("{", "[")) or _is_json_type(content_type):
+        try:
+            obj = json.loads(stripped, parse_constant=_reject_constant)
+            parsed = True
+        except RecursionError:
+            raise ReportError("the JSON is nested too deeply: keep reports under a few levels of nesting") from None
+        except ValueError as exc:
+            if _is_json_type(content_type):
+                raise ReportError(
+                    f"payload is not valid JSON ({exc}): send one JSON object such as "
+                    '{"event": "rollback", "service": "api-gateway"}'
+                ) from None
+    if not parsed:
+        return _plain_question(payload)
+    if not isinstance(obj, dict):
+        raise ReportError(
+            f"payload is JSON {type(obj).__name__}, not an object: send one JSON object such as "
+            '{"event": "rollback", "service": "api-gateway"}, or plain text to ask a question'
+        )
+    if "query" in obj:
+        return _structured_question(obj, tz=tz)
+    if "op" in obj:
+        op = obj["op"]
+        if not isinstance(op, str) or not op:
+            raise ReportError('"op" must be a non-empty string naming an operation, e.g. {"op": "stats"}')
+        return Operation(op=op, args={k: v for k, v in obj.items() if k != "op"})
+    return Report(payload=obj)
+
+
+def _plain_question(text: str) -> Question:
+    text = text.strip()
+    if not text:
+        raise QueryError("the question is empty: send a question in plain text, e.g. 'What rollbacks happened today?'")
+    if len(text) > MAX_QUESTION_CHARS:
+        raise QueryError(f"the question is {len(text)} characters long; ask in at most {MAX_QUESTION_CHARS}")
+    return Question(text=text)
+
+
+def _structured_question(obj: dict[str, Any], *, tz: tzinfo) -> Question:
+    query = obj["query"]
+    if not isinstance(query, str) or not query.strip():
+        raise QueryError('"query" must be a non-empty string, e.g. {"query": "What rollbacks happened today?"}')
+    base = _plain_question(query)
+    limit = obj.get("limit")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT):
+        raise QueryError(f'"limit" must be a whole number from 1 to {MAX_LIMIT}, not {limit!r}')
+    since = _time_field(obj.get("since"), "since", tz=tz, error=QueryError) if obj.get("since") is not None else None
+    until = _time_field(obj.get("until"), "until", tz=tz, error=QueryError) if obj.get("until") is not None else None
+    if since is not None and until is not None and since >= until:
+        raise QueryError('"since" must be earlier than "until"')
+    raw_filters = obj.get("filters") or {}
+    if not isinstance(raw_filters, dict):
+        raise QueryError('"filters" must be an object such as {"event": "rollback", "service": "api-gateway"}')
+    unknown = sorted(set(raw_filters) - set(_FILTER_KEYS))
+    if unknown:
+        raise QueryError(f"unknown filter(s) {', '.join(unknown)}: use {', '.join(_FILTER_KEYS)}")
+    values: dict[str, tuple[str, ...]] = {}
+    for key in _FILTER_KEYS:
+        raw = raw_filters.get(key)
+        if raw is None:
+            continue
+        items = raw if isinstance(raw, list) else [raw]
+        if not all(isinstance(item, str) and item for item in items):
+            raise QueryError(f'filter "{key}" must be a string or a list of strings')
+        values[key] = tuple(item.strip().lower() if key == "event" else item for item in items)
+    return Question(
+        text=base.text, structured=True, limit=limit, since=since, until=until, filters=Filters(**values)
+    )
+
+
+def _time_field(value: Any, name: str, *, tz: tzinfo, error: type[Exception]) -> float:
+    """ISO-8601 (naive = in ``tz``) or unix seconds → seconds since the epoch, UTC."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise error(f'"{name}" must be an ISO-8601 time such as "2026-11-20T14:02:00Z" or unix seconds')
+    if isinstance(value, str):
+        try:
+            parsed = dateparser.isoparse(value.strip())
+        except (ValueError, OverflowError) as exc:
+            raise error(
+                f'"{name}" {value[:60]!r} is not an ISO-8601 time ({exc}): use e.g. "2026-11-20T14:02:00Z"'
+            ) from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=tz)
+        seconds = parsed.timestamp()
+    else:
+        seconds = float(value)
+        if not math.isfinite(seconds):
+            raise error(f'"{name}" must be a finite number of seconds since the epoch')
+        if _MAX_EPOCH < seconds <= _MAX_EPOCH * 1000:
+            raise error(f'"{name}" {value} looks like milliseconds: send seconds since the epoch')
+    if not _MIN_EPOCH <= seconds <= _MAX_EPOCH:
+        raise error(f'"{name}" is outside 1970..2200: send seconds since the epoch or an ISO-8601 time')
+    return seconds
+
+
+def build_event(
+    report: Report,
+    *,
+    message_id: str,
+    session: str,
+    from_handle: str,
+    trace_id: str,
+    sent_at: float,
+    received_at: float,
+    tz: tzinfo,
+) -> NewEvent:
+    """Validate a report and make the event to store. Raises ReportError saying what to fix.
+
+    The payload's own ``trace_id`` wins over the envelope's; ``occurred_at`` defaults to the send time.
+    """
+    payload = report.payload
+    event = payload.get("event")
+    if not isinstance(event, str) or not event.strip():
+        raise ReportError(
+            'a report needs an "event" string naming what happened, e.g. {"event": "rollback", ...}; '
+            "to ask a question send plain text or {\"query\": \"...\"}"
+        )
+    event = " ".join(event.split()).lower()
+    if len(event) > MAX_EVENT_CHARS:
+        raise ReportError(f'"event" is {len(event)} characters; name the kind of event in at most {MAX_EVENT_CHARS}')
+    own_trace = payload.get("trace_id")
+    if own_trace is not None:
+        if isinstance(own_trace, bool) or not isinstance(own_trace, (str, int)) or not str(own_trace).strip():
+            raise ReportError('"trace_id" must be a non-empty string, e.g. "t-81"')
+        trace_id = str(own_trace).strip()
+    raw_time = payload.get("occurred_at")
+    occurred_at = (
+        sent_at if raw_time is None else _time_field(raw_time, "occurred_at", tz=tz, error=ReportError)
+    )
+    service = payload.get("service")
+    return NewEvent(
+        message_id=message_id,
+        session=session,
+        from_handle=from_handle,
+        trace_id=trace_id,
+        event=event,
+        service=service.strip() if isinstance(service, str) and service.strip() else None,
+        occurred_at=occurred_at,
+        received_at=received_at,
+        payload=payload,
+        text=indexed_text(event, payload),
+    )
+
+
+def indexed_text(event: str, payload: dict[str, Any]) -> str:
+    """The text embedded and full-text indexed for an event: the event kind, then the payload's fields.
+
+    Fields that usually carry the story (``summary``, ``text``, ``reason`` ...) come first, as bare text;
+    the others follow as ``key: value``. Event names are written with spaces (``test_quarantined`` →
+    ``test quarantined``) so both the tokeniser and the model see words.
+    """
+    parts = [event.replace("_", " ").replace("-", " ")]
+    for key in _LEAD_FIELDS:
+        value = payload.get(key)
+        if value is not None and key not in _NOT_INDEXED:
+            parts.append(_flat(value))
+    for key, value in payload.items():
+        if key in _NOT_INDEXED or key in _LEAD_FIELDS or value is None:
+            continue
+        parts.append(f"{key.replace('_', ' ')}: {_flat(value)}")
+    return ". ".join(part for part in parts if part)
+
+
+def _flat(value: Any) -> str:
+    if isinstance(value, str):
+        return value.strip()
+    return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+
+
+def stored_reply(result: InsertResult) -> str:
+    """JSON ``{"status": "stored", "id": int, "duplicate": bool}``."""
+    return json.dumps({"status": "stored", "id": result.id, "duplicate": result.duplicate})
+
+
+def error_reply(message: str) -> str:
+    """JSON ``{"status": "error", "error": message}``."""
+    return json.dumps({"status": "error", "error": message})
+
+
+def iso_utc(seconds: float) -> str:
+    """Seconds since the epoch → ISO-8601 in UTC with a ``Z``, to the second."""
+    return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,65 @@
+"""Batched ingest on a real store and FAISS index."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from memory_agent.embedder import BatchingEmbedder, HashingEmbedder
+from memory_agent.index import AsyncIndex, FaissIndex
+from memory_agent.ingest import IngestClosed, Ingestor
+from memory_agent.models import InsertResult, NewEvent
+from memory_agent.store import EventStore
+
+
+def event(i: int, message_id: str | None = None) -> NewEvent:
+    return NewEvent(message_id=message_id or f"m{i}", session=f"s{i}", from_handle="a", trace_id="t",
+                    event="tick", service=None, occurred_at=float(i), received_at=float(i),
+                    payload={"event": "tick", "n": i}, text=f"tick number {i}")
+
+
+async def test_concurrent_reports_share_batches_and_duplicates_get_the_first_id(tmp_path: Path) -> None:
+    store = await EventStore.open(tmp_path / "m.sqlite3")
+    index = AsyncIndex(FaissIndex(64, model="h"))
+    embedder = BatchingEmbedder(HashingEmbedder(dim=64, name="h"))
+    seen: list[int] = []
+    ingestor = Ingestor(store, index, embedder, model="h", max_batch=64, on_stored=lambda evs: seen.append(len(evs)))
+    ingestor.start()
+    results = await asyncio.gather(*(ingestor.ingest(event(i)) for i in range(300)))
+    assert len({r.id for r in results}) == 300 and not any(r.duplicate for r in results)
+    assert ingestor.batches < 100 and sum(seen) == 300
+    again = await ingestor.ingest(event(7))
+    assert again == InsertResult(results[7].id, duplicate=True)
+    # the same message twice in one batch: stored once, both callers get its id
+    a, b = await asyncio.gather(ingestor.ingest(event(1000, "same")), ingestor.ingest(event(1001, "same")))
+    assert a.id == b.id and [a.duplicate, b.duplicate].count(True) == 1
+    assert len(index) == 301 == (await store.stats()).count
+    hits = await index.search(HashingEmbedder(dim=64, name="h").encode(["tick number 5"])[0], 1)
+    assert hits[0][0] == results[5].id
+    await ingestor.close()
+    with pytest.raises(IngestClosed):
+        await ingestor.ingest(event(2000))
+    await embedder.close()
+    await index.close()
+    await store.close()
+
+
+async def test_a_failed_batch_fails_its_callers_and_stores_nothing(tmp_path: Path) -> None:
+    class Broken(HashingEmbedder):
+        def encode(self, texts):  # type: ignore[no-untyped-def]
+            raise RuntimeError("model exploded")
+
+    store = await EventStore.open(tmp_path / "m.sqlite3")
+    index = AsyncIndex(FaissIndex(64, model="h"))
+    embedder = BatchingEmbedder(Broken(dim=64, name="h"))
+    ingestor = Ingestor(store, index, embedder, model="h")
+    ingestor.start()
+    results = await asyncio.gather(*(ingestor.ingest(event(i)) for i in range(5)), return_exceptions=True)
+    assert all(isinstance(r, RuntimeError) for r in results)
+    assert (await store.stats()).count == 0 and len(index) == 0
+    await ingestor.close()
+    await embedder.close()
+    await index.close()
+    await store.close()
