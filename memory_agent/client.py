@@ -1,0 +1,67 @@
+"""A small client for talking to @memory over the mesh, used by the CLI (any agent can do the same).
+
+It joins the mesh under an ephemeral handle ``cli-<8 hex>`` that is removed again on close.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from types import TracebackType
+from typing import Any
+
+from mesh import AsyncAgent, Message
+
+
+class MemoryClient:
+    """``async with MemoryClient(url) as c: await c.ask("...")``. ``timeout`` in seconds, per request;
+    raises mesh errors (``HandleNotFound`` when no @memory ever registered, ``MeshTimeout``)."""
+
+    def __init__(
+        self,
+        nats_url: str,
+        *,
+        handle: str = "memory",
+        timeout: float = 30.0,
+        connect_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.memory_handle = handle
+        self.timeout = timeout
+        # A command-line client gives up quickly on a server that is not there, instead of
+        # retrying forever as a long-running agent does.
+        options = {"connect_timeout": 2, "max_reconnect_attempts": 2, "reconnect_time_wait": 0.5}
+        options.update(connect_options or {})
+        self._agent = AsyncAgent(f"cli-{uuid.uuid4().hex[:8]}", servers=nats_url, connect_options=options)
+
+    async def __aenter__(self) -> MemoryClient:
+        await self._agent.start()
+        await self._agent.register(ephemeral=True)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._agent.close()
+
+    async def request(self, payload: str, *, content_type: str, trace_id: str | None = None) -> Message:
+        return await self._agent.request(
+            self.memory_handle, payload, content_type=content_type, trace_id=trace_id, timeout=self.timeout
+        )
+
+    async def ask(self, question: str) -> str:
+        """A plain-text question; returns @memory's plain-text answer (or its JSON error)."""
+        return (await self.request(question, content_type="text/plain")).payload
+
+    async def ask_structured(self, query: dict[str, Any]) -> dict[str, Any]:
+        """A structured question ``{"query": ..., "limit": ..., ...}``; returns the decoded JSON reply."""
+        reply = await self.request(json.dumps(query), content_type="application/json")
+        return dict(json.loads(reply.payload))
+
+    async def report(self, event: dict[str, Any], *, trace_id: str | None = None) -> dict[str, Any]:
+        """Report one event; returns ``{"status": "stored", "id": ..., "duplicate": ...}`` or an error object."""
+        reply = await self.request(json.dumps(event), content_type="application/json", trace_id=trace_id)
+        return dict(json.loads(reply.payload))
+
+    async def stats(self) -> dict[str, Any]:
+        reply = await self.request(json.dumps({"op": "stats"}), content_type="application/json")
+        return dict(json.loads(reply.payload))

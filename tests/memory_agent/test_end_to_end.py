@@ -1,0 +1,125 @@
+"""`memory-agent run` with its embedded nats-server and the real MiniLM model, driven by the CLI and examples.
+
+Everything runs as a subprocess, the way a user runs it, so the README's commands and the examples
+cannot rot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+LOCOMO = ROOT.parent / "shared" / "data" / "locomo" / "locomo10.json"
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cli(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "memory_agent", *args], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def example(name: str, *args: str, env: dict[str, str], timeout: float = 300) -> str:
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / name), *args], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"{name} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[subprocess.Popen[str], dict[str, str], Path]]:
+    data = tmp_path_factory.mktemp("memory-data")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MEMORY_AGENT_EMBEDDED_NATS_PORT": str(free_port()),
+           "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "memory_agent", "run", "--data-dir", str(data)], env=env,
+                            cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 180
+    lines: list[str] = []
+    url = None
+    while time.monotonic() < deadline and url is None:
+        line = proc.stderr.readline()
+        if not line and proc.poll() is not None:
+            break
+        lines.append(line)
+        if m := re.search(r"Agents connect to: (nats://\S+)", line):
+            url = m.group(1)
+    assert url, "daemon did not come up:\n" + "".join(lines)
+    env["MEMORY_AGENT_NATS_URL"] = url
+    # Keep reading its log so the pipe never fills.
+    import threading
+
+    threading.Thread(target=lambda: [lines.append(x) for x in proc.stderr], daemon=True).start()  # type: ignore[union-attr]
+    yield proc, env, data
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def test_examples_report_and_the_postmortem_gets_the_timeline(daemon) -> None:  # type: ignore[no-untyped-def]
+    _, env, _ = daemon
+    out = example("monitor_anomaly.py", env=env)
+    assert out.count('"status": "stored"') == 2
+    assert '"status": "stored"' in example("deploy_rollback.py", env=env)
+    assert example("flaky_tests.py", env=env).count('"status": "stored"') == 3
+    out = example("postmortem.py", env=env)
+    assert "Timeline of trace t-81: 3 events" in out
+    timeline = out.split("\n\n")[0]
+    assert timeline.index("reported anomaly") < timeline.index("reported rollback") < timeline.index("reported root_cause")
+    assert "Best match:" in out and "@deploy reported rollback" in out
+    assert "1 rollback(s)" in out
+
+
+def test_cli_ask_report_stats_check(daemon) -> None:  # type: ignore[no-untyped-def]
+    _, env, _ = daemon
+    done = cli("report", '{"event": "deploy", "service": "search", "version": "v9"}', "--trace-id", "t-99", env=env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["status"] == "stored"
+    done = cli("report", "[1, 2]", env=env)
+    assert done.returncode == 2 and "JSON object" in done.stderr
+    done = cli("ask", "Which tests were flaky today?", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "test_login_redirect" in done.stdout and "@test-runner reported flaky_test" in done.stdout
+    done = cli("ask", "What did we deploy to search?", "--json", env=env)
+    answer = json.loads(done.stdout)
+    assert answer["events"][0]["trace_id"] == "t-99"
+    done = cli("stats", "--json", env=env)
+    stats = json.loads(done.stdout)
+    assert stats["model"] == "all-MiniLM-L6-v2" and stats["index"]["type"] == "flat"
+    assert stats["events"] == stats["index"]["size"] >= 7
+    assert cli("check", env=env).returncode == 0
+
+
+@pytest.mark.skipif(not LOCOMO.is_file(), reason="needs ../shared/data/locomo/locomo10.json")
+def test_locomo_replay_prints_questions_gold_and_answers(daemon) -> None:  # type: ignore[no-untyped-def]
+    _, env, _ = daemon
+    out = example("locomo_replay.py", "--questions", "3", env=env)
+    assert re.search(r"replayed 419 turns of conv-26", out)
+    assert out.count("Q: ") == 3 and out.count("gold: ") == 3
+    assert "@memory D" in out
+
+
+def test_sigterm_shuts_down_cleanly_then_reindex_and_check(daemon) -> None:  # type: ignore[no-untyped-def]
+    proc, env, data = daemon
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+    assert cli("check", "--timeout", "3", env=env).returncode == 1
+    done = cli("reindex", "--rebuild-only", "--data-dir", str(data), env=env)
+    assert done.returncode == 0, done.stderr
+    assert "rebuilt" in done.stdout
