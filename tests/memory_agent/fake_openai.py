@@ -32,11 +32,14 @@ def fake_openai(reply: Reply, *, delay: float = 0.0, status: int = 200) -> Itera
                                  "message": {"role": "assistant", "content": reply(body)}}],
                     "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
                 }).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up (the timeout case)
 
         def log_message(self, *args: Any) -> None:
             pass

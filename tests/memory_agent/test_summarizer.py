@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from zoneinfo import ZoneInfo
+
+import numpy as np
 import pytest
 
 from memory_agent.answer import Answer, Answerer, ScoredEvent
-from memory_agent.models import StoredEvent, Vocabulary
+from memory_agent.embedder import BatchingEmbedder, HashingEmbedder
+from memory_agent.index import AsyncIndex, FaissIndex
+from memory_agent.models import NewEvent, StoredEvent, Vocabulary
+from memory_agent.retrieval import HybridRetriever
+from memory_agent.store import EventStore
 from memory_agent.summarizer import OpenAISummarizer, SummaryRejected
 from memory_agent.wire import Question
 from tests.memory_agent.fake_openai import fake_openai
@@ -45,29 +52,30 @@ async def test_summary_without_citations_is_rejected() -> None:
         await s.close()
 
 
-class _OneShot:
-    """A searcher/store pair that returns EVENTS for any question (answering logic is tested elsewhere)."""
+@pytest.fixture
+async def answerer_parts(tmp_path):  # type: ignore[no-untyped-def]
+    """A real store and FAISS index holding EVENTS (as ids 1 and 2), searched with the small embedder."""
+    embedder = HashingEmbedder(dim=64, name="h")
+    store = await EventStore.open(tmp_path / "m.sqlite3")
+    fresh = [NewEvent(message_id=e.message_id, session=e.session, from_handle=e.from_handle, trace_id=e.trace_id,
+                      event=e.event, service=e.service, occurred_at=e.occurred_at, received_at=e.received_at,
+                      payload=e.payload, text=e.text) for e in EVENTS]
+    vectors = embedder.encode([e.text for e in fresh])
+    ids = [r.id for r in await store.insert(fresh, vectors, model="h")]
+    index = FaissIndex(64, model="h")
+    index.add(np.array(ids, dtype=np.int64), vectors)
+    batcher, aindex = BatchingEmbedder(embedder), AsyncIndex(index)
+    yield store, HybridRetriever(store, aindex, batcher), ids
+    await batcher.close()
+    await aindex.close()
+    await store.close()
 
-    async def search(self, text, window, filters, *, limit):  # type: ignore[no-untyped-def]
-        from memory_agent.retrieval import Hit
-        return [Hit(e.id, 1.0 - i / 10) for i, e in enumerate(EVENTS)]
 
-    async def get(self, ids):  # type: ignore[no-untyped-def]
-        return [e for i in ids for e in EVENTS if e.id == i]
-
-    async def select(self, window, filters, *, limit=None, order="asc"):  # type: ignore[no-untyped-def]
-        return [e for e in EVENTS if not filters.trace_id or e.trace_id in filters.trace_id]
-
-    async def count(self, window, filters):  # type: ignore[no-untyped-def]
-        return len(await self.select(window, filters))
-
-
-async def _answer(summarizer: OpenAISummarizer) -> Answer:
-    from zoneinfo import ZoneInfo
-    stub = _OneShot()
-    answerer = Answerer(stub, stub, tz=ZoneInfo("UTC"), vocabulary=Vocabulary(), summarizer=summarizer,
+async def _answer(parts, summarizer: OpenAISummarizer) -> Answer:  # type: ignore[no-untyped-def]
+    store, retriever, _ = parts
+    answerer = Answerer(store, retriever, tz=ZoneInfo("UTC"), vocabulary=Vocabulary(), summarizer=summarizer,
                         clock=lambda: 1_795_700_000.0)
-    return await answerer.answer(Question(text="tell me about api-gateway"))
+    return await answerer.answer(Question(text="why was api-gateway rolled back?"))
 
 
 @pytest.mark.parametrize(
@@ -78,21 +86,26 @@ async def _answer(summarizer: OpenAISummarizer) -> Answer:
         ("error", 0.0, 500, "LLM summary unavailable"),
     ],
 )
-async def test_answer_falls_back_to_extractive_with_a_note(reply: str, delay: float, status: int, note: str) -> None:
+async def test_answer_falls_back_to_extractive_with_a_note(
+    answerer_parts, reply: str, delay: float, status: int, note: str  # type: ignore[no-untyped-def]
+) -> None:
     with fake_openai(lambda body: reply, delay=delay, status=status) as (url, _):
         s = OpenAISummarizer(base_url=url, model="tiny", timeout=1.0)
-        answer = await _answer(s)
+        answer = await _answer(answerer_parts, s)
         await s.close()
+    ids = answerer_parts[2]
     assert note in answer.text
-    assert "[#12]" in answer.text and "@deploy reported rollback" in answer.text
-    assert [se.event.id for se in answer.events] == [12, 13]
+    assert f"[#{ids[0]}]" in answer.text and "@deploy reported rollback" in answer.text
+    assert [se.event.id for se in answer.events] == ids
 
 
-async def test_answer_uses_the_summary_and_keeps_its_sources() -> None:
-    with fake_openai(lambda body: "Error spike [#12].") as (url, _):
+async def test_answer_uses_the_summary_and_keeps_its_sources(answerer_parts) -> None:  # type: ignore[no-untyped-def]
+    ids = answerer_parts[2]
+    with fake_openai(lambda body: f"Error spike [#{ids[0]}].") as (url, seen):
         s = OpenAISummarizer(base_url=url, model="tiny", timeout=5)
-        answer = await _answer(s)
+        answer = await _answer(answerer_parts, s)
         await s.close()
-    assert answer.text.startswith("Error spike [#12].")
+    assert answer.text.startswith(f"Error spike [#{ids[0]}].")
+    assert f'"id": {ids[1]}' in seen[0]["body"]["messages"][1]["content"]
     assert "Based on:" in answer.text and "@triage reported root_cause" in answer.text
-    assert isinstance(answer.events[0], ScoredEvent)
+    assert isinstance(answer.events[0], ScoredEvent) and answer.events[0].event.id == ids[0]
