@@ -7,6 +7,7 @@ already in SQLite.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from tqdm import tqdm
@@ -34,18 +35,20 @@ async def reindex(config: Config, *, rebuild_only: bool = False, batch: int = 25
                 if not models:
                     return "no events stored: nothing to index"
                 top = models[0]
-                index, how = await open_index(config.index_path, store, dim=top.dim, model=top.model)
+                _, how = await open_index(config.index_path, store, dim=top.dim, model=top.model)
                 return how
-            embedder = SentenceTransformerEmbedder(config.embedding.model or None, device=config.embedding.device)
+            embedder = await asyncio.to_thread(
+                SentenceTransformerEmbedder, config.embedding.model or None, device=config.embedding.device
+            )
             total = (await store.stats()).count
             index = FaissIndex(embedder.dim, model=embedder.name)
             with tqdm(total=total, unit="event", desc=f"re-embedding with {embedder.name}") as bar:
                 async for ids, texts in store.iter_texts(batch=batch):
-                    vectors = embedder.encode(texts)
+                    vectors = await asyncio.to_thread(embedder.encode, texts)
                     await store.update_vectors(ids, vectors, model=embedder.name)
-                    index.add(ids, vectors)
+                    await asyncio.to_thread(index.add, ids, vectors)
                     bar.update(len(ids))
-            index.save(config.index_path)
+            await asyncio.to_thread(index.save, config.index_path)
             elapsed = time.perf_counter() - started
             return f"re-embedded {total} events with {embedder.name} in {elapsed:.1f} s; index saved to {config.index_path}"
         finally:

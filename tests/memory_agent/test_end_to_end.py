@@ -123,3 +123,7 @@ def test_sigterm_shuts_down_cleanly_then_reindex_and_check(daemon) -> None:  # t
     done = cli("reindex", "--rebuild-only", "--data-dir", str(data), env=env)
     assert done.returncode == 0, done.stderr
     assert "rebuilt" in done.stdout
+    done = cli("reindex", "--data-dir", str(data), env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"re-embedded \d+ events with all-MiniLM-L6-v2", done.stdout)
+    assert "100%" in done.stderr  # the progress bar ran to the end
