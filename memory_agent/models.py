@@ -30,20 +30,10 @@ class NewEvent:
 
 
 @dataclass(frozen=True, slots=True)
-class StoredEvent:
-    """One row of the ``events`` table (the embedding is not loaded here)."""
+class StoredEvent(NewEvent):
+    """A stored event: a :class:`NewEvent` with its SQLite id (the embedding is not loaded here)."""
 
     id: int
-    message_id: str
-    session: str
-    from_handle: str
-    trace_id: str
-    event: str
-    service: str | None
-    occurred_at: float
-    received_at: float
-    payload: dict[str, Any]
-    text: str
 
 
 @dataclass(frozen=True, slots=True)

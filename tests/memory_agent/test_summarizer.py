@@ -10,7 +10,7 @@ import pytest
 from memory_agent.answer import Answer, Answerer, ScoredEvent
 from memory_agent.embedder import BatchingEmbedder, HashingEmbedder
 from memory_agent.index import AsyncIndex, FaissIndex
-from memory_agent.models import NewEvent, StoredEvent, Vocabulary
+from memory_agent.models import StoredEvent, Vocabulary
 from memory_agent.retrieval import HybridRetriever
 from memory_agent.store import EventStore
 from memory_agent.summarizer import OpenAISummarizer, SummaryRejected
@@ -57,11 +57,8 @@ async def answerer_parts(tmp_path):  # type: ignore[no-untyped-def]
     """A real store and FAISS index holding EVENTS (as ids 1 and 2), searched with the small embedder."""
     embedder = HashingEmbedder(dim=64, name="h")
     store = await EventStore.open(tmp_path / "m.sqlite3")
-    fresh = [NewEvent(message_id=e.message_id, session=e.session, from_handle=e.from_handle, trace_id=e.trace_id,
-                      event=e.event, service=e.service, occurred_at=e.occurred_at, received_at=e.received_at,
-                      payload=e.payload, text=e.text) for e in EVENTS]
-    vectors = embedder.encode([e.text for e in fresh])
-    ids = [r.id for r in await store.insert(fresh, vectors, model="h")]
+    vectors = embedder.encode([e.text for e in EVENTS])
+    ids = [r.id for r in await store.insert(EVENTS, vectors, model="h")]
     index = FaissIndex(64, model="h")
     index.add(np.array(ids, dtype=np.int64), vectors)
     batcher, aindex = BatchingEmbedder(embedder), AsyncIndex(index)

@@ -7,12 +7,11 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from mesh import AsyncAgent, HandleTaken, Message
+from mesh import HandleTaken, Message
+from tests.mesh.helpers import Factory
 
-Factory = Callable[..., Awaitable[AsyncAgent]]
 REPO = Path(__file__).resolve().parents[2]
 
 VICTIM = """

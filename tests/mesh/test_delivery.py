@@ -8,31 +8,15 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 
 import nats
 import nats.js.errors
 import pytest
 
-from mesh import AsyncAgent, Envelope, Message, NatsServer, encode_envelope
+from mesh import Envelope, Message, NatsServer, encode_envelope
 from mesh.constants import STREAM_NAME
 from mesh.handles import durable_name, inbox_subject
-
-Factory = Callable[..., Awaitable[AsyncAgent]]
-
-
-def inbox(agent: AsyncAgent) -> asyncio.Queue[Message]:
-    queue: asyncio.Queue[Message] = asyncio.Queue()
-
-    @agent.on_message
-    async def _handle(msg: Message) -> None:
-        await queue.put(msg)
-
-    return queue
-
-
-async def next_msg(queue: asyncio.Queue[Message], timeout: float = 10.0) -> Message:
-    return await asyncio.wait_for(queue.get(), timeout)
+from tests.mesh.helpers import Factory, inbox, next_msg
 
 
 async def stored_for(url: str, handle: str) -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -22,23 +21,7 @@ from mesh import (
     SessionClosed,
     SessionNotFound,
 )
-
-Factory = Callable[..., Awaitable[AsyncAgent]]
-
-
-def inbox(agent: AsyncAgent) -> asyncio.Queue[Message]:
-    """Route the agent's messages into a queue."""
-    queue: asyncio.Queue[Message] = asyncio.Queue()
-
-    @agent.on_message
-    async def _handle(msg: Message) -> None:
-        await queue.put(msg)
-
-    return queue
-
-
-async def next_msg(queue: asyncio.Queue[Message], timeout: float = 10.0) -> Message:
-    return await asyncio.wait_for(queue.get(), timeout)
+from tests.mesh.helpers import Factory, inbox, next_msg
 
 
 async def test_open_reply_resolve_round_trip(mesh_agent: Factory) -> None:
