@@ -245,15 +245,7 @@ class EventStore:
         async with self._write_lock:
             await self._conn.execute("BEGIN IMMEDIATE")
             try:
-                ids: dict[str, int] = {}
-                unique = list(dict.fromkeys(e.message_id for e in events))
-                for part in range(0, len(unique), _CHUNK):
-                    chunk = unique[part : part + _CHUNK]
-                    marks = ", ".join("?" for _ in chunk)
-                    rows = await self._conn.execute_fetchall(
-                        f"SELECT message_id, id FROM events WHERE message_id IN ({marks})", chunk
-                    )
-                    ids.update((str(r[0]), int(r[1])) for r in rows)
+                ids = await self._ids_of(list(dict.fromkeys(e.message_id for e in events)))
                 existing = set(ids)
                 new_rows: list[tuple[Any, ...]] = []
                 planned: set[str] = set()
@@ -285,14 +277,7 @@ class EventStore:
                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         new_rows,
                     )
-                    fresh = [row[0] for row in new_rows]
-                    for part in range(0, len(fresh), _CHUNK):
-                        chunk = fresh[part : part + _CHUNK]
-                        marks = ", ".join("?" for _ in chunk)
-                        rows = await self._conn.execute_fetchall(
-                            f"SELECT message_id, id FROM events WHERE message_id IN ({marks})", chunk
-                        )
-                        ids.update((str(r[0]), int(r[1])) for r in rows)
+                    ids.update(await self._ids_of([row[0] for row in new_rows]))
                 await self._conn.execute("COMMIT")
             except BaseException:
                 await self._conn.execute("ROLLBACK")
@@ -305,6 +290,18 @@ class EventStore:
             first_seen.add(mid)
             results.append(InsertResult(ids[mid], duplicate=duplicate))
         return results
+
+    async def _ids_of(self, message_ids: Sequence[str]) -> dict[str, int]:
+        """``message_id -> id`` of the stored ones among ``message_ids`` (inside the caller's transaction)."""
+        ids: dict[str, int] = {}
+        for part in range(0, len(message_ids), _CHUNK):
+            chunk = list(message_ids[part : part + _CHUNK])
+            marks = ", ".join("?" for _ in chunk)
+            rows = await self._conn.execute_fetchall(
+                f"SELECT message_id, id FROM events WHERE message_id IN ({marks})", chunk
+            )
+            ids.update((str(r[0]), int(r[1])) for r in rows)
+        return ids
 
     async def update_vectors(self, ids: Ids, vectors: np.ndarray, *, model: str) -> int:
         """Replace the embeddings of ``ids`` with ``vectors`` ((n, dim) float32) made by ``model``.
