@@ -290,6 +290,10 @@ class MemoryDaemon:
             log.info("rejected report %s from @%s: %s", msg.message_id, msg.from_handle, exc)
             await self._reply(msg, error_reply(str(exc)))
             return
+        except Exception as exc:  # a payload that trips a bug: answer it rather than redeliver it forever
+            log.exception("reading report %s from @%s failed", msg.message_id, msg.from_handle)
+            await self._reply(msg, error_reply(f"internal error while reading the report ({type(exc).__name__})"))
+            return
         # Storage errors propagate: the message is not acked and will be redelivered.
         result = await self._ingestor.ingest(event)
         await self._reply(msg, stored_reply(result))

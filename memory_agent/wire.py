@@ -169,7 +169,10 @@ def _time_field(value: Any, name: str, *, tz: tzinfo, error: type[Exception]) ->
             parsed = parsed.replace(tzinfo=tz)
         seconds = parsed.timestamp()
     else:
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:
+            raise error(f'"{name}" is outside 1970..2200: send seconds since the epoch or an ISO-8601 time') from None
         if not math.isfinite(seconds):
             raise error(f'"{name}" must be a finite number of seconds since the epoch')
         if _MAX_EPOCH < seconds <= _MAX_EPOCH * 1000:

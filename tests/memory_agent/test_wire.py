@@ -138,6 +138,8 @@ def test_naive_occurred_at_is_read_in_the_configured_zone() -> None:
         ({"event": "x", "occurred_at": -5}, "1970..2200"),
         ({"event": "x", "occurred_at": 1_795_615_320_000}, "milliseconds"),
         ({"event": "x", "occurred_at": 1e300}, "1970..2200"),
+        ({"event": "x", "occurred_at": 10**400}, "1970..2200"),
+        ({"event": "x", "occurred_at": "99999-01-01"}, "ISO-8601"),
     ],
 )
 def test_unusable_reports_are_refused(payload: dict, says: str) -> None:
