@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 
 class IngestStore(Protocol):
-    async def find_message(self, message_id: str) -> int | None: ...
+    async def find_messages(self, message_ids: Sequence[str]) -> dict[str, int]: ...
 
     async def insert(
         self, events: Sequence[NewEvent], vectors: np.ndarray, *, model: str
@@ -81,10 +81,6 @@ class Ingestor:
         """
         if self._closing:
             raise IngestClosed("ingest is shutting down; the report will be redelivered")
-        existing = await self._store.find_message(event.message_id)
-        if existing is not None:
-            self.duplicates += 1
-            return InsertResult(id=existing, duplicate=True)
         future: asyncio.Future[InsertResult] = asyncio.get_running_loop().create_future()
         self._pending.append((event, future))
         self._wakeup.set()
@@ -109,9 +105,18 @@ class Ingestor:
                 return
 
     async def _store_batch(self, batch: list[tuple[NewEvent, asyncio.Future[InsertResult]]]) -> None:
-        events = [event for event, _ in batch]
         started = time.perf_counter()
         try:
+            # Redelivered reports are answered from SQLite without embedding them again.
+            known = await self._store.find_messages([event.message_id for event, _ in batch])
+            for event, future in batch:
+                if event.message_id in known and not future.done():
+                    future.set_result(InsertResult(id=known[event.message_id], duplicate=True))
+            self.duplicates += sum(1 for event, _ in batch if event.message_id in known)
+            batch = [(event, future) for event, future in batch if event.message_id not in known]
+            if not batch:
+                return
+            events = [event for event, _ in batch]
             vectors = await self._embedder.embed([e.text for e in events])
             results = await self._store.insert(events, vectors, model=self._model)
             fresh = [i for i, r in enumerate(results) if not r.duplicate]

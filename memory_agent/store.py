@@ -291,6 +291,11 @@ class EventStore:
             results.append(InsertResult(ids[mid], duplicate=duplicate))
         return results
 
+    async def find_messages(self, message_ids: Sequence[str]) -> dict[str, int]:
+        """``message_id -> id`` for those of ``message_ids`` already stored (one query per 500 ids)."""
+        self._check_open()
+        return await self._ids_of(message_ids)
+
     async def _ids_of(self, message_ids: Sequence[str]) -> dict[str, int]:
         """``message_id -> id`` of the stored ones among ``message_ids`` (inside the caller's transaction)."""
         ids: dict[str, int] = {}

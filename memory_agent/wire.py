@@ -241,7 +241,7 @@ def indexed_text(event: str, payload: dict[str, Any]) -> str:
     parts = [event.replace("_", " ").replace("-", " ")]
     for key in _LEAD_FIELDS:
         value = payload.get(key)
-        if value is not None and key not in _NOT_INDEXED:
+        if value is not None:
             parts.append(_flat(value))
     for key, value in payload.items():
         if key in _NOT_INDEXED or key in _LEAD_FIELDS or value is None:
