@@ -92,6 +92,25 @@ MIGRATIONS: tuple[Migration, ...] = (
         "index on the embedding model, so a model change is found without a table scan",
         ("CREATE INDEX events_embedding_model ON events (embedding_model, embedding_dim)",),
     ),
+    Migration(
+        4,
+        "sender_verified: 1 when the NATS server authenticated from_handle, 0 when the sender only claimed it",
+        ("ALTER TABLE events ADD COLUMN sender_verified INTEGER NOT NULL DEFAULT 0",),
+    ),
+    Migration(
+        5,
+        "service and sender indexes carry occurred_at, so a filter plus a time window is answered from "
+        "the index alone (no table row read per candidate); the time index carries the filtered columns, "
+        "so the daemon loads them (memory_agent.columns) without reading the table",
+        (
+            "CREATE INDEX events_service_occurred_at ON events (service, occurred_at)",
+            "CREATE INDEX events_from_handle_occurred_at ON events (from_handle, occurred_at)",
+            "CREATE INDEX events_occurred_at_columns ON events (occurred_at, event, service, from_handle)",
+            "DROP INDEX events_service",
+            "DROP INDEX events_from_handle",
+            "DROP INDEX events_occurred_at",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -73,8 +73,9 @@ async def test_open_creates_dirs_wal_and_schema_version(tmp_path: Path) -> None:
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
     finally:
         conn.close()
-    assert {"events", "events_fts", "events_occurred_at", "events_trace_occurred_at"} <= names
-    assert {"events_event_occurred_at", "events_from_handle", "events_service"} <= names
+    assert {"events", "events_fts", "events_occurred_at_columns", "events_trace_occurred_at"} <= names
+    assert {"events_event_occurred_at", "events_from_handle_occurred_at", "events_service_occurred_at"} <= names
+    assert not {"events_from_handle", "events_service", "events_occurred_at"} & names  # replaced by migration 5
 
 
 async def test_old_version_db_is_migrated_and_reopen_is_idempotent(tmp_path: Path) -> None:
@@ -378,3 +379,83 @@ async def test_vocabulary_stats_and_delete(store: EventStore) -> None:
     assert (summary.count, summary.max_id, summary.id_sum) == (2, ids[2], ids[1] + ids[2])
     # Ids are never reused after a delete.
     assert (await put(store, [make_event(9)]))[0] > ids[-1]
+
+
+async def test_vocabulary_is_read_by_index_seeks_not_a_table_scan(store: EventStore) -> None:
+    await put(store, [make_event(i, event=f"kind_{i % 4}", service=None if i % 5 == 0 else f"svc-{i % 3}",
+                                 handle=f"@h{i % 2}") for i in range(40)])
+    vocab = await store.vocabulary()
+    assert vocab.events == {f"kind_{i}" for i in range(4)}
+    assert vocab.services == {"svc-0", "svc-1", "svc-2"}  # NULL service is not a name
+    assert vocab.handles == {"@h0", "@h1"}
+    conn = sqlite3.connect(store.path)
+    try:
+        for column in ("event", "service", "from_handle"):
+            plan = " | ".join(
+                r[-1] for r in conn.execute(
+                    f"EXPLAIN QUERY PLAN SELECT (SELECT min({column}) FROM events WHERE {column} > ?)", ("a",)
+                )
+            )
+            assert "USING COVERING INDEX" in plan and "SCAN events" not in plan, plan
+            # A window plus a service or sender filter is answered from one index.
+            plan = " | ".join(r[-1] for r in conn.execute(
+                f"EXPLAIN QUERY PLAN SELECT id FROM events WHERE {column} IN (?) AND occurred_at >= ?", ("x", 0.0)
+            ))
+            assert "COVERING INDEX" in plan, plan
+    finally:
+        conn.close()
+
+
+async def test_vectors_by_id_are_the_stored_float32(store: EventStore) -> None:
+    events = [make_event(i) for i in range(6)]
+    vectors = EMB.encode([e.text for e in events])
+    ids = await put(store, events)
+    found, matrix = await store.vectors([ids[4], 999, ids[1], ids[4]])
+    assert found.tolist() == [ids[1], ids[4]] and matrix.dtype == np.float32
+    assert np.array_equal(matrix, vectors[[1, 4]])
+    found, matrix = await store.vectors([])
+    assert found.shape == (0,) and matrix.shape == (0, 0)
+    sample = await store.sample_vectors(4, seed=1)
+    assert sample.shape == (4, 32) and all(any(np.array_equal(s, v) for v in vectors) for s in sample)
+    assert (await store.sample_vectors(100)).shape == (6, 32)
+    head = await store.vector_summary(up_to=ids[2])
+    assert (head.count, head.max_id, head.id_sum) == (3, ids[2], sum(ids[:3]))
+    chunks = [c async for c in store.iter_vectors(after=ids[3])]
+    assert chunks[0][0].tolist() == ids[4:]
+
+
+async def test_bulk_insert_fills_fts_and_keeps_the_trigger(store: EventStore) -> None:
+    events = [make_event(i, text=f"bulk canary {i}") for i in range(5)]
+    batch = [*events, events[0]]
+    results = await store.insert(batch, EMB.encode([e.text for e in batch]), model=MODEL, bulk=True)
+    ids = [r.id for r in results]
+    assert [r.duplicate for r in results] == [False] * 5 + [True] and ids[5] == ids[0]
+    assert {h[0] for h in await store.fts_search("canary", None, Filters(), limit=10)} == set(ids[:5])
+    # The trigger is back: a plain insert is indexed too, and a bulk insert of only duplicates changes nothing.
+    later = await put(store, [make_event(9, text="plain canary")])
+    assert later[0] in {h[0] for h in await store.fts_search("plain", None, Filters(), limit=10)}
+    again = await store.insert(events[:2], EMB.encode([e.text for e in events[:2]]), model=MODEL, bulk=True)
+    assert all(r.duplicate for r in again)
+    conn = sqlite3.connect(store.path)
+    try:
+        assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'events_fts_ai'").fetchone()[0] == 1
+        assert conn.execute("INSERT INTO events_fts (events_fts) VALUES ('integrity-check')").rowcount != 0
+    finally:
+        conn.close()
+
+
+async def test_fts_ranks_the_rarest_words_within_its_budget(tmp_path: Path) -> None:
+    s = await EventStore.open(tmp_path / "m.sqlite3", fts_max_docs=4)
+    try:
+        ids = await put(s, [make_event(i, text=f"common word {'zebra' if i == 3 else 'other'} {i}")
+                            for i in range(6)])
+        # "common" is in 6 events (over the budget of 4): left out; "zebra" (1 event) is ranked.
+        assert [h[0] for h in await s.fts_search("common zebra", None, Filters(), limit=10)] == [ids[3]]
+        assert await s.fts_search("common", None, Filters(), limit=10) == []
+        s.fts_max_docs = 100
+        assert len(await s.fts_search("common zebra", None, Filters(), limit=10)) == 6
+        # Window and filters still apply in SQL.
+        window = TimeWindow(since=T0 + 60 * 3, until=T0 + 60 * 5)
+        assert {h[0] for h in await s.fts_search("common", window, Filters(), limit=10)} == {ids[3], ids[4]}
+    finally:
+        await s.close()

@@ -1,0 +1,89 @@
+"""SQL built from a question: the ``WHERE`` clause of a time window and filters, and safe FTS5 queries.
+
+Pure functions (no I/O). Times are floats, seconds since the epoch, UTC; windows are half-open
+``[since, until)``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from memory_agent.models import Filters, TimeWindow
+
+__all__ = ["STOPWORDS", "fts_phrases", "fts_query", "where_clause"]
+
+_MAX_QUERY_TERMS = 32
+
+# Common English words that carry no meaning for search; dropped from FTS5 queries.
+_STOPWORDS_TEXT = """
+    a about above after again against all am an and any are as at be because been before being below
+    between both but by can could did do does doing down during each few for from further had has have
+    having he her here hers herself him himself his how i if in into is it its itself just me more most
+    my myself no nor not now of off on once only or other our ours ourselves out over own same she
+    should so some such than that the their theirs them themselves then there these they this those
+    through to too under until up very was we were what when where which while who whom why will with
+    would you your yours yourself yourselves
+"""
+STOPWORDS = frozenset(_STOPWORDS_TEXT.split())
+_WORD = re.compile(r"[^\W_]+")
+
+
+def fts_phrases(text: str) -> list[str]:
+    """The FTS5 phrases of free user text, each quoted: ``'api-gateway rolled back'`` -> ``['"api gateway"',
+    '"rolled"', '"back"']``.
+
+    Each whitespace-separated chunk becomes one quoted phrase of its word pieces; English stopwords are
+    dropped; repeats are dropped; at most 32 phrases. Only letters and digits reach FTS5, inside double
+    quotes, so FTS5 syntax in a question (``AND OR NEAR( * ^ "``) cannot raise.
+    """
+    phrases: list[str] = []
+    seen: set[str] = set()
+    for chunk in text.lower().split():
+        pieces = _WORD.findall(chunk)
+        if not pieces or all(piece in STOPWORDS for piece in pieces):
+            continue
+        phrase = pieces[0] if len(pieces) == 1 else " ".join(pieces)
+        if phrase not in seen:
+            seen.add(phrase)
+            phrases.append(f'"{phrase}"')
+        if len(phrases) >= _MAX_QUERY_TERMS:
+            break
+    return phrases
+
+
+def fts_query(text: str) -> str | None:
+    """Turn free user text into a safe FTS5 query (its :func:`fts_phrases` OR-ed), or ``None`` when
+    nothing searchable is left."""
+    phrases = fts_phrases(text)
+    return " OR ".join(phrases) if phrases else None
+
+
+def where_clause(window: TimeWindow | None, filters: Filters, *, alias: str = "") -> tuple[str, list[Any]]:
+    """SQL conditions (joined with AND, ``"1"`` when none) and their parameters for a window + filters.
+
+    The window is half-open (``since <= occurred_at < until``); values within one filter field are OR-ed.
+    """
+    prefix = f"{alias}." if alias else ""
+    conditions: list[str] = []
+    params: list[Any] = []
+    if window is not None:
+        if window.since is not None:
+            conditions.append(f"{prefix}occurred_at >= ?")
+            params.append(float(window.since))
+        if window.until is not None:
+            conditions.append(f"{prefix}occurred_at < ?")
+            params.append(float(window.until))
+    for column, values in (
+        ("event", filters.event),
+        ("service", filters.service),
+        ("from_handle", filters.from_handle),
+        ("trace_id", filters.trace_id),
+    ):
+        if values:
+            marks = ", ".join("?" for _ in values)
+            conditions.append(f"{prefix}{column} IN ({marks})")
+            params.extend(values)
+    return (" AND ".join(conditions) if conditions else "1"), params
+
+
