@@ -1,6 +1,7 @@
 """A small client for talking to @memory over the mesh, used by the CLI (any agent can do the same).
 
-It joins the mesh under an ephemeral handle ``cli-<8 hex>`` that is removed again on close.
+It joins the mesh under an ephemeral handle (``cli-<8 hex>`` unless one is given) that is removed
+again on close.
 """
 
 from __future__ import annotations
@@ -10,12 +11,18 @@ import uuid
 from types import TracebackType
 from typing import Any
 
-from mesh import AsyncAgent, Message
+from mesh import AsyncAgent, Message, NatsAuth
 
 
 class MemoryClient:
-    """``async with MemoryClient(url) as c: await c.ask("...")``. ``timeout`` in seconds, per request;
-    raises mesh errors (``HandleNotFound`` when no @memory ever registered, ``MeshTimeout``)."""
+    """``async with MemoryClient(url) as c: await c.ask("...")``. ``timeout`` in seconds, per request.
+
+    ``auth``: NATS credentials and TLS (see :class:`mesh.NatsAuth`). ``client_handle``: the handle to
+    use (a server with per-handle permissions needs a fixed one; ``forget`` needs an admin's);
+    default ``cli-<8 hex>``. Raises mesh errors (``AuthenticationError`` when NATS refuses the
+    credentials, ``HandleNotFound`` when no @memory ever registered, ``HandleTaken`` when another
+    client uses ``client_handle`` right now, ``MeshTimeout``).
+    """
 
     def __init__(
         self,
@@ -24,6 +31,8 @@ class MemoryClient:
         handle: str = "memory",
         timeout: float = 30.0,
         connect_options: dict[str, Any] | None = None,
+        auth: NatsAuth | None = None,
+        client_handle: str | None = None,
     ) -> None:
         self.memory_handle = handle
         self.timeout = timeout
@@ -31,11 +40,21 @@ class MemoryClient:
         # retrying forever as a long-running agent does.
         options = {"connect_timeout": 2, "max_reconnect_attempts": 2, "reconnect_time_wait": 0.5}
         options.update(connect_options or {})
-        self._agent = AsyncAgent(f"cli-{uuid.uuid4().hex[:8]}", servers=nats_url, connect_options=options)
+        self._agent = AsyncAgent(client_handle or f"cli-{uuid.uuid4().hex[:8]}", servers=nats_url,
+                                 connect_options=options, auth=auth)
+
+    @property
+    def handle(self) -> str:
+        """The handle this client uses on the mesh."""
+        return self._agent.handle
 
     async def __aenter__(self) -> MemoryClient:
-        await self._agent.start()
-        await self._agent.register(ephemeral=True)
+        try:
+            await self._agent.start()
+            await self._agent.register(ephemeral=True)
+        except BaseException:
+            await self._agent.close()
+            raise
         return self
 
     async def __aexit__(
@@ -64,4 +83,13 @@ class MemoryClient:
 
     async def stats(self) -> dict[str, Any]:
         reply = await self.request(json.dumps({"op": "stats"}), content_type="application/json")
+        return dict(json.loads(reply.payload))
+
+    async def forget(self, **selector: Any) -> dict[str, Any]:
+        """Delete events: ``forget(trace_id="t-81")``, ``forget(id=12)`` or ``forget(before="2026-11-01")``.
+
+        Returns ``{"status": "forgotten", "count": n}``, or ``{"status": "error", "error": ...}`` when this
+        client's handle is not one of @memory's admins or the selector is wrong.
+        """
+        reply = await self.request(json.dumps({"op": "forget", **selector}), content_type="application/json")
         return dict(json.loads(reply.payload))

@@ -15,6 +15,8 @@ class NewEvent:
 
     ``event`` is lower case; ``service`` is the payload's top-level ``"service"`` string, if any;
     ``payload`` is the original JSON object; ``text`` is what gets embedded and full-text indexed.
+    ``sender_verified``: ``from_handle`` was authenticated by the NATS server (its permissions tie
+    each user to its handle, ``security.authenticated_senders``), not only claimed by the sender.
     """
 
     message_id: str
@@ -27,6 +29,7 @@ class NewEvent:
     received_at: float
     payload: dict[str, Any]
     text: str
+    sender_verified: bool = field(default=False, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,10 @@
 """mesh: a tailbus-style agent SDK on NATS JetStream, durable (see docs/mesh.md)."""
 
 from .agent import AsyncAgent, MessageHandler
+from .auth import NatsAuth
 from .envelope import Envelope, decode_envelope, encode_envelope
 from .errors import (
+    AuthenticationError,
     EnvelopeError,
     HandleNotFound,
     HandleTaken,
@@ -12,6 +14,7 @@ from .errors import (
     NotParticipant,
     NotRegistered,
     PayloadTooLarge,
+    PermissionDenied,
     ServerError,
     SessionClosed,
     SessionNotFound,
@@ -36,6 +39,7 @@ from .types import (
 
 __all__ = [
     "AsyncAgent",
+    "AuthenticationError",
     "CommandSpec",
     "Envelope",
     "EnvelopeError",
@@ -52,11 +56,13 @@ __all__ = [
     "Message",
     "MessageHandler",
     "MessageType",
+    "NatsAuth",
     "NatsServer",
     "NotParticipant",
     "NotRegistered",
     "Opened",
     "PayloadTooLarge",
+    "PermissionDenied",
     "Registered",
     "Resolved",
     "Sent",

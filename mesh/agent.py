@@ -23,13 +23,14 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any, Self, TypeVar
 
-import nats
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 
+from .auth import NatsAuth
+from .connection import Denials, connect
 from .constants import (
     DEFAULT_ACK_WAIT,
     DEFAULT_HEARTBEAT_INTERVAL,
@@ -38,18 +39,18 @@ from .constants import (
     DEFAULT_MAX_PAYLOAD,
     REGISTRY_BUCKET,
     SESSIONS_BUCKET,
+    STREAM_NAME,
 )
 from .dispatch import Dispatcher, MessageHandler
-from .envelope import Envelope, encode_envelope
 from .errors import (
-    HandleNotFound,
     MeshError,
     MeshTimeout,
     NotRegistered,
-    PayloadTooLarge,
+    PermissionDenied,
 )
-from .handles import deliver_subject, inbox_subject, validate_handle
+from .handles import deliver_subject, durable_name, inbox_filter, reply_prefix, validate_handle
 from .jetstream import ensure_bucket, ensure_consumer, ensure_stream, remove_inbox
+from .outbox import Outbox
 from .registry import Record, Registry, find_matches, matches_tags
 from .sessions import SessionStore
 from .types import (
@@ -58,7 +59,6 @@ from .types import (
     Introspected,
     Manifest,
     Message,
-    MessageType,
     Opened,
     Registered,
     Resolved,
@@ -71,11 +71,6 @@ log = logging.getLogger(__name__)
 
 H = TypeVar("H", bound=MessageHandler)
 
-#: Upper bound of the envelope's bytes besides payload and content_type (ids, handles, keys).
-_ENVELOPE_OVERHEAD = 512
-#: Seconds a positive "this handle is registered" lookup is trusted.
-_KNOWN_HANDLE_TTL = 5.0
-_PUBLISH_ATTEMPTS = 3
 #: nats-py's default JetStream API timeout, seconds.
 _JS_TIMEOUT = 5.0
 
@@ -96,9 +91,11 @@ def _nats_errors(what: str) -> Iterator[None]:
 class AsyncAgent:
     """An agent on the mesh, addressed by ``handle``.
 
-    ``servers``: NATS URL(s). ``max_in_flight``: concurrent handlers (and the consumer's
-    MaxAckPending). ``max_payload``: limit on a payload, UTF-8 bytes. ``connect_options``: passed
-    to ``nats.connect`` (auth, TLS, callbacks...); reconnects forever unless they say otherwise.
+    ``servers``: NATS URL(s). ``auth``: credentials and TLS (:class:`~mesh.auth.NatsAuth`); a
+    server that refuses them makes ``start()`` raise AuthenticationError at once. ``max_in_flight``:
+    concurrent handlers (and the consumer's MaxAckPending). ``max_payload``: limit on a payload,
+    UTF-8 bytes. ``connect_options``: passed to ``nats.connect`` after ``auth``'s options, so they
+    win (callbacks, other auth...); reconnects forever unless they say otherwise.
     ``max_deliver``: deliveries of one message before it is terminated. ``ack_wait``: seconds
     before an unacked message is redelivered (slow handlers send in-progress acks every
     ``ack_wait / 3`` s, so they are not). ``heartbeat_interval``: seconds between registry
@@ -121,6 +118,7 @@ class AsyncAgent:
         ack_wait: float = DEFAULT_ACK_WAIT,
         heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
         drain_timeout: float = 30.0,
+        auth: NatsAuth | None = None,
     ) -> None:
         self._handle = validate_handle(handle)
         if max_in_flight < 1:
@@ -136,6 +134,8 @@ class AsyncAgent:
         self._max_in_flight = max_in_flight
         self._max_payload = max_payload
         self._connect_options = dict(connect_options or {})
+        self._auth = auth
+        self._denials = Denials(self._handle)
         self._max_deliver = max_deliver
         self._ack_wait = float(ack_wait)
         self._heartbeat_interval = float(heartbeat_interval)
@@ -145,7 +145,7 @@ class AsyncAgent:
         self._nc: NATS | None = None
         self._js: JetStreamContext | None = None
         self._registry: Registry | None = None
-        self._sessions: SessionStore | None = None
+        self._outbox: Outbox | None = None
         self._sub: Subscription | None = None
         self._record: Record | None = None
         self._record_revision = 0
@@ -153,7 +153,6 @@ class AsyncAgent:
         self._waiters: dict[str, asyncio.Future[Message]] = {}
         self._dispatch = Dispatcher(self._handle, max_in_flight=max_in_flight, max_deliver=max_deliver,
                                     ack_wait=self._ack_wait, waiters=self._waiters)
-        self._known: dict[str, float] = {}
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._stopped: asyncio.Event | None = None
         self._closed = False
@@ -188,7 +187,11 @@ class AsyncAgent:
     # ── lifecycle ───────────────────────────────────────────────────
 
     async def start(self) -> Self:
-        """Connect and make sure the stream and KV buckets exist; idempotent. Raises MeshError."""
+        """Connect and make sure the stream and KV buckets exist; idempotent.
+
+        Raises AuthenticationError (credentials refused, TLS failed), MeshError (cannot connect,
+        JetStream unavailable).
+        """
         if self._closed:
             raise MeshError(f"agent {self._handle!r} is closed")
         if self._nc is not None:
@@ -198,24 +201,36 @@ class AsyncAgent:
             "name": f"mesh:{self._handle}",
             "max_reconnect_attempts": -1,
             "reconnect_time_wait": 0.5,
-            "error_cb": self._on_nats_error,
+            "inbox_prefix": reply_prefix(self._handle),
         }
+        if self._auth is not None:
+            options.update(self._auth.connect_options())
         options.update(self._connect_options)
-        try:
-            nc = await nats.connect(**options)
-        except Exception as exc:
-            raise MeshError(f"cannot connect to NATS at {self._servers}: {type(exc).__name__}: {exc}") from exc
+        nc = await connect(options, on_error=self._on_nats_error)
         self._nc = nc
         self._stopped = asyncio.Event()
+        js = self._js = nc.jetstream()
+
+        async def setup() -> tuple[Registry, SessionStore]:
+            await ensure_stream(js)
+            return (Registry(await ensure_bucket(js, REGISTRY_BUCKET)),
+                    SessionStore(await ensure_bucket(js, SESSIONS_BUCKET)))
+
         try:
-            self._js = nc.jetstream()
-            await ensure_stream(self._js)
-            self._registry = Registry(await ensure_bucket(self._js, REGISTRY_BUCKET))
-            self._sessions = SessionStore(await ensure_bucket(self._js, SESSIONS_BUCKET))
+            # The JetStream API answers on the reply inboxes: a server that does not let this user
+            # subscribe to them would otherwise show up as timeouts only.
+            registry, sessions = await self._denials.guard(setup(), "subscribe", [f"{options['inbox_prefix']}.>"])
+        except PermissionDenied:
+            await nc.close()
+            self._nc = None
+            raise
         except nats.errors.Error as exc:
             await nc.close()
             self._nc = None
             raise MeshError(f"JetStream unavailable at {self._servers}: {type(exc).__name__}: {exc}") from exc
+        self._registry = registry
+        self._outbox = Outbox(self._handle, nc=nc, js=js, registry=registry, sessions=sessions,
+                              denials=self._denials, max_payload=self._max_payload)
         log.debug("mesh agent %s connected to %s", self._handle, nc.connected_url)
         return self
 
@@ -302,16 +317,28 @@ class AsyncAgent:
             online=True,
             ephemeral=ephemeral,
         )
-        revision = await self._registry.claim(record)
+        revision = await self._denials.guard(self._registry.claim(record), "publish",
+                                             [f"$KV.{REGISTRY_BUCKET}.{self._handle}"])
         self._record, self._record_revision, self._ephemeral = record, revision, ephemeral
         self._manifest = manifest
         try:
-            await ensure_consumer(self._js, self._handle, max_in_flight=self._max_in_flight,
-                                  max_deliver=self._max_deliver, ack_wait=self._ack_wait)
+            consumer_api = f"$JS.API.CONSUMER.CREATE.{STREAM_NAME}.{durable_name(self._handle)}." \
+                           f"{inbox_filter(self._handle)}"
+            await self._denials.guard(
+                ensure_consumer(self._js, self._handle, max_in_flight=self._max_in_flight,
+                                max_deliver=self._max_deliver, ack_wait=self._ack_wait),
+                "publish", [consumer_api])
             if self._sub is None:
-                self._sub = await self._nc.subscribe(
-                    deliver_subject(self._handle), queue=self._handle, cb=self._dispatch.on_delivery
-                )
+                subject = deliver_subject(self._handle)
+                nc = self._nc
+
+                async def subscribe() -> Subscription:
+                    sub = await nc.subscribe(subject, queue=self._handle, cb=self._dispatch.on_delivery)
+                    await nc.flush(int(_JS_TIMEOUT))  # a denied subscription is reported before the PONG
+                    await asyncio.sleep(0)
+                    return sub
+
+                self._sub = await self._denials.guard(subscribe(), "subscribe", [subject])
         except Exception:
             self._record = None
             await self._registry.remove(self._handle, self._owner)
@@ -339,7 +366,8 @@ class AsyncAgent:
         NotRegistered, MeshTimeout. Delivery to an offline (registered) handle waits in its inbox.
         """
         with _nats_errors(f"open_session to {to!r}"):
-            return await self._open(str(uuid.uuid4()), to, payload, content_type=content_type, trace_id=trace_id)
+            return await self._sender().open(str(uuid.uuid4()), to, payload, content_type=content_type,
+                                             trace_id=trace_id)
 
     async def send(self, session: str, payload: str, *, content_type: str = "text/plain") -> Sent:
         """Send ``payload`` to the other participant of ``session`` (either side may send).
@@ -347,7 +375,7 @@ class AsyncAgent:
         Raises SessionNotFound, NotParticipant, SessionClosed, PayloadTooLarge, NotRegistered.
         """
         with _nats_errors(f"send in {session}"):
-            message_id, seq = await self._session_message(session, payload, content_type, "message")
+            message_id, seq = await self._sender().message(session, payload, content_type, "message")
         return Sent(message_id=message_id, sequence=seq)
 
     async def resolve(self, session: str, payload: str = "", *, content_type: str = "text/plain") -> Resolved:
@@ -357,7 +385,7 @@ class AsyncAgent:
         PayloadTooLarge, NotRegistered.
         """
         with _nats_errors(f"resolve {session}"):
-            message_id, seq = await self._session_message(session, payload, content_type, "session_resolve")
+            message_id, seq = await self._sender().message(session, payload, content_type, "session_resolve")
         return Resolved(message_id=message_id, sequence=seq)
 
     async def request(
@@ -378,13 +406,13 @@ class AsyncAgent:
         MeshTimeout (``.timeout``) if nothing arrives within ``timeout`` s (the session stays
         open), plus everything ``open_session`` raises.
         """
-        self._require_registered()
+        outbox = self._sender()
         session = str(uuid.uuid4())
         fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._waiters[session] = fut
         try:
             with _nats_errors(f"request to {to!r}"):
-                await self._open(session, to, payload, content_type=content_type, trace_id=trace_id)
+                await outbox.open(session, to, payload, content_type=content_type, trace_id=trace_id)
             try:
                 return await asyncio.wait_for(fut, timeout)
             except TimeoutError:
@@ -454,111 +482,18 @@ class AsyncAgent:
         self._dispatch.handler = fn
         return fn
 
-    # ── internals: sending ──────────────────────────────────────────
+    # ── internals ───────────────────────────────────────────────────
 
-    def _require_registered(self) -> None:
-        if self._record is None or self._closed:
+    def _sender(self) -> Outbox:
+        """The outbox, once registered; raises NotRegistered before ``register()`` and after ``close()``."""
+        if self._record is None or self._closed or self._outbox is None:
             raise NotRegistered(self._handle)
+        return self._outbox
 
     async def _registry_ready(self) -> Registry:
         await self.start()
         assert self._registry is not None
         return self._registry
-
-    def _check_payload(self, payload: str, content_type: str) -> None:
-        if not isinstance(payload, str):
-            raise TypeError(f"payload must be str, got {type(payload).__name__}")
-        if not isinstance(content_type, str):
-            raise TypeError(f"content_type must be str, got {type(content_type).__name__}")
-        size = len(payload.encode("utf-8"))
-        if size > self._max_payload:
-            raise PayloadTooLarge(size, self._max_payload)
-        assert self._nc is not None
-        server_limit = self._nc.max_payload - _ENVELOPE_OVERHEAD - len(content_type.encode("utf-8"))
-        if self._nc.max_payload > 0 and size > server_limit:
-            raise PayloadTooLarge(size, max(server_limit, 0))
-
-    async def _require_handle(self, handle: str) -> None:
-        expires = self._known.get(handle)
-        now = time.monotonic()
-        if expires is not None and expires > now:
-            return
-        assert self._registry is not None
-        if await self._registry.get(handle) is None:
-            self._known.pop(handle, None)
-            raise HandleNotFound(handle)
-        if len(self._known) > 10_000:
-            self._known.clear()
-        self._known[handle] = now + _KNOWN_HANDLE_TTL
-
-    async def _open(
-        self, session: str, to: str, payload: str, *, content_type: str, trace_id: str | None
-    ) -> Opened:
-        self._require_registered()
-        validate_handle(to)
-        self._check_payload(payload, content_type)
-        assert self._sessions is not None
-        await self._require_handle(to)
-        trace = trace_id or str(uuid.uuid4())
-        await self._sessions.open(session, self._handle, to, trace)
-        env = Envelope(
-            message_id=str(uuid.uuid4()),
-            session_id=session,
-            from_handle=self._handle,
-            to_handle=to,
-            payload=payload,
-            content_type=content_type,
-            sent_at=time.time(),
-            type="session_open",
-            trace_id=trace,
-            sequence=1,
-        )
-        await self._publish(env)
-        return Opened(session=session, message_id=env.message_id, trace_id=trace)
-
-    async def _session_message(
-        self, session: str, payload: str, content_type: str, kind: MessageType
-    ) -> tuple[str, int]:
-        self._require_registered()
-        self._check_payload(payload, content_type)
-        assert self._sessions is not None
-        state = await self._sessions.advance(session, self._handle, resolve=kind == "session_resolve")
-        env = Envelope(
-            message_id=str(uuid.uuid4()),
-            session_id=session,
-            from_handle=self._handle,
-            to_handle=state.peer_of(self._handle),
-            payload=payload,
-            content_type=content_type,
-            sent_at=time.time(),
-            type=kind,
-            trace_id=state.trace_id,
-            sequence=state.seq,
-        )
-        await self._publish(env)
-        return env.message_id, env.sequence
-
-    async def _publish(self, env: Envelope) -> None:
-        """Publish with ``Nats-Msg-Id = message_id``, retried (stored once) on timeouts."""
-        assert self._js is not None
-        data = encode_envelope(env)
-        headers = {"Nats-Msg-Id": env.message_id}
-        subject = inbox_subject(env.to_handle)
-        for attempt in range(1, _PUBLISH_ATTEMPTS + 1):
-            try:
-                await self._js.publish(subject, data, headers=headers, timeout=5.0)
-                return
-            except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
-                if attempt == _PUBLISH_ATTEMPTS:
-                    raise MeshTimeout(
-                        f"publish of {env.message_id} to {env.to_handle!r} not acknowledged "
-                        f"({type(exc).__name__})", timeout=5.0 * _PUBLISH_ATTEMPTS,
-                    ) from exc
-                log.info("mesh agent %s: publish %s attempt %d failed (%s); retrying", self._handle,
-                         env.message_id, attempt, type(exc).__name__)
-                await asyncio.sleep(0.2 * attempt)
-            except nats.js.errors.APIError as exc:
-                raise MeshError(f"publish of {env.message_id} to {env.to_handle!r} refused: {exc}") from exc
 
     # ── internals: registry ─────────────────────────────────────────
 
@@ -588,13 +523,19 @@ class AsyncAgent:
         try:
             if self._ephemeral:
                 await self._registry.remove(self._handle, self._owner)
-                await remove_inbox(self._js, self._handle)
+                durable = durable_name(self._handle)
+                await self._denials.guard(remove_inbox(self._js, self._handle), "publish", [
+                    f"$JS.API.CONSUMER.INFO.{STREAM_NAME}.{durable}",
+                    f"$JS.API.CONSUMER.DELETE.{STREAM_NAME}.{durable}",
+                    f"$JS.API.STREAM.PURGE.{STREAM_NAME}",
+                ])
             else:
                 offline = replace(record, heartbeat_at=time.time(), online=False)
                 await self._registry.heartbeat(offline, self._record_revision)
         except (nats.errors.Error, MeshError, TimeoutError, OSError) as exc:
-            log.warning("mesh agent %s: could not update the registry on close: %s", self._handle,
-                        type(exc).__name__)
+            log.warning("mesh agent %s: could not update the registry or remove the inbox on close: %s",
+                        self._handle, exc if isinstance(exc, PermissionDenied) else type(exc).__name__)
 
     async def _on_nats_error(self, exc: Exception) -> None:
-        log.debug("mesh agent %s: NATS error %s: %s", self._handle, type(exc).__name__, exc)
+        if not self._denials.feed(exc):
+            log.debug("mesh agent %s: NATS error %s: %s", self._handle, type(exc).__name__, exc)

@@ -11,7 +11,8 @@ ENVELOPE_VERSION: Final = 1
 #: ``^[a-z][a-z0-9_-]{0,62}$``: what a handle may look like.
 HANDLE_RE: Final = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 
-#: The stream holding every inbox; subjects ``mesh.inbox.<handle>``.
+#: The stream holding every inbox; subjects ``mesh.inbox.<to>.<from>``: the recipient's handle, then the
+#: sender's, so a NATS server can tie each user's publish permission to its own handle.
 STREAM_NAME: Final = "MESH_INBOX"
 INBOX_PREFIX: Final = "mesh.inbox."
 #: Push-consumer delivery subjects ``mesh.deliver.<handle>`` (outside the stream's subjects).

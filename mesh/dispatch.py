@@ -3,9 +3,11 @@
 One Dispatcher per agent. The subscription callback (``on_delivery``) runs sequentially, so it only
 decodes and dispatches; handlers run as tasks, at most ``max_in_flight`` at a time (a semaphore,
 matching the consumer's MaxAckPending). Acks: ``ack`` after the handler returned; ``nak`` with
-``NAK_DELAY`` when it raised; ``term`` after the last allowed delivery or for undecodable bytes;
+``NAK_DELAY`` when it raised; ``term`` after the last allowed delivery, for undecodable bytes and
+for an envelope whose sender or recipient differs from its subject ``mesh.inbox.<to>.<from>``;
 ``in_progress`` every ``ack_wait / 3`` s while a handler runs; an immediate ``nak`` for anything
-delivered while the agent is closing.
+delivered while the agent is closing. Deliveries that do not come from this handle's own durable
+consumer are ignored (not acked).
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from typing import Any
 import nats.errors
 from nats.aio.msg import Msg
 
-from .constants import NAK_DELAY
+from .constants import NAK_DELAY, STREAM_NAME
 from .envelope import decode_envelope, envelope_to_message
 from .errors import EnvelopeError, MeshError
+from .handles import durable_name, parse_inbox_subject
 from .types import Message
 
 __all__ = ["Dispatcher", "MessageHandler"]
@@ -40,6 +43,7 @@ class Dispatcher:
     def __init__(self, handle: str, *, max_in_flight: int, max_deliver: int, ack_wait: float,
                  waiters: dict[str, asyncio.Future[Message]]) -> None:
         self._handle = handle
+        self._durable = durable_name(handle)
         self._max_in_flight = max_in_flight
         self._max_deliver = max_deliver
         self._ack_wait = ack_wait
@@ -76,20 +80,36 @@ class Dispatcher:
         if not msg.reply:
             log.warning("mesh agent %s: delivery without ack subject on %s ignored", self._handle, msg.subject)
             return
-        if self.closing:
-            await self._safe(msg.nak())  # redelivered at once to whoever holds the handle next
-            return
         try:
             meta = msg.metadata
             stream_seq, delivered = meta.sequence.stream, meta.num_delivered
+            consumer, stream = meta.consumer, meta.stream
         except (nats.errors.Error, ValueError, IndexError, AttributeError):
             log.warning("mesh agent %s: delivery with a non-JetStream reply subject ignored", self._handle)
+            return
+        if consumer != self._durable or stream != STREAM_NAME:
+            # Not from this handle's inbox (say another user pointed its consumer at our deliver
+            # subject): neither handled nor acked, the ack subject belongs to someone else.
+            log.warning("mesh agent %s: delivery from consumer %s of stream %s ignored", self._handle,
+                        consumer, stream)
+            return
+        if self.closing:
+            await self._safe(msg.nak())  # redelivered at once to whoever holds the handle next
             return
         try:
             env = decode_envelope(msg.data)
         except EnvelopeError as exc:
             log.warning("mesh agent %s: rejected undecodable message (stream seq %d, %d bytes): %s",
                         self._handle, stream_seq, len(msg.data), exc)
+            await self._safe(msg.term())
+            return
+        route = parse_inbox_subject(msg.subject)
+        if route != (self._handle, env.from_handle) or env.to_handle != self._handle:
+            # The subject names the sender the server let publish (see docs/mesh.md, "Security"); an
+            # envelope that claims another sender or recipient is a forgery or a bug, never handled.
+            log.warning("mesh agent %s: rejected message %s (stream seq %d): sent on %s but the envelope "
+                        "says from %s to %s", self._handle, env.message_id, stream_seq, msg.subject,
+                        env.from_handle, env.to_handle)
             await self._safe(msg.term())
             return
         message = envelope_to_message(env)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "AuthenticationError",
     "EnvelopeError",
     "HandleNotFound",
     "HandleTaken",
@@ -12,6 +13,7 @@ __all__ = [
     "NotParticipant",
     "NotRegistered",
     "PayloadTooLarge",
+    "PermissionDenied",
     "ServerError",
     "SessionClosed",
     "SessionNotFound",
@@ -112,3 +114,36 @@ class ServerError(MeshError):
     def __init__(self, message: str, *, log_tail: str = "") -> None:
         super().__init__(f"{message}\n--- nats-server log (last lines) ---\n{log_tail}" if log_tail else message)
         self.log_tail = log_tail
+
+
+class AuthenticationError(MeshError):
+    """The NATS server refused the connection's credentials, or the TLS handshake failed.
+
+    ``servers``: the URLs tried; ``reason``: the server's or TLS library's message (never a secret).
+    Raised at once by ``start()``, instead of retrying credentials that cannot work.
+    """
+
+    def __init__(self, servers: list[str], reason: str) -> None:
+        super().__init__(
+            f"NATS at {', '.join(servers)} refused the connection: {reason}. Check the credentials "
+            "(token, user/password, NKey seed, .creds file) and the TLS CA/certificate it was given"
+        )
+        self.servers = servers
+        self.reason = reason
+
+
+class PermissionDenied(MeshError):
+    """The NATS server's permissions do not let this user publish or subscribe on ``subject``.
+
+    ``operation`` is ``"publish"`` or ``"subscribe"``; ``handle`` is the agent that tried.
+    """
+
+    def __init__(self, handle: str, operation: str, subject: str) -> None:
+        super().__init__(
+            f"the NATS server denied {handle!r} permission to {operation} on {subject!r}: the NATS user "
+            "this agent connects as is not allowed to (see examples/nats-server.conf for the permissions "
+            "an agent needs)"
+        )
+        self.handle = handle
+        self.operation = operation
+        self.subject = subject

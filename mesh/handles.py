@@ -5,7 +5,15 @@ from __future__ import annotations
 from .constants import DELIVER_PREFIX, DURABLE_PREFIX, HANDLE_RE, INBOX_PREFIX
 from .errors import InvalidHandle
 
-__all__ = ["deliver_subject", "durable_name", "inbox_subject", "validate_handle"]
+__all__ = [
+    "deliver_subject",
+    "durable_name",
+    "inbox_filter",
+    "inbox_subject",
+    "parse_inbox_subject",
+    "reply_prefix",
+    "validate_handle",
+]
 
 
 def validate_handle(handle: str) -> str:
@@ -15,9 +23,28 @@ def validate_handle(handle: str) -> str:
     return handle
 
 
-def inbox_subject(handle: str) -> str:
-    """``mesh.inbox.<handle>``: the subject messages to ``handle`` are published on."""
-    return INBOX_PREFIX + handle
+def inbox_subject(to: str, sender: str) -> str:
+    """``mesh.inbox.<to>.<sender>``: the subject a message from ``sender`` to ``to`` is published on.
+
+    The sender's handle is part of the subject so that a NATS server can allow each user to publish
+    only on ``mesh.inbox.*.<its own handle>`` (see examples/nats-server.conf).
+    """
+    return f"{INBOX_PREFIX}{to}.{sender}"
+
+
+def inbox_filter(handle: str) -> str:
+    """``mesh.inbox.<handle>.*``: every message to ``handle``, whoever sent it (the consumer's filter)."""
+    return f"{INBOX_PREFIX}{handle}.*"
+
+
+def parse_inbox_subject(subject: str) -> tuple[str, str] | None:
+    """``mesh.inbox.<to>.<sender>`` -> ``(to, sender)``; None for any other subject or invalid handles."""
+    if not subject.startswith(INBOX_PREFIX):
+        return None
+    parts = subject[len(INBOX_PREFIX):].split(".")
+    if len(parts) != 2 or not all(HANDLE_RE.fullmatch(p) for p in parts):
+        return None
+    return parts[0], parts[1]
 
 
 def deliver_subject(handle: str) -> str:
@@ -28,3 +55,12 @@ def deliver_subject(handle: str) -> str:
 def durable_name(handle: str) -> str:
     """``inbox_<handle>``: the name of the handle's durable consumer."""
     return DURABLE_PREFIX + handle
+
+
+def reply_prefix(handle: str) -> str:
+    """``_INBOX.<handle>``: the prefix of the agent's NATS request inboxes (JetStream API replies).
+
+    Scoping it per handle lets a server grant each user ``subscribe: _INBOX.<handle>.>`` instead of
+    ``_INBOX.>``, so an agent cannot read the API replies meant for another.
+    """
+    return f"_INBOX.{handle}"

@@ -1,10 +1,10 @@
 """Creates (idempotently) the stream, KV buckets and per-handle durable consumers the mesh uses.
 
-* Stream ``MESH_INBOX``: subjects ``mesh.inbox.>``, file storage, work-queue retention (a message is
+* Stream ``MESH_INBOX``: subjects ``mesh.inbox.>`` (``mesh.inbox.<to>.<from>``), file storage, work-queue retention (a message is
   removed once its consumer acks it), duplicate window 2 min, max age 7 days, max 1 GiB with
   discard-new (a full stream refuses publishes with an error, it never drops stored messages).
 * One durable push consumer per registered handle: ``inbox_<handle>``, filter
-  ``mesh.inbox.<handle>``, delivered to ``mesh.deliver.<handle>`` in queue group ``<handle>``,
+  ``mesh.inbox.<handle>.*``, delivered to ``mesh.deliver.<handle>`` in queue group ``<handle>``,
   explicit ack, ``MaxAckPending = max_in_flight``, ``MaxDeliver``, ``AckWait``.
 * KV buckets ``mesh_registry`` (no expiry) and ``mesh_sessions`` (7 day expiry).
 """
@@ -38,7 +38,7 @@ from .constants import (
     STREAM_MAX_BYTES,
     STREAM_NAME,
 )
-from .handles import deliver_subject, durable_name, inbox_subject
+from .handles import deliver_subject, durable_name, inbox_filter
 
 __all__ = ["ensure_bucket", "ensure_consumer", "ensure_stream", "remove_inbox"]
 
@@ -54,7 +54,7 @@ async def ensure_stream(js: JetStreamContext) -> None:
         pass
     config = StreamConfig(
         name=STREAM_NAME,
-        description="mesh agent inboxes (mesh.inbox.<handle>)",
+        description="mesh agent inboxes (mesh.inbox.<to>.<from>)",
         subjects=[INBOX_PREFIX + ">"],
         retention=RetentionPolicy.WORK_QUEUE,
         storage=StorageType.FILE,
@@ -100,7 +100,7 @@ async def ensure_consumer(
         name=name,
         durable_name=name,
         description=f"mesh inbox of {handle}",
-        filter_subject=inbox_subject(handle),
+        filter_subject=inbox_filter(handle),
         deliver_subject=deliver_subject(handle),
         deliver_group=handle,
         deliver_policy=DeliverPolicy.ALL,
@@ -113,8 +113,17 @@ async def ensure_consumer(
 
 
 async def remove_inbox(js: JetStreamContext, handle: str) -> None:
-    """Delete the handle's durable consumer and purge what is left in its inbox (ephemeral handles)."""
+    """Delete the handle's durable consumer and purge what is left in its inbox (ephemeral handles).
+
+    The purge (which needs the ``$JS.API.STREAM.PURGE.MESH_INBOX`` permission, one that lets a user
+    purge any inbox, so locked-down servers do not grant it) runs only when messages are left.
+    """
+    try:
+        info = await js.consumer_info(STREAM_NAME, durable_name(handle))
+    except nats.js.errors.NotFoundError:
+        return
     with contextlib.suppress(nats.js.errors.NotFoundError):
         await js.delete_consumer(STREAM_NAME, durable_name(handle))
-    with contextlib.suppress(nats.js.errors.NotFoundError):
-        await js.purge_stream(STREAM_NAME, subject=inbox_subject(handle))
+    if info.num_pending or info.num_ack_pending:
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await js.purge_stream(STREAM_NAME, subject=inbox_filter(handle))

@@ -7,6 +7,7 @@ used from fixtures, scripts and CLI start-up, never from inside an event loop's 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -19,14 +20,45 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from .auth import NatsAuth
 from .errors import ServerError
 
-__all__ = ["NatsServer", "find_nats_server"]
+__all__ = ["NatsServer", "auth_config", "find_nats_server"]
 
 _READY = "Server is ready"
 _LISTEN_RE = re.compile(r"Listening for client connections on (\S+):(\d+)")
 #: Written when no config file is given: lets a 1 MiB payload plus its envelope through.
 _DEFAULT_CONFIG = "max_payload: 2097152\n"
+
+
+def auth_config(auth: NatsAuth) -> str:
+    """The ``authorization {...}`` block that makes a nats-server accept exactly ``auth``'s credentials.
+
+    Token, user/password and NKey seed (the server gets only the public key) are supported. Raises
+    ServerError for a ``.creds`` file (JWT operator mode needs a server configured with the operator
+    and account JWTs) and for TLS (the server would need a certificate of its own): run such a
+    nats-server yourself. The block holds the secret itself: keep the file private.
+    """
+    if auth.creds_file is not None or auth.tls:
+        raise ServerError(
+            "an embedded nats-server is started with token, user/password or NKey authentication only; "
+            "for .creds (JWT) or TLS, run a nats-server configured for them and point nats_url at it"
+        )
+    if auth.token:
+        return f"authorization {{\n  token: {json.dumps(auth.token)}\n}}\n"
+    if auth.user is not None:
+        return (f"authorization {{\n  users: [{{user: {json.dumps(auth.user)}, "
+                f"password: {json.dumps(auth.password)}}}]\n}}\n")
+    if auth.nkey_seed_file is not None:
+        import nkeys
+
+        try:
+            seed = bytearray(Path(auth.nkey_seed_file).read_bytes().strip())
+            public = nkeys.from_seed(seed).public_key.decode()
+        except (OSError, nkeys.NkeysError) as exc:
+            raise ServerError(f"cannot read the NKey seed {auth.nkey_seed_file}: {type(exc).__name__}") from exc
+        return f"authorization {{\n  users: [{{nkey: {json.dumps(public)}}}]\n}}\n"
+    return ""
 
 
 def find_nats_server() -> str:
@@ -50,7 +82,9 @@ class NatsServer:
 
     ``port=0`` lets the server pick a free port on the first start; later ``start()`` calls reuse
     that port and the store, so a restart keeps every durable stream, consumer and KV bucket.
-    The log is appended to ``store_dir / "nats-server.log"``.
+    The log is appended to ``store_dir / "nats-server.log"``. ``auth``: without a ``config_file``,
+    the written config accepts exactly these credentials (see :func:`auth_config`); the file is then
+    readable by its owner only.
     """
 
     def __init__(
@@ -61,12 +95,14 @@ class NatsServer:
         host: str = "127.0.0.1",
         config_file: Path | None = None,
         extra_args: Sequence[str] = (),
+        auth: NatsAuth | None = None,
     ) -> None:
         self.store_dir = Path(store_dir)
         self.host = host
         self.port = port
         self.config_file = Path(config_file) if config_file is not None else None
         self.extra_args = tuple(extra_args)
+        self._auth_block = auth_config(auth) if auth is not None else ""
         self.log_path = self.store_dir / "nats-server.log"
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_offset = 0
@@ -97,7 +133,10 @@ class NatsServer:
         config = self.config_file
         if config is None:
             config = self.store_dir / "nats-server.conf"
-            config.write_text(_DEFAULT_CONFIG)
+            fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(_DEFAULT_CONFIG + self._auth_block)
+            os.chmod(config, 0o600)
         args = [
             binary,
             "-c", str(config),

@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from .agent import AsyncAgent, MessageHandler
+from .auth import NatsAuth
 from .constants import (
     DEFAULT_ACK_WAIT,
     DEFAULT_HEARTBEAT_INTERVAL,
@@ -57,11 +58,12 @@ class SyncAgent:
         ack_wait: float = DEFAULT_ACK_WAIT,
         heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
         drain_timeout: float = 30.0,
+        auth: NatsAuth | None = None,
     ) -> None:
         self._agent = AsyncAgent(
             handle, servers=servers, manifest=manifest, max_in_flight=max_in_flight, max_payload=max_payload,
             connect_options=connect_options, max_deliver=max_deliver, ack_wait=ack_wait,
-            heartbeat_interval=heartbeat_interval, drain_timeout=drain_timeout,
+            heartbeat_interval=heartbeat_interval, drain_timeout=drain_timeout, auth=auth,
         )
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name=f"mesh-sync-{handle}", daemon=True)

@@ -15,7 +15,7 @@ import pytest
 
 from mesh import Envelope, Message, NatsServer, encode_envelope
 from mesh.constants import STREAM_NAME
-from mesh.handles import durable_name, inbox_subject
+from mesh.handles import durable_name, inbox_filter, inbox_subject
 from tests.mesh.helpers import Factory, inbox, next_msg
 
 
@@ -23,8 +23,8 @@ async def stored_for(url: str, handle: str) -> int:
     """Messages currently stored in ``handle``'s inbox (unacked or undelivered)."""
     nc = await nats.connect(url)
     try:
-        info = await nc.jetstream().stream_info(STREAM_NAME, subjects_filter=inbox_subject(handle))
-        return int((info.state.subjects or {}).get(inbox_subject(handle), 0))
+        info = await nc.jetstream().stream_info(STREAM_NAME, subjects_filter=inbox_filter(handle))
+        return sum((info.state.subjects or {}).values())
     finally:
         await nc.close()
 
@@ -109,7 +109,7 @@ async def test_garbage_is_rejected_logged_and_the_agent_keeps_going(
     worker_in = inbox(worker)
     nc = await nats.connect(nats_url)
     with caplog.at_level(logging.WARNING, logger="mesh.agent"):
-        await nc.jetstream().publish(inbox_subject("worker"), b"\x93not an envelope")
+        await nc.jetstream().publish(inbox_subject("worker", "sender"), b"\x93not an envelope")
         await nc.close()
         sender = await mesh_agent("sender")
         opened = await sender.open_session("worker", "real")
@@ -130,7 +130,7 @@ async def test_a_duplicate_publish_is_stored_once(mesh_agent: Factory, nats_url:
         trace_id=opened.trace_id, sequence=1,
     )
     nc = await nats.connect(nats_url)
-    ack = await nc.jetstream().publish(inbox_subject("worker"), encode_envelope(envelope),
+    ack = await nc.jetstream().publish(inbox_subject("worker", "sender"), encode_envelope(envelope),
                                        headers={"Nats-Msg-Id": opened.message_id})
     await nc.close()
     assert ack.duplicate is True
