@@ -87,6 +87,7 @@ class Answer:
                     "message_id": s.event.message_id,
                     "trace_id": s.event.trace_id,
                     "from_handle": s.event.from_handle,
+                    "sender_verified": s.event.sender_verified,
                     "event": s.event.event,
                     "occurred_at": iso_utc(s.event.occurred_at),
                     "payload": s.event.payload,
@@ -145,8 +146,13 @@ class Answerer:
             )
 
     async def answer(self, question: Question) -> Answer:
-        now = datetime.fromtimestamp(self._clock(), tz=self._tz)
+        """Answer by the rules (see :mod:`memory_agent.understand`); relative phrases are read from
+        ``question.as_of`` (else the clock's now); ``mode="search"`` skips intents and inferred filters."""
+        reference = self._clock() if question.as_of is None else question.as_of
+        now = datetime.fromtimestamp(reference, tz=self._tz)
         u = understand(question.text, now=now, tz=self._tz, vocabulary=self.vocabulary)
+        if question.as_of is not None:
+            u = replace(u, notes=(*u.notes, f"as_of={iso_utc(question.as_of)}"))
         u = _apply_structured(u, question)
         if u.intent == "timeline":
             result = await self._timeline(u, question)
@@ -286,15 +292,24 @@ class Answerer:
             f"{k}: {_clip(v)}" for k, v in e.payload.items() if k not in _HIDDEN_FIELDS and v is not None
         )
         detail = f" ({fields})" if fields else ""
-        return f"- [#{e.id}] {self._when(e.occurred_at)}, @{e.from_handle} reported {e.event}{detail}, trace {e.trace_id}"
+        told = f"{self._when(e.occurred_at)}, @{e.from_handle} reported {e.event}{detail}, trace {e.trace_id}"
+        # A report's own "[#12]" is shown as "[ #12]": only @memory's citations read [#id] in an answer.
+        return f"- [#{e.id}] {told.replace('[#', '[ #')}"
 
 
 def _apply_structured(u: Understanding, q: Question) -> Understanding:
-    """Structured ``since``/``until`` replace a time phrase; structured filters replace recognised ones."""
+    """Structured ``since``/``until`` replace a time phrase; structured filters replace recognised ones.
+
+    In ``mode="search"`` the intent is always ranked search and only the structured filters narrow: names
+    in the text (handles, event types, services, trace ids) are searched as words.
+    """
     window = u.window
     if q.since is not None or q.until is not None:
         window = TimeWindow(since=q.since, until=q.until)
     f = q.filters
+    if q.mode == "search":
+        notes = (*u.notes, "mode=search: ranked search; names in the text searched as words, not filters")
+        return replace(u, intent="search", window=window, filters=f, notes=notes)
     filters = Filters(
         event=f.event or u.filters.event,
         service=f.service or u.filters.service,

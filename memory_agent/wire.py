@@ -13,7 +13,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
-from typing import Any
+from typing import Any, Literal
 
 from dateutil import parser as dateparser
 
@@ -23,10 +23,14 @@ from memory_agent.models import Filters, InsertResult, NewEvent
 MAX_QUESTION_CHARS = 8_000
 MAX_EVENT_CHARS = 200
 MAX_LIMIT = 10_000
+_MAX_INT_DIGITS = 4_300  # Python's default limit on int() of a decimal string
 # Reports may say when they happened as unix seconds within these bounds (1970 .. 2200, UTC).
 _MIN_EPOCH, _MAX_EPOCH = 0.0, 7_258_118_400.0
 _JSON_TYPES = ("application/json", "text/json")
 _FILTER_KEYS = ("event", "service", "from_handle", "trace_id")
+QuestionMode = Literal["auto", "search"]
+"""How a structured question is answered: the rules choose (``auto``) or always ranked search."""
+QUESTION_MODES: tuple[QuestionMode, ...] = ("auto", "search")
 # Fields whose text says most about an event; they lead the indexed text in this order.
 _LEAD_FIELDS = ("summary", "text", "message", "reason", "description", "cause", "root_cause", "details")
 _NOT_INDEXED = frozenset({"event", "trace_id", "occurred_at"})
@@ -44,7 +48,11 @@ class Question:
     """A question, plain (``structured=False``: answer in text) or structured (answer in JSON).
 
     ``since``/``until``: seconds since the epoch, UTC, from the structured form; they override any time
-    phrase in the text. ``limit``: events wanted, ``None`` = the configured default.
+    phrase in the text. ``limit``: events wanted, ``None`` = the configured default. ``as_of``: seconds
+    since the epoch, UTC, that relative phrases ("last week", "yesterday", "in June") are read from,
+    ``None`` = now (replaying history, a postmortem). ``mode``: ``"auto"`` lets the rules pick the
+    intent and turn recognised names into filters; ``"search"`` always gives the ranked hybrid search,
+    narrowed only by the window and the structured ``filters``.
     """
 
     text: str
@@ -53,6 +61,8 @@ class Question:
     since: float | None = None
     until: float | None = None
     filters: Filters = field(default_factory=Filters)
+    as_of: float | None = None
+    mode: QuestionMode = "auto"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +80,35 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not valid JSON: send numbers as finite values or strings")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # e.g. 1e400, which float() turns into inf
+        raise ValueError(f"the number {text[:30]} does not fit a 64-bit float: send it as a string")
+    return value
+
+
+def _whole_number(text: str) -> int:
+    if len(text) > _MAX_INT_DIGITS:  # int() would refuse it anyway, advising sys.set_int_max_str_digits()
+        raise ValueError(f"an integer of {len(text.lstrip('-'))} digits is too long: send it as a string")
+    return int(text)
+
+
+def _check_unicode(stripped: str, obj: Any) -> None:
+    """Refuse strings holding an unpaired UTF-16 surrogate (``"\\ud800"``): they cannot be stored or embedded."""
+    if "\\u" not in stripped:  # surrogates can only come from \u escapes: UTF-8 bytes cannot carry them
+        return
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = exc.object[exc.start : exc.end].encode("unicode_escape").decode("ascii")
+        raise ReportError(
+            f"the JSON holds an unpaired surrogate escape ({bad}), which is not valid Unicode: send text as "
+            "valid UTF-8 (binary data as base64)"
+        ) from None
+    except RecursionError:
+        raise ReportError("the JSON is nested too deeply: keep reports under a few levels of nesting") from None
+
+
 def _is_json_type(content_type: str) -> bool:
     base = content_type.split(";", 1)[0].strip().lower()
     return base in _JSON_TYPES or base.endswith("+json")
@@ -79,25 +118,28 @@ def classify(payload: str, content_type: str, *, tz: tzinfo) -> Request:
     """Read a payload sent to @memory. Raises ReportError (bad report) or QueryError (bad question).
 
     A payload that parses as a JSON object is taken as JSON whatever its content type, so the one-line
-    ``open_session("memory", json.dumps({...}))`` works with the SDK's default ``text/plain``.
+    ``open_session("memory", json.dumps({...}))`` works with the SDK's default ``text/plain``; one that
+    starts with ``{`` but does not parse (say ``json.dumps`` wrote ``NaN``) is an error, not a question.
     """
     stripped = payload.strip()
     obj: Any = None
     parsed = False
     if stripped.startswith(("{", "[")) or _is_json_type(content_type):
         try:
-            obj = json.loads(stripped, parse_constant=_reject_constant)
+            obj = json.loads(stripped, parse_constant=_reject_constant, parse_float=_finite_float,
+                             parse_int=_whole_number)
             parsed = True
         except RecursionError:
             raise ReportError("the JSON is nested too deeply: keep reports under a few levels of nesting") from None
         except ValueError as exc:
-            if _is_json_type(content_type):
+            if _is_json_type(content_type) or stripped.startswith("{"):
                 raise ReportError(
                     f"payload is not valid JSON ({exc}): send one JSON object such as "
                     '{"event": "rollback", "service": "api-gateway"}'
                 ) from None
     if not parsed:
         return _plain_question(payload)
+    _check_unicode(stripped, obj)
     if not isinstance(obj, dict):
         raise ReportError(
             f"payload is JSON {type(obj).__name__}, not an object: send one JSON object such as "
@@ -134,6 +176,13 @@ def _structured_question(obj: dict[str, Any], *, tz: tzinfo) -> Question:
     until = _time_field(obj.get("until"), "until", tz=tz, error=QueryError) if obj.get("until") is not None else None
     if since is not None and until is not None and since >= until:
         raise QueryError('"since" must be earlier than "until"')
+    as_of = _time_field(obj.get("as_of"), "as_of", tz=tz, error=QueryError) if obj.get("as_of") is not None else None
+    mode = obj.get("mode", "auto")
+    if mode not in QUESTION_MODES:
+        raise QueryError(
+            f'"mode" must be "auto" (the rules choose list, count, timeline, why or search) or "search" '
+            f"(always the ranked search), not {str(mode)[:40]!r}"
+        )
     raw_filters = obj.get("filters") or {}
     if not isinstance(raw_filters, dict):
         raise QueryError('"filters" must be an object such as {"event": "rollback", "service": "api-gateway"}')
@@ -150,7 +199,8 @@ def _structured_question(obj: dict[str, Any], *, tz: tzinfo) -> Question:
             raise QueryError(f'filter "{key}" must be a string or a list of strings')
         values[key] = tuple(item.strip().lower() if key == "event" else item for item in items)
     return Question(
-        text=base.text, structured=True, limit=limit, since=since, until=until, filters=Filters(**values)
+        text=base.text, structured=True, limit=limit, since=since, until=until, filters=Filters(**values),
+        as_of=as_of, mode=mode,
     )
 
 
@@ -213,6 +263,11 @@ def build_event(
             raise ReportError('"trace_id" must be a non-empty string, e.g. "t-81"')
         trace_id = str(own_trace).strip()
     raw_time = payload.get("occurred_at")
+    if raw_time is None and not _MIN_EPOCH <= sent_at <= _MAX_EPOCH:
+        raise ReportError(
+            f"the sender's clock says {sent_at:.0f} s since the epoch, outside 1970..2200, and the report has "
+            'no "occurred_at": fix the clock, or say when it happened in "occurred_at"'
+        )
     occurred_at = (
         sent_at if raw_time is None else _time_field(raw_time, "occurred_at", tz=tz, error=ReportError)
     )

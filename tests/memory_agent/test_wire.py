@@ -59,6 +59,19 @@ def test_structured_question_reads_every_field() -> None:
     assert q.filters == Filters(event=("rollback",), service=("api", "db"), trace_id=("t-81",))
 
 
+def test_structured_question_as_of_and_mode() -> None:
+    q = classify(json.dumps({"query": "what happened last year?", "as_of": "2023-10-20T18:00:00", "mode": "search"}),
+                 "application/json", tz=ZoneInfo("Europe/Berlin"))
+    assert isinstance(q, Question)
+    assert q.as_of == datetime(2023, 10, 20, 16, 0, tzinfo=UTC).timestamp()  # naive: in the configured zone
+    assert q.mode == "search"
+    default = classify('{"query": "q"}', "application/json", tz=UTC_TZ)
+    assert isinstance(default, Question) and default.as_of is None and default.mode == "auto"
+    assert classify('{"query": "q", "as_of": 1700000000}', "", tz=UTC_TZ) == Question(
+        text="q", structured=True, as_of=1_700_000_000.0
+    )
+
+
 def test_op_is_an_operation() -> None:
     assert classify('{"op": "stats"}', "application/json", tz=UTC_TZ) == Operation("stats", {})
 
@@ -79,6 +92,10 @@ def test_op_is_an_operation() -> None:
         ('{"query": "q", "since": "yesterday-ish"}', "application/json", QueryError, "ISO-8601"),
         ('{"query": "q", "since": "2026-11-03", "until": "2026-11-01"}', "application/json", QueryError, "earlier"),
         ('{"query": "q", "filters": {"colour": "red"}}', "application/json", QueryError, "unknown filter"),
+        ('{"query": "q", "as_of": "last tuesday"}', "application/json", QueryError, "as_of"),
+        ('{"query": "q", "as_of": 1700000000000}', "application/json", QueryError, "milliseconds"),
+        ('{"query": "q", "mode": "list"}', "application/json", QueryError, '"mode" must be "auto"'),
+        ('{"query": "q", "mode": ["search"]}', "application/json", QueryError, "mode"),
         ('{"query": "q", "filters": {"event": 3}}', "application/json", QueryError, "string"),
         ('{"op": 7}', "application/json", ReportError, "op"),
     ],
