@@ -14,7 +14,7 @@ import typer
 
 from memory_agent.config import Config, load_config
 from memory_agent.errors import MemoryAgentError
-from mesh.errors import MeshError
+from mesh.errors import AuthenticationError, MeshError, PermissionDenied
 
 T = TypeVar("T")
 app = typer.Typer(
@@ -56,12 +56,20 @@ def _client_url(cfg: Config) -> str:
 def _talk(cfg: Config, timeout: float, call: Callable[[Any], Awaitable[T]]) -> T:
     from memory_agent.client import MemoryClient
 
+    try:
+        auth = cfg.nats.auth()
+    except MemoryAgentError as exc:
+        _fail(str(exc))
+
     async def go() -> T:
-        async with MemoryClient(_client_url(cfg), handle=cfg.handle, timeout=timeout) as client:
+        async with MemoryClient(_client_url(cfg), handle=cfg.handle, timeout=timeout, auth=auth,
+                                client_handle=cfg.nats.client_handle or None) as client:
             return await call(client)
 
     try:
         return asyncio.run(asyncio.wait_for(go(), timeout + 15))
+    except (AuthenticationError, PermissionDenied) as exc:
+        _fail(f"{type(exc).__name__}: {exc}")
     except (MeshError, OSError) as exc:
         _fail(f"{type(exc).__name__}: {exc} (is `memory-agent run` up, and is --nats-url {_client_url(cfg)} right?)")
     except TimeoutError:
@@ -144,6 +152,27 @@ def stats(config: ConfigOpt = None, nats_url: NatsOpt = None, json_out: JsonOpt 
 
 
 @app.command()
+def forget(config: ConfigOpt = None, nats_url: NatsOpt = None,
+           trace_id: Annotated[str | None, typer.Option("--trace-id", help="Delete every event of this trace.")] = None,
+           event_id: Annotated[int | None, typer.Option("--id", help="Delete the event answers cite as [#ID].")] = None,
+           before: Annotated[str | None, typer.Option(
+               "--before", help="Delete every event that occurred before this ISO-8601 time.")] = None,
+           timeout: TimeoutOpt = 30.0) -> None:
+    """Delete events from @memory (SQLite, full-text index and FAISS); prints how many.
+
+    Only for admins: nats.client_handle must be one of @memory's security.admins.
+    """
+    selector = {k: v for k, v in (("trace_id", trace_id), ("id", event_id), ("before", before)) if v is not None}
+    if len(selector) != 1:
+        _fail("give exactly one of --trace-id, --id or --before", code=2)
+    cfg = _config(config, nats_url=nats_url)
+    reply = _talk(cfg, timeout, lambda c: c.forget(**selector))
+    typer.echo(json.dumps(reply))
+    if reply.get("status") != "forgotten":
+        raise typer.Exit(1)
+
+
+@app.command()
 def check(config: ConfigOpt = None, nats_url: NatsOpt = None, timeout: TimeoutOpt = 5.0) -> None:
     """Health check: exit 0 if @memory answers on the mesh within --timeout, else 1."""
     cfg = _config(config, nats_url=nats_url)
@@ -165,6 +194,52 @@ def reindex(config: ConfigOpt = None, data_dir: DataOpt = None,
     except MemoryAgentError as exc:
         _fail(str(exc))
     typer.echo(summary)
+
+
+@app.command()
+def export(config: ConfigOpt = None, data_dir: DataOpt = None,
+           output: Annotated[str, typer.Option("--output", "-o", help="File to write, or - for stdout.")] = "-",
+           since: Annotated[str | None, typer.Option(help="Only events at or after this time (ISO-8601 or unix s).")] = None,
+           until: Annotated[str | None, typer.Option(help="Only events before this time (ISO-8601 or unix s).")] = None,
+           no_vectors: Annotated[bool, typer.Option("--no-vectors", help="Leave the embeddings out.")] = False) -> None:
+    """Write the stored events as JSON lines with their embeddings (safe while the daemon runs)."""
+    from memory_agent.snapshot import export_events, time_bound
+
+    cfg = _config(config, data_dir=data_dir)
+    try:
+        lo = None if since is None else time_bound(since, tz=cfg.tz, name="since")
+        hi = None if until is None else time_bound(until, tz=cfg.tz, name="until")
+        if output == "-":
+            done = export_events(cfg.db_path, sys.stdout, since=lo, until=hi, vectors=not no_vectors)
+        else:
+            with open(output, "w", encoding="utf-8") as out:
+                done = export_events(cfg.db_path, out, since=lo, until=hi, vectors=not no_vectors)
+    except (MemoryAgentError, OSError) as exc:
+        _fail(str(exc))
+    typer.echo(f"exported {done.events} events ({done.bytes / 1e6:.1f} MB) in {done.seconds:.1f} s", err=True)
+
+
+@app.command("import")
+def import_(file: Annotated[str, typer.Argument(help="JSON lines written by export (or by hand), or - for stdin.")],
+            config: ConfigOpt = None, data_dir: DataOpt = None,
+            batch: Annotated[int, typer.Option(help="Lines validated, embedded and stored per transaction.")] = 5000,
+            skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Skip invalid lines (listed) instead of stopping.")] = False,
+            dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate every line; store nothing.")] = False) -> None:
+    """Import events from JSON lines (daemon stopped); lines without a vector are embedded, duplicates skipped."""
+    from memory_agent.importer import import_events
+
+    cfg = _config(config, data_dir=data_dir)
+    _logging(cfg.log_level)
+    source = sys.stdin.buffer if file == "-" else Path(file)
+
+    def bad(line: int, problem: str) -> None:
+        typer.echo(f"memory-agent: skipped line {line}: {problem}", err=True)
+
+    try:
+        done = asyncio.run(import_events(cfg, source, batch=batch, skip_bad=skip_bad, dry_run=dry_run, on_bad=bad))
+    except MemoryAgentError as exc:
+        _fail(str(exc))
+    typer.echo(("dry run, nothing stored: " if dry_run else "") + done.line())
 
 
 def main() -> None:

@@ -10,12 +10,13 @@ variables, the TOML file, the defaults below. Top-level keys map to ``MEMORY_AGE
 from __future__ import annotations
 
 import contextvars
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -24,6 +25,7 @@ from pydantic_settings import (
 )
 
 from memory_agent.errors import ConfigError
+from mesh.auth import NatsAuth
 
 ENV_PREFIX = "MEMORY_AGENT_"
 _toml_path: contextvars.ContextVar[Path | None] = contextvars.ContextVar("memory_agent_toml", default=None)
@@ -38,18 +40,38 @@ class EmbeddingConfig(_Section):
 
     model: str = ""
     """sentence-transformers model name or local path; empty = bundled all-MiniLM-L6-v2 (384 dims)."""
+    backend: Literal["torch", "onnx", "onnx-int8"] = "torch"
+    """How the model runs: ``torch`` (sentence-transformers), ``onnx`` (the same weights exported to ONNX,
+    fp32, run by ONNX Runtime; vectors interchangeable with torch's) or ``onnx-int8`` (that export with
+    dynamically quantised int8 weights: faster, vectors of its own, so switching to or from it needs
+    ``memory-agent reindex``). ONNX exports are cached under ``<data_dir>/models/``."""
     device: str = "cpu"
+    """Torch device (``torch`` backend only; the ONNX backends run on the CPU)."""
+    threads: int = Field(default=0, ge=0, le=256)
+    """Threads the model may use for one encode call; 0 = the library's default (one per core)."""
     max_batch: int = Field(default=128, ge=1, le=4096)
     """Most texts in one encode call; concurrent reports are coalesced up to this many."""
 
 
 class RetrievalConfig(_Section):
-    """Hybrid retrieval: FAISS (dense) and FTS5 BM25 (sparse) fused by reciprocal-rank fusion."""
+    """Hybrid retrieval: FAISS (dense) and FTS5 BM25 (sparse) fused, then spread to trace neighbours.
 
+    The steps and their sources are in :mod:`memory_agent.retrieval`.
+    """
+
+    fusion: Literal["convex", "rrf"] = "convex"
+    """"convex": weighted sum of min-max normalised scores (Bruch, Gai and Ingber, ACM TOIS 2023);
+    "rrf": reciprocal-rank fusion (Cormack, Clarke and Buettcher, SIGIR 2009)."""
+    dense_weight: float = Field(default=0.3, ge=0.0, le=1.0)
+    """Share of the dense (FAISS) side in the fusion; BM25 gets 1 - dense_weight (with "rrf", 0.5 is plain RRF)."""
     rrf_k: int = Field(default=60, ge=1)
     """The k of RRF, score = sum 1/(k + rank); 60 is the value of Cormack, Clarke and Buettcher (SIGIR 2009)."""
     candidates: int = Field(default=100, ge=1, le=10_000)
     """How many hits each retriever contributes before fusion."""
+    context_window: int = Field(default=1, ge=0, le=5)
+    """Events on each side of a hit, on the same trace in time order, that get part of its score (0 = off)."""
+    context_weight: float = Field(default=0.5, ge=0.0, le=10.0)
+    """Part of a hit's score its trace neighbour at distance d gets: context_weight * score / d (the largest share wins)."""
     default_limit: int = Field(default=20, ge=1, le=10_000)
     """Events returned by a ranked search when the question gives no ``limit``."""
     max_list: int = Field(default=1000, ge=1, le=100_000)
@@ -71,6 +93,159 @@ class LLMConfig(_Section):
     @property
     def enabled(self) -> bool:
         return bool(self.base_url and self.model)
+
+
+class NatsConfig(_Section):
+    """How the daemon and the CLI authenticate to NATS (one credential kind at most, plus TLS).
+
+    Secrets never go in the file: a token or password is read from the environment variable named by
+    ``*_env`` or from the file named by ``*_file``; an NKey seed or ``.creds`` file is given by path.
+    """
+
+    token_env: str = ""
+    """Name of the environment variable holding the NATS token."""
+    token_file: str = ""
+    """File holding the NATS token (surrounding whitespace is stripped)."""
+    user: str = ""
+    """NATS user name; its password comes from ``password_env`` or ``password_file``."""
+    password_env: str = ""
+    password_file: str = ""
+    nkey_seed_file: str = ""
+    """File holding the user's NKey seed (``SU...``)."""
+    creds_file: str = ""
+    """A ``.creds`` file (user JWT and seed, as written by ``nsc``)."""
+    tls_ca: str = ""
+    """PEM file of the CA that signed the server's certificate; set to use TLS."""
+    tls_cert: str = ""
+    """PEM client certificate, for servers that verify clients; needs ``tls_key``."""
+    tls_key: str = ""
+    client_handle: str = ""
+    """Handle the CLI (``ask``, ``report``, ``forget`` ...) uses on the mesh; empty = ``cli-<8 hex>``. A
+    server with per-handle permissions needs a fixed one; ``forget`` needs one listed in security.admins."""
+
+    @field_validator("client_handle")
+    @classmethod
+    def _valid_client_handle(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[a-z][a-z0-9_-]{0,62}", value):
+            raise ValueError(f"invalid handle {value!r}: lower-case letters, digits, '_' and '-', starting with a letter")
+        return value
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> NatsConfig:
+        kinds = [name for name, on in (("token", self.token_env or self.token_file),
+                                       ("user/password", self.user or self.password_env or self.password_file),
+                                       ("nkey_seed_file", self.nkey_seed_file), ("creds_file", self.creds_file)) if on]
+        if len(kinds) > 1:
+            raise ValueError(f"set one way to authenticate to NATS, not {' and '.join(kinds)}")
+        for name in ("token", "password"):
+            if getattr(self, f"{name}_env") and getattr(self, f"{name}_file"):
+                raise ValueError(f"{name}_env and {name}_file are both set: keep one")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("tls_cert and tls_key go together: set both or neither")
+        return self
+
+    @property
+    def configured(self) -> bool:
+        """True when any credential or TLS option is set."""
+        return any((self.token_env, self.token_file, self.user, self.password_env, self.password_file,
+                    self.nkey_seed_file, self.creds_file, self.tls_ca, self.tls_cert, self.tls_key))
+
+    def auth(self) -> NatsAuth | None:
+        """The credentials, with secrets read from the named variables and files; None when none are set.
+
+        Raises ConfigError naming the key when a variable is unset, a file cannot be read, or the
+        options contradict each other (two credential kinds, a password without a user ...).
+        """
+        if not self.configured:
+            return None
+        token = self._secret("token", self.token_env, self.token_file)
+        password = self._secret("password", self.password_env, self.password_file)
+        if password is not None and not self.user:
+            raise ConfigError("nats.password_env/password_file is set but nats.user is empty: set the user too")
+        if self.user and password is None:
+            raise ConfigError(f"nats.user is {self.user!r} but no password: set nats.password_env or nats.password_file")
+        try:
+            return NatsAuth(
+                token=token,
+                user=self.user or None,
+                password=password,
+                nkey_seed_file=Path(self.nkey_seed_file) if self.nkey_seed_file else None,
+                creds_file=Path(self.creds_file) if self.creds_file else None,
+                tls_ca=Path(self.tls_ca) if self.tls_ca else None,
+                tls_cert=Path(self.tls_cert) if self.tls_cert else None,
+                tls_key=Path(self.tls_key) if self.tls_key else None,
+            )
+        except ValueError as exc:
+            raise ConfigError(f"[nats]: {exc}") from None
+
+    @staticmethod
+    def _secret(name: str, env: str, file: str) -> str | None:
+        if env and file:
+            raise ConfigError(f"nats.{name}_env and nats.{name}_file are both set: keep one")
+        if env:
+            value = os.environ.get(env, "")
+            if not value:
+                raise ConfigError(f"nats.{name}_env names the environment variable {env}, which is not set or empty")
+            return value
+        if file:
+            try:
+                value = Path(file).read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"nats.{name}_file {file} cannot be read ({exc.strerror})") from None
+            if not value:
+                raise ConfigError(f"nats.{name}_file {file} is empty")
+            return value
+        return None
+
+
+class SecurityConfig(_Section):
+    """Who may delete memory, and whether the sender's handle is authenticated by the NATS server."""
+
+    admins: tuple[str, ...] = ()
+    """Handles allowed to send ``{"op": "forget", ...}``; empty = nobody may delete events."""
+    authenticated_senders: bool = False
+    """True only when the NATS server lets each user publish on ``mesh.inbox.*.<its own handle>`` and nothing
+    else under ``mesh.inbox`` (as examples/nats-server.conf does): the sender's handle is then
+    authenticated, stored with ``sender_verified = true`` and trusted for the admin check."""
+
+    @field_validator("admins")
+    @classmethod
+    def _valid_admins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for handle in value:
+            if not re.fullmatch(r"[a-z][a-z0-9_-]{0,62}", handle):
+                raise ValueError(f"invalid admin handle {handle!r}: lower-case letters, digits, '_' and '-'")
+        return value
+
+
+class IndexConfig(_Section):
+    """The FAISS index: its kind by store size, the IVF parameters, how filtered searches stay exact, and
+    the cap that keeps BM25 queries fast on large stores. Measured in docs/benchmarks.md (bench/query.py)."""
+
+    kind: Literal["auto", "flat", "ivf"] = "auto"
+    """``flat``: exact search over every vector. ``ivf``: inverted lists over 8-bit codes (a quarter of the
+    memory, approximate, re-scored exactly; needs ``32 * 39`` vectors to train, flat until then).
+    ``auto``: flat below ``exact_threshold`` vectors, ivf from there on (kept down to half of it)."""
+    exact_threshold: int = Field(default=50_000, ge=1)
+    """Vectors from which ``auto`` switches to ivf, decided at start, import and reindex. A one-query flat
+    scan reads 1.5 KB per 384-dim vector: ~5 ms at 50 000 on one core, linear above."""
+    nlist: int = Field(default=0, ge=0, le=65_536)
+    """IVF inverted lists; 0 = the power of two nearest sqrt(vectors) (FAISS wiki "Guidelines to choose an
+    index" suggests 4 to 16 * sqrt(N); training cost grows with its square; see index_kinds.auto_nlist).
+    An index trained for a quarter (or four times) the auto value is rebuilt at start."""
+    nprobe: int = Field(default=32, ge=1, le=65_536)
+    """IVF lists scanned per search (FAISS ``nprobe``); a search restricted (window, filters) to a fraction f
+    of the vectors probes nprobe / f lists, at most 4 * nprobe. With 1024 lists at a million vectors, 32
+    scan ~3% of the codes in about a millisecond (recall in docs/benchmarks.md)."""
+    exact_candidates: int = Field(default=2048, ge=0)
+    """An ivf search restricted (time window, filters) to at most this many ids scores each of them from
+    its float32 vector in SQLite: exactly the brute-force top k (reading costs ~3-5 us per vector)."""
+    rerank: int = Field(default=2, ge=0, le=64)
+    """An ivf search takes k * rerank candidates from the 8-bit codes and re-scores them exactly from the
+    float32 vectors in SQLite (the "re-ranking" of FAISS's IndexRefine); 0 = keep the 8-bit scores."""
+    fts_max_docs: int = Field(default=2_000, ge=1)
+    """The most events one BM25 query ranks: question words are taken rarest first while the events holding
+    them add up to this; commoner words are left out like stopwords (lowest IDF). FTS5 scores every event
+    holding a query word (~1.5 us each, ~3 with a time window), so a common word costs tens of ms at 1M."""
 
 
 class Config(BaseSettings):
@@ -102,7 +277,16 @@ class Config(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     embedding: EmbeddingConfig = EmbeddingConfig()
     retrieval: RetrievalConfig = RetrievalConfig()
+    index: IndexConfig = IndexConfig()
     llm: LLMConfig = LLMConfig()
+    retention_days: float = Field(default=0.0, ge=0)
+    """Events whose ``occurred_at`` is older than this many days are deleted; 0 = keep forever."""
+    retention_interval: float = Field(default=3600.0, gt=0)
+    """Seconds between retention sweeps (the first runs at start)."""
+    retention_batch: int = Field(default=500, ge=1, le=100_000)
+    """Events deleted per transaction by a sweep; ingest runs between batches."""
+    nats: NatsConfig = NatsConfig()
+    security: SecurityConfig = SecurityConfig()
 
     @field_validator("timezone")
     @classmethod

@@ -11,28 +11,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import itertools
 import json
 import logging
 import os
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 
 from memory_agent import __version__
+from memory_agent.access import AccessDenied, check_admin, parse_forget
 from memory_agent.answer import Answerer
 from memory_agent.config import Config
-from memory_agent.embedder import BatchingEmbedder, Embedder, SentenceTransformerEmbedder
-from memory_agent.errors import MemoryAgentError, QueryError, ReportError
+from memory_agent.embedder import BatchingEmbedder, Embedder, load_embedder
+from memory_agent.errors import ConfigError, MemoryAgentError, QueryError, ReportError
 from memory_agent.index import AsyncIndex, open_index
 from memory_agent.ingest import Ingestor
+from memory_agent.retention import Eraser, sweep_forever
 from memory_agent.retrieval import HybridRetriever
 from memory_agent.store import EventStore
 from memory_agent.summarizer import OpenAISummarizer
 from memory_agent.wire import Operation, Question, Report, build_event, classify, error_reply, stored_reply
 from mesh import AsyncAgent, Manifest, Message
-from mesh.errors import SessionClosed
+from mesh.constants import DEFAULT_HEARTBEAT_INTERVAL
+from mesh.errors import HandleTaken, PayloadTooLarge, ServerError, SessionClosed, SessionNotFound
 from mesh.server import NatsServer
 
 log = logging.getLogger(__name__)
@@ -47,6 +52,11 @@ MANIFEST = Manifest(
     input_types=("application/json", "text/plain"),
     output_types=("application/json", "text/plain"),
 )
+
+
+#: Seconds start() keeps trying to claim a handle held by another agent: a crashed predecessor's claim
+#: lasts 3 heartbeat intervals after its last heartbeat (see mesh.registry), plus a margin.
+CLAIM_WAIT = 3 * DEFAULT_HEARTBEAT_INTERVAL + 5.0
 
 
 class DataDirLocked(MemoryAgentError):
@@ -99,6 +109,8 @@ class MemoryDaemon:
         self._summarizer: OpenAISummarizer | None = None
         self._agent: AsyncAgent | None = None
         self._saver: asyncio.Task[None] | None = None
+        self._eraser: Eraser | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         self._dirty = False
         self._stopping = asyncio.Event()
         self.nats_url = config.nats_url
@@ -119,24 +131,37 @@ class MemoryDaemon:
             raise
 
     async def _start(self, cfg: Config) -> None:
+        auth = cfg.nats.auth()  # ConfigError when a named secret is missing
+        if cfg.security.admins and not cfg.security.authenticated_senders:
+            log.warning("security.admins is checked against the handle a message claims: without "
+                        "security.authenticated_senders (and a nats-server that enforces it) any agent can "
+                        "claim an admin's handle")
         if not self.nats_url:
-            self._server = NatsServer(
-                store_dir=cfg.data_dir / "nats", host=cfg.embedded_nats_host, port=cfg.embedded_nats_port
-            )
+            try:
+                self._server = NatsServer(
+                    store_dir=cfg.data_dir / "nats", host=cfg.embedded_nats_host, port=cfg.embedded_nats_port,
+                    auth=auth,
+                )
+            except ServerError as exc:
+                raise ConfigError(f"[nats]: {exc}") from None
             await asyncio.to_thread(self._server.start)
             self.nats_url = self._server.url
             log.info("embedded nats-server with JetStream at %s (store %s)", self.nats_url, cfg.data_dir / "nats")
         embedder = self._embedder_override
         if embedder is None:
             started = time.perf_counter()
-            model = cfg.embedding.model or None
-            embedder = await asyncio.to_thread(SentenceTransformerEmbedder, model, device=cfg.embedding.device)
-            log.info("model %s (%d dims) loaded in %.1f s", embedder.name, embedder.dim, time.perf_counter() - started)
+            embedder = await asyncio.to_thread(load_embedder, cfg.embedding, data_dir=cfg.data_dir)
+            log.info("model %s (%d dims, %s backend) loaded in %.1f s", embedder.name, embedder.dim,
+                     cfg.embedding.backend, time.perf_counter() - started)
         self.model_name = embedder.name
-        self._store = await EventStore.open(cfg.db_path)
-        index, self.index_report = await open_index(cfg.index_path, self._store, dim=embedder.dim, model=embedder.name)
+        self._store = await EventStore.open(cfg.db_path, fts_max_docs=cfg.index.fts_max_docs, filter_columns=True)
+        index, self.index_report = await open_index(
+            cfg.index_path, self._store, dim=embedder.dim, model=embedder.name, config=cfg.index
+        )
         log.info("%s", self.index_report)
-        self._index = AsyncIndex(index)
+        self._index = AsyncIndex(
+            index, vectors=self._store, exact_candidates=cfg.index.exact_candidates, rerank=cfg.index.rerank
+        )
         self._batcher = BatchingEmbedder(embedder, max_batch=cfg.embedding.max_batch)
         if cfg.llm.enabled:
             self._summarizer = OpenAISummarizer(
@@ -145,7 +170,9 @@ class MemoryDaemon:
             log.info("LLM summarizer: %s at %s", cfg.llm.model, cfg.llm.base_url)
         r = cfg.retrieval
         retriever = HybridRetriever(
-            self._store, self._index, self._batcher, rrf_k=r.rrf_k, candidates=r.candidates
+            self._store, self._index, self._batcher, rrf_k=r.rrf_k, candidates=r.candidates,
+            fusion=r.fusion, dense_weight=r.dense_weight, context_window=r.context_window,
+            context_weight=r.context_weight,
         )
         self._answerer = Answerer(
             self._store,
@@ -164,12 +191,34 @@ class MemoryDaemon:
         )
         self._ingestor.start()
         self._saver = asyncio.create_task(self._save_periodically(), name="memory-index-saver")
-        self._agent = AsyncAgent(cfg.handle, servers=self.nats_url, manifest=MANIFEST, max_in_flight=cfg.max_in_flight)
+        self._eraser = Eraser(self._store, self._index, batch=cfg.retention_batch, on_removed=self._on_removed)
+        if cfg.retention_days > 0:
+            self._sweeper = asyncio.create_task(
+                sweep_forever(self._eraser, days=cfg.retention_days, interval=cfg.retention_interval,
+                              clock=self._clock), name="memory-retention")
+        self._agent = AsyncAgent(cfg.handle, servers=self.nats_url, manifest=MANIFEST, max_in_flight=cfg.max_in_flight,
+                                 auth=auth)
         self._agent.on_message(self.handle)
         await self._agent.start()
-        await self._agent.register()
+        await self._claim_handle(self._agent)
         self.started_at = self._clock()
         log.info("@%s serving on %s: %s", cfg.handle, self.nats_url, self.index_report)
+
+    async def _claim_handle(self, agent: AsyncAgent) -> None:
+        """Register the handle. After a crash the old process still holds it until its heartbeat expires
+        (3 heartbeat intervals), so HandleTaken is retried for that long; a live holder still wins."""
+        deadline = time.monotonic() + CLAIM_WAIT
+        for attempt in itertools.count():
+            try:
+                await agent.register()
+                return
+            except HandleTaken:
+                if time.monotonic() >= deadline or self._stopping.is_set():
+                    raise
+                if attempt == 0:
+                    log.warning("@%s is held by another live agent (a crashed predecessor holds it until its "
+                                "heartbeat expires); retrying for up to %.0f s", agent.handle, CLAIM_WAIT)
+                await asyncio.sleep(1.0)
 
     async def serve(self) -> None:
         """Handle messages until :meth:`stop` is called or a signal arrives."""
@@ -198,6 +247,11 @@ class MemoryDaemon:
         if self._ingestor is not None:
             await self._ingestor.close()
             self._ingestor = None
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
         if self._saver is not None:
             self._saver.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -294,6 +348,8 @@ class MemoryDaemon:
             log.exception("reading report %s from @%s failed", msg.message_id, msg.from_handle)
             await self._reply(msg, error_reply(f"internal error while reading the report ({type(exc).__name__})"))
             return
+        if self.config.security.authenticated_senders:
+            event = replace(event, sender_verified=True)
         # Storage errors propagate: the message is not acked and will be redelivered.
         result = await self._ingestor.ingest(event)
         await self._reply(msg, stored_reply(result))
@@ -314,8 +370,31 @@ class MemoryDaemon:
     async def _operation(self, msg: Message, op: Operation) -> None:
         if op.op == "stats":
             await self._reply(msg, json.dumps(await self.stats()))
+        elif op.op == "forget":
+            await self._forget(msg, op)
         else:
-            await self._reply(msg, error_reply(f"unknown op {op.op!r}: the operations are 'stats'"))
+            await self._reply(msg, error_reply(f"unknown op {op.op!r}: the operations are 'stats' and 'forget'"))
+
+    async def _forget(self, msg: Message, op: Operation) -> None:
+        """Delete events for an admin (see memory_agent.access); everyone else gets an error reply."""
+        assert self._eraser is not None and self._index is not None
+        try:
+            check_admin(msg.from_handle, self.config.security.admins)
+            request = parse_forget(op.args, tz=self.config.tz)
+        except AccessDenied as exc:
+            log.warning("forget refused: @%s is not an admin (message %s)", msg.from_handle, msg.message_id)
+            await self._reply(msg, error_reply(str(exc)))
+            return
+        except QueryError as exc:
+            await self._reply(msg, error_reply(str(exc)))
+            return
+        count = await self._eraser.forget(request)  # storage errors propagate: redelivered, then retried
+        if count:
+            await self._index.save(self.config.index_path)  # the vectors leave the file on disk now
+        log.warning("forget by @%s (%s, by %s): %d events deleted", msg.from_handle,
+                    "authenticated" if self.config.security.authenticated_senders else "claimed handle",
+                    request.selector, count)
+        await self._reply(msg, json.dumps({"status": "forgotten", "count": count}))
 
     async def _reply(self, msg: Message, payload: str, *, content_type: str = "application/json") -> None:
         assert self._agent is not None
@@ -324,11 +403,23 @@ class MemoryDaemon:
         except SessionClosed:
             # A redelivered message whose session we already resolved: the answer went out before.
             log.debug("session %s already resolved; not answering again", msg.session)
+        except SessionNotFound:
+            # Expired, or never opened (a message published without the SDK): nobody can get the answer.
+            log.info("session %s of %s from @%s does not exist; reply dropped", msg.session, msg.message_id,
+                     msg.from_handle)
+        except PayloadTooLarge as exc:
+            # An answer listing very large reports: say so, rather than fail and be redelivered.
+            log.warning("reply to %s from @%s is %d bytes, over the limit of %d; answering with an error",
+                        msg.message_id, msg.from_handle, exc.size, exc.limit)
+            await self._reply(msg, error_reply(
+                f"the answer is {exc.size} bytes, over the mesh's limit of {exc.limit}: ask for fewer events "
+                '(a smaller "limit") or narrow the question with filters or a time window'))
 
     # --- stats and index ----------------------------------------------------------------------
 
     async def stats(self) -> dict[str, Any]:
-        """Event count, index size and type, model, uptime (seconds) and ingest counters."""
+        """Event count, index size and type, model, uptime (seconds), ingest counters, and the retention
+        (days, None = keep forever) and sender-authentication settings."""
         assert self._store is not None and self._index is not None and self._batcher is not None
         s = await self._store.stats()
         return {
@@ -347,7 +438,12 @@ class MemoryDaemon:
             },
             "embedder": {"batches": self._batcher.batches, "texts": self._batcher.texts},
             "llm": self.config.llm.model if self.config.llm.enabled else None,
+            "retention_days": self.config.retention_days or None,
+            "authenticated_senders": self.config.security.authenticated_senders,
         }
+
+    def _on_removed(self, count: int) -> None:
+        self._dirty = True
 
     def _on_stored(self, events: Any) -> None:
         self._dirty = True

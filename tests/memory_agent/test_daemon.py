@@ -72,7 +72,8 @@ async def test_structured_answer_shape_and_window(seeded) -> None:  # type: igno
     answer = await ask(asker, "What rollbacks happened in the last 7 days?")
     assert [e["id"] for e in answer["events"]] == [ids[1]]
     event = answer["events"][0]
-    assert set(event) == {"id", "message_id", "trace_id", "from_handle", "event", "occurred_at", "payload", "score"}
+    assert set(event) == {"id", "message_id", "trace_id", "from_handle", "sender_verified", "event", "occurred_at",
+                          "payload", "score"}
     assert event["payload"] == REPORTS[1][1]
     assert event["occurred_at"] == "2026-11-20T14:05:00Z"
     assert event["from_handle"] == "deploy" and event["trace_id"] == "t-81"
