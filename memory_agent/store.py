@@ -27,6 +27,7 @@ from memory_agent.errors import MemoryAgentError
 from memory_agent.models import Filters, InsertResult, NewEvent, StoredEvent, TimeWindow, Vocabulary
 from memory_agent.schema import migrate
 from memory_agent.sqlbuild import STOPWORDS, fts_phrases, fts_query, where_clause
+from memory_agent.store_vectors import EmbeddingRows, Ids, VectorModel, VectorSummary, as_matrix
 
 __all__ = [
     "STOPWORDS",
@@ -48,31 +49,8 @@ _CHUNK = 500
 _FILTER_COLUMNS = "id, occurred_at, event, service, from_handle"
 # The most events one BM25 query ranks (``index.fts_max_docs``; see EventStore.fts_search).
 DEFAULT_FTS_MAX_DOCS = 2000
-# Ids per statement when reading embeddings by id (SQLite >= 3.32 allows 32766 parameters).
-_VECTOR_CHUNK = 8192
 
 log = logging.getLogger(__name__)
-
-Ids = Sequence[int] | np.ndarray
-"""Event ids: a sequence of ints or an int64 array."""
-
-@dataclass(frozen=True, slots=True)
-class VectorModel:
-    """How many stored rows carry embeddings of one model (``dim`` floats each)."""
-
-    model: str
-    dim: int
-    count: int
-
-
-@dataclass(frozen=True, slots=True)
-class VectorSummary:
-    """What an index built from this store must agree with: row count, max id, sum of ids, models."""
-
-    count: int
-    max_id: int
-    id_sum: int
-    models: tuple[VectorModel, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,14 +101,7 @@ def _row_to_event(row: Sequence[Any]) -> StoredEvent:
     )
 
 
-def _as_matrix(vectors: np.ndarray, n: int) -> np.ndarray:
-    matrix = np.ascontiguousarray(vectors, dtype="<f4")
-    if matrix.ndim != 2 or matrix.shape[0] != n:
-        raise ValueError(f"vectors must have shape ({n}, dim), got {matrix.shape}")
-    return matrix
-
-
-class EventStore:
+class EventStore(EmbeddingRows):
     """Events in SQLite, with FTS5 over their text and their embeddings as float32 BLOBs.
 
     Create with ``await EventStore.open(path)``; ``await close()`` when done (idempotent).
@@ -238,7 +209,7 @@ class EventStore:
         self._check_open()
         if not events:
             return []
-        matrix = _as_matrix(vectors, len(events))
+        matrix = as_matrix(vectors, len(events))
         dim = int(matrix.shape[1])
         async with self._write_lock:
             await self._conn.execute("BEGIN IMMEDIATE")
@@ -326,33 +297,6 @@ class EventStore:
             )
             ids.update((str(r[0]), int(r[1])) for r in rows)
         return ids
-
-    async def update_vectors(self, ids: Ids, vectors: np.ndarray, *, model: str) -> int:
-        """Replace the embeddings of ``ids`` with ``vectors`` ((n, dim) float32) made by ``model``.
-
-        One transaction; used by reindexing after a model change. Returns the number of rows updated
-        (missing ids are skipped).
-        """
-        self._check_open()
-        if len(ids) == 0:
-            return 0
-        matrix = _as_matrix(vectors, len(ids))
-        dim = int(matrix.shape[1])
-        rows = [(vec.tobytes(), model, dim, int(i)) for i, vec in zip(ids, matrix, strict=True)]
-        async with self._write_lock:
-            await self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                before = self._conn.total_changes
-                await self._conn.executemany(
-                    "UPDATE events SET embedding = ?, embedding_model = ?, embedding_dim = ? WHERE id = ?",
-                    rows,
-                )
-                changed = self._conn.total_changes - before
-                await self._conn.execute("COMMIT")
-            except BaseException:
-                await self._conn.execute("ROLLBACK")
-                raise
-        return changed
 
     async def delete(self, ids: Ids) -> int:
         """Delete events (and their FTS rows) by id in one transaction; returns how many were deleted."""
@@ -531,40 +475,6 @@ class EventStore:
                 ]
         return out
 
-    async def iter_vectors(
-        self, *, batch: int = 10000, model: str | None = None, after: int = 0
-    ) -> AsyncIterator[tuple[np.ndarray, np.ndarray]]:
-        """Stored embeddings in id order, ``batch`` rows at a time: ``(ids (n,) int64, vectors (n, dim) float32)``.
-
-        Only rows of ``model`` when given, only ids above ``after``. Used to rebuild (or catch up) the
-        vector index without re-embedding. Raises ``MemoryAgentError`` when one batch mixes dimensions
-        (stored by different models).
-        """
-        last = int(after)
-        model_sql = " AND embedding_model = ?" if model is not None else ""
-        while True:
-            params: list[Any] = [last]
-            if model is not None:
-                params.append(model)
-            params.append(int(batch))
-            rows = await self._fetchall(
-                f"SELECT id, embedding, embedding_dim FROM events WHERE id > ?{model_sql} ORDER BY id LIMIT ?",
-                params,
-            )
-            if not rows:
-                return
-            dims = {int(r[2]) for r in rows}
-            if len(dims) != 1:
-                raise MemoryAgentError(
-                    f"store {self.path}: embeddings of dimensions {sorted(dims)} between ids "
-                    f"{rows[0][0]} and {rows[-1][0]}; reindex the store"
-                )
-            dim = dims.pop()
-            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-            vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), dim)
-            yield ids, vectors.astype(np.float32, copy=False)
-            last = int(ids[-1])
-
     async def iter_texts(self, *, batch: int = 1000) -> AsyncIterator[tuple[np.ndarray, list[str]]]:
         """Indexed texts in id order, ``batch`` rows at a time: ``(ids (n,) int64, texts)``; for reindexing.
 
@@ -602,59 +512,6 @@ class EventStore:
             "SELECT x FROM v WHERE x IS NOT NULL"
         )
         return [str(r[0]) for r in rows]
-
-    async def vectors(self, ids: Ids) -> tuple[np.ndarray, np.ndarray]:
-        """Stored embeddings of ``ids``: ``(found ids (m,) int64, vectors (m, dim) float32)``, ascending id.
-
-        The float32 BLOBs exactly as stored (the index may hold them quantised). Ids not stored are
-        skipped; with none found the matrix is ``(0, 0)``. Raises ``MemoryAgentError`` when the rows hold
-        embeddings of different dimensions.
-        """
-        self._check_open()
-        id_array = np.unique(np.asarray(ids, dtype=np.int64).reshape(-1))
-        rows: list[Any] = []
-        for start in range(0, len(id_array), _VECTOR_CHUNK):
-            chunk = id_array[start : start + _VECTOR_CHUNK].tolist()
-            marks = ",".join("?" * len(chunk))
-            rows += await self._fetchall(
-                f"SELECT id, embedding, embedding_dim FROM events WHERE id IN ({marks}) ORDER BY id", chunk
-            )
-        if not rows:
-            return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
-        dims = {int(r[2]) for r in rows}
-        if len(dims) != 1:
-            raise MemoryAgentError(f"store {self.path}: embeddings of dimensions {sorted(dims)}; reindex the store")
-        found = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), dims.pop())
-        return found, matrix.astype(np.float32, copy=False)
-
-    async def sample_vectors(self, n: int, *, seed: int = 0) -> np.ndarray:
-        """Up to ``n`` stored embeddings drawn uniformly without replacement (all when fewer are stored),
-        ``(m, dim)`` float32 in id order; ``seed`` makes the draw repeatable. Used to train an IVF index."""
-        rows = await self._fetchall("SELECT id FROM events")
-        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        if len(ids) > n:
-            ids = np.random.default_rng(seed).choice(ids, size=n, replace=False)
-        return (await self.vectors(ids))[1]
-
-    async def vector_models(self) -> tuple[VectorModel, ...]:
-        """The embedding models of stored rows, most rows first."""
-        rows = await self._fetchall(
-            "SELECT embedding_model, embedding_dim, count(*) FROM events "
-            "GROUP BY embedding_model, embedding_dim ORDER BY count(*) DESC, embedding_model"
-        )
-        return tuple(VectorModel(str(r[0]), int(r[1]), int(r[2])) for r in rows)
-
-    async def vector_summary(self, *, up_to: int | None = None) -> VectorSummary:
-        """Count, max id and sum of ids of all rows (or of those with ``id <= up_to``), plus the models of
-        all rows: what a saved index must match. Reads an index, not the table (no row is loaded)."""
-        # "+id": compare outside the primary key, so a covering index is scanned, not the table rows.
-        where, params = ("WHERE +id <= ?", [int(up_to)]) if up_to is not None else ("", [])
-        rows = await self._fetchall(
-            f"SELECT count(*), coalesce(max(id), 0), coalesce(sum(id), 0) FROM events {where}", params
-        )
-        count, max_id, id_sum = (int(v) for v in rows[0])
-        return VectorSummary(count, max_id, id_sum, await self.vector_models())
 
     async def stats(self) -> StoreStats:
         """Row count, max id, first/last ``occurred_at``, models of stored vectors, file sizes in bytes."""
