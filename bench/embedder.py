@@ -25,7 +25,9 @@ import numpy as np
 from ingest import append_doc, machine, make_reports, report_texts
 
 from memory_agent.config import EmbeddingConfig
-from memory_agent.embedder import BatchingEmbedder, Embedder, load_embedder
+from memory_agent.embedding.base import load_embedder
+from memory_agent.embedding.batching import BatchingEmbedder
+from memory_agent.protocols import Embedder
 
 SECTION = "## Embedder (bench/embedder.py)"
 INTRO = (

@@ -48,7 +48,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from memory_agent.config import EmbeddingConfig
-from memory_agent.embedder import load_embedder
+from memory_agent.embedding.base import load_embedder
 from memory_agent.wire import indexed_text
 from mesh import AsyncAgent, NatsServer
 

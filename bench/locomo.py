@@ -53,7 +53,8 @@ from dateutil import parser as dateparser
 
 from memory_agent.config import Config, load_config
 from memory_agent.daemon import MemoryDaemon
-from memory_agent.embedder import Embedder, load_embedder
+from memory_agent.embedding.base import load_embedder
+from memory_agent.protocols import Embedder
 from mesh import AsyncAgent, Manifest
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -200,7 +200,7 @@ def _env() -> dict[str, str]:
 
 
 def label() -> str:
-    from memory_agent.embedder_onnx import vector_model_name
+    from memory_agent.embedding.onnx import vector_model_name
 
     return vector_model_name(MODEL, BACKEND)
 
@@ -277,10 +277,11 @@ async def ask_all(url: str, qs: dict[str, list[dict[str, Any]]], warmup: int) ->
 async def stages(data_dir: Path, qs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, float]]:
     """Median ms of each retrieval stage per question shape, measured in this process on the store."""
     from memory_agent.config import Config, EmbeddingConfig
-    from memory_agent.embedder import load_embedder
-    from memory_agent.index import AsyncIndex, open_index
-    from memory_agent.models import Filters, TimeWindow
-    from memory_agent.store import EventStore
+    from memory_agent.embedding.base import load_embedder
+    from memory_agent.index.async_index import AsyncIndex
+    from memory_agent.index.repair import open_index
+    from memory_agent.store.events import EventStore
+    from memory_agent.types import Filters, TimeWindow
     from memory_agent.wire import _time_field
 
     cfg = Config(data_dir=data_dir, embedding=EmbeddingConfig(backend=BACKEND))  # type: ignore[arg-type]
@@ -342,8 +343,9 @@ def recall_at_10(vectors: np.ndarray, queries: np.ndarray, *, nprobe: int, reran
     import faiss
 
     from memory_agent.config import IndexConfig
-    from memory_agent.index import plan_index
-    from memory_agent.index_kinds import IVFIndex, exact_top_k
+    from memory_agent.index.base import exact_top_k
+    from memory_agent.index.ivf import IVFIndex
+    from memory_agent.index.repair import plan_index
 
     n = len(vectors)
     kind, nlist = plan_index(IndexConfig(), n)

@@ -185,7 +185,7 @@ def reindex(config: ConfigOpt = None, data_dir: DataOpt = None,
             rebuild_only: Annotated[bool, typer.Option(
                 "--rebuild-only", help="Rebuild the FAISS file from stored vectors without re-embedding.")] = False) -> None:
     """Re-embed every stored event with the configured model and rebuild the index (daemon stopped)."""
-    from memory_agent.reindex import reindex as do_reindex
+    from memory_agent.tools.reindex import reindex as do_reindex
 
     cfg = _config(config, data_dir=data_dir)
     _logging(cfg.log_level)
@@ -203,7 +203,7 @@ def export(config: ConfigOpt = None, data_dir: DataOpt = None,
            until: Annotated[str | None, typer.Option(help="Only events before this time (ISO-8601 or unix s).")] = None,
            no_vectors: Annotated[bool, typer.Option("--no-vectors", help="Leave the embeddings out.")] = False) -> None:
     """Write the stored events as JSON lines with their embeddings (safe while the daemon runs)."""
-    from memory_agent.snapshot import export_events, time_bound
+    from memory_agent.tools.snapshot import export_events, time_bound
 
     cfg = _config(config, data_dir=data_dir)
     try:
@@ -226,7 +226,7 @@ def import_(file: Annotated[str, typer.Argument(help="JSON lines written by expo
             skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Skip invalid lines (listed) instead of stopping.")] = False,
             dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate every line; store nothing.")] = False) -> None:
     """Import events from JSON lines (daemon stopped); lines without a vector are embedded, duplicates skipped."""
-    from memory_agent.importer import import_events
+    from memory_agent.tools.importer import import_events
 
     cfg = _config(config, data_dir=data_dir)
     _logging(cfg.log_level)

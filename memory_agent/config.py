@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextvars
 import os
-import re
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -26,6 +25,7 @@ from pydantic_settings import (
 
 from memory_agent.errors import ConfigError
 from mesh.auth import NatsAuth
+from mesh.handles import validate_handle
 
 ENV_PREFIX = "MEMORY_AGENT_"
 _toml_path: contextvars.ContextVar[Path | None] = contextvars.ContextVar("memory_agent_toml", default=None)
@@ -56,7 +56,7 @@ class EmbeddingConfig(_Section):
 class RetrievalConfig(_Section):
     """Hybrid retrieval: FAISS (dense) and FTS5 BM25 (sparse) fused, then spread to trace neighbours.
 
-    The steps and their sources are in :mod:`memory_agent.retrieval`.
+    The steps and their sources are in :mod:`memory_agent.query.retrieval`.
     """
 
     fusion: Literal["convex", "rrf"] = "convex"
@@ -126,9 +126,7 @@ class NatsConfig(_Section):
     @field_validator("client_handle")
     @classmethod
     def _valid_client_handle(cls, value: str) -> str:
-        if value and not re.fullmatch(r"[a-z][a-z0-9_-]{0,62}", value):
-            raise ValueError(f"invalid handle {value!r}: lower-case letters, digits, '_' and '-', starting with a letter")
-        return value
+        return validate_handle(value) if value else value
 
     @model_validator(mode="after")
     def _one_credential(self) -> NatsConfig:
@@ -212,8 +210,7 @@ class SecurityConfig(_Section):
     @classmethod
     def _valid_admins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for handle in value:
-            if not re.fullmatch(r"[a-z][a-z0-9_-]{0,62}", handle):
-                raise ValueError(f"invalid admin handle {handle!r}: lower-case letters, digits, '_' and '-'")
+            validate_handle(handle)
         return value
 
 
@@ -300,9 +297,7 @@ class Config(BaseSettings):
     @field_validator("handle")
     @classmethod
     def _valid_handle(cls, value: str) -> str:
-        if not re.fullmatch(r"[a-z][a-z0-9_-]{0,62}", value):
-            raise ValueError(f"invalid handle {value!r}: lower-case letters, digits, '_' and '-', starting with a letter")
-        return value
+        return validate_handle(value)
 
     @classmethod
     def settings_customise_sources(

@@ -1,40 +1,40 @@
-"""The @memory daemon: start, serve, drain, close.
+"""The @memory daemon's lifecycle: start, serve, drain, close.
 
-It registers the handle ``memory`` (configurable) on the mesh and answers every session opened to it:
-reports are stored (:mod:`memory_agent.ingest`), questions answered (:mod:`memory_agent.answer`),
-operations (``{"op": "stats"}``) served. A message is acknowledged on the mesh only after its reply
-was sent, so a crash means redelivery, and redelivery of a stored report answers with its first id.
+It registers the handle ``memory`` (configurable) on the mesh and answers every session opened to it
+with what :class:`memory_agent.handlers.Handlers` replies: reports are stored
+(:mod:`memory_agent.ingest`), questions answered (:mod:`memory_agent.query.answer`), operations
+(``{"op": "stats"}``) served. A message is acknowledged on the mesh only after its reply was sent, so a
+crash means redelivery, and redelivery of a stored report answers with its first id.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import itertools
-import json
 import logging
-import os
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import replace
-from pathlib import Path
 from typing import IO, Any
 
 from memory_agent import __version__
-from memory_agent.access import AccessDenied, check_admin, parse_forget
-from memory_agent.answer import Answerer
 from memory_agent.config import Config
-from memory_agent.embedder import BatchingEmbedder, Embedder, load_embedder
-from memory_agent.errors import ConfigError, MemoryAgentError, QueryError, ReportError
-from memory_agent.index import AsyncIndex, open_index
+from memory_agent.embedding.base import load_embedder
+from memory_agent.embedding.batching import BatchingEmbedder
+from memory_agent.errors import ConfigError
+from memory_agent.handlers import Handlers
+from memory_agent.index.async_index import AsyncIndex
+from memory_agent.index.repair import open_index
 from memory_agent.ingest import Ingestor
+from memory_agent.protocols import Clock, Embedder
+from memory_agent.query.answer import Answerer
+from memory_agent.query.retrieval import HybridRetriever
+from memory_agent.query.summarizer import OpenAISummarizer
 from memory_agent.retention import Eraser, sweep_forever
-from memory_agent.retrieval import HybridRetriever
-from memory_agent.store import EventStore
-from memory_agent.summarizer import OpenAISummarizer
-from memory_agent.wire import Operation, Question, Report, build_event, classify, error_reply, stored_reply
+from memory_agent.store.events import EventStore
+from memory_agent.tools.datadir import lock_data_dir
+from memory_agent.wire import error_reply
 from mesh import AsyncAgent, Manifest, Message
 from mesh.constants import DEFAULT_HEARTBEAT_INTERVAL
 from mesh.errors import HandleTaken, PayloadTooLarge, ServerError, SessionClosed, SessionNotFound
@@ -59,33 +59,6 @@ MANIFEST = Manifest(
 CLAIM_WAIT = 3 * DEFAULT_HEARTBEAT_INTERVAL + 5.0
 
 
-class DataDirLocked(MemoryAgentError):
-    """Another daemon (or ``memory-agent reindex``) holds the data directory."""
-
-
-def lock_data_dir(data_dir: Path) -> IO[str]:
-    """Take the exclusive lock ``<data_dir>/daemon.lock`` (released when the file closes).
-
-    Raises DataDirLocked naming the pid that holds it.
-    """
-    data_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(data_dir / "daemon.lock", "a+")  # noqa: SIM115 - held for the daemon's lifetime
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip() or "unknown"
-        handle.close()
-        raise DataDirLocked(
-            f"{data_dir} is in use by another memory-agent (pid {holder}): stop it, or use another --data-dir"
-        ) from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(str(os.getpid()))
-    handle.flush()
-    return handle
-
-
 class MemoryDaemon:
     """The long-running agent. ``run()`` for production, ``async_run()``/``start()``+``close()`` for tests.
 
@@ -94,7 +67,7 @@ class MemoryDaemon:
     """
 
     def __init__(
-        self, config: Config, *, embedder: Embedder | None = None, clock: Callable[[], float] = time.time
+        self, config: Config, *, embedder: Embedder | None = None, clock: Clock = time.time
     ) -> None:
         self.config = config
         self._embedder_override = embedder
@@ -111,6 +84,7 @@ class MemoryDaemon:
         self._saver: asyncio.Task[None] | None = None
         self._eraser: Eraser | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._handlers: Handlers | None = None
         self._dirty = False
         self._stopping = asyncio.Event()
         self.nats_url = config.nats_url
@@ -196,9 +170,13 @@ class MemoryDaemon:
             self._sweeper = asyncio.create_task(
                 sweep_forever(self._eraser, days=cfg.retention_days, interval=cfg.retention_interval,
                               clock=self._clock), name="memory-retention")
+        self._handlers = Handlers(
+            cfg, ingestor=self._ingestor, answerer=self._answerer, eraser=self._eraser, stats=self.stats,
+            on_forgotten=self._forgotten, clock=self._clock,
+        )
         self._agent = AsyncAgent(cfg.handle, servers=self.nats_url, manifest=MANIFEST, max_in_flight=cfg.max_in_flight,
                                  auth=auth)
-        self._agent.on_message(self.handle)
+        self._agent.on_message(self._on_message)
         await self._agent.start()
         await self._claim_handle(self._agent)
         self.started_at = self._clock()
@@ -299,102 +277,30 @@ class MemoryDaemon:
     # --- messages ----------------------------------------------------------------------------
 
     @property
+    def handlers(self) -> Handlers:
+        """What answers each message (after start()): ``await daemon.handlers.handle(msg)`` gives the reply."""
+        assert self._handlers is not None, "start() first"
+        return self._handlers
+
+    @property
     def store(self) -> EventStore:
         """The open event store (after start())."""
         assert self._store is not None, "start() first"
         return self._store
 
-    async def handle(self, msg: Message) -> None:
-        """Handle one mesh message to @memory and resolve its session with the reply.
+    async def _on_message(self, msg: Message) -> None:
+        """Answer one mesh message to @memory by resolving its session with the handlers' reply.
 
         Raises (so the message is redelivered) only when a report could not be stored.
         """
-        if msg.message_type == "session_resolve":
-            return
-        started = time.perf_counter()
-        try:
-            request = classify(msg.payload, msg.content_type, tz=self.config.tz)
-        except (ReportError, QueryError) as exc:
-            log.info("rejected %s from @%s: %s", msg.message_id, msg.from_handle, exc)
-            await self._reply(msg, error_reply(str(exc)))
-            return
-        if isinstance(request, Report):
-            await self._report(msg, request)
-        elif isinstance(request, Question):
-            await self._question(msg, request)
-        else:
-            await self._operation(msg, request)
-        log.debug("%s from @%s handled in %.1f ms", type(request).__name__, msg.from_handle,
-                  (time.perf_counter() - started) * 1000)
+        assert self._handlers is not None, "start() first"
+        reply = await self._handlers.handle(msg)
+        if reply is not None:
+            await self._reply(msg, reply.payload, content_type=reply.content_type)
 
-    async def _report(self, msg: Message, report: Report) -> None:
-        assert self._ingestor is not None
-        try:
-            event = build_event(
-                report,
-                message_id=msg.message_id,
-                session=msg.session,
-                from_handle=msg.from_handle,
-                trace_id=msg.trace_id,
-                sent_at=msg.sent_at,
-                received_at=self._clock(),
-                tz=self.config.tz,
-            )
-        except ReportError as exc:
-            log.info("rejected report %s from @%s: %s", msg.message_id, msg.from_handle, exc)
-            await self._reply(msg, error_reply(str(exc)))
-            return
-        except Exception as exc:  # a payload that trips a bug: answer it rather than redeliver it forever
-            log.exception("reading report %s from @%s failed", msg.message_id, msg.from_handle)
-            await self._reply(msg, error_reply(f"internal error while reading the report ({type(exc).__name__})"))
-            return
-        if self.config.security.authenticated_senders:
-            event = replace(event, sender_verified=True)
-        # Storage errors propagate: the message is not acked and will be redelivered.
-        result = await self._ingestor.ingest(event)
-        await self._reply(msg, stored_reply(result))
-
-    async def _question(self, msg: Message, question: Question) -> None:
-        assert self._answerer is not None
-        try:
-            answer = await self._answerer.answer(question)
-        except Exception as exc:  # a question that breaks answering must not be redelivered forever
-            log.exception("answering %s from @%s failed", msg.message_id, msg.from_handle)
-            await self._reply(msg, error_reply(f"internal error while answering ({type(exc).__name__}): {exc}"))
-            return
-        if question.structured:
-            await self._reply(msg, json.dumps(answer.to_json(), ensure_ascii=False))
-        else:
-            await self._reply(msg, answer.text, content_type="text/plain")
-
-    async def _operation(self, msg: Message, op: Operation) -> None:
-        if op.op == "stats":
-            await self._reply(msg, json.dumps(await self.stats()))
-        elif op.op == "forget":
-            await self._forget(msg, op)
-        else:
-            await self._reply(msg, error_reply(f"unknown op {op.op!r}: the operations are 'stats' and 'forget'"))
-
-    async def _forget(self, msg: Message, op: Operation) -> None:
-        """Delete events for an admin (see memory_agent.access); everyone else gets an error reply."""
-        assert self._eraser is not None and self._index is not None
-        try:
-            check_admin(msg.from_handle, self.config.security.admins)
-            request = parse_forget(op.args, tz=self.config.tz)
-        except AccessDenied as exc:
-            log.warning("forget refused: @%s is not an admin (message %s)", msg.from_handle, msg.message_id)
-            await self._reply(msg, error_reply(str(exc)))
-            return
-        except QueryError as exc:
-            await self._reply(msg, error_reply(str(exc)))
-            return
-        count = await self._eraser.forget(request)  # storage errors propagate: redelivered, then retried
-        if count:
-            await self._index.save(self.config.index_path)  # the vectors leave the file on disk now
-        log.warning("forget by @%s (%s, by %s): %d events deleted", msg.from_handle,
-                    "authenticated" if self.config.security.authenticated_senders else "claimed handle",
-                    request.selector, count)
-        await self._reply(msg, json.dumps({"status": "forgotten", "count": count}))
+    async def _forgotten(self, count: int) -> None:
+        assert self._index is not None
+        await self._index.save(self.config.index_path)  # the vectors leave the file on disk now
 
     async def _reply(self, msg: Message, payload: str, *, content_type: str = "application/json") -> None:
         assert self._agent is not None

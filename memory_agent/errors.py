@@ -1,27 +1,214 @@
-"""The one error root of memory_agent and its subclasses; each carries what failed."""
+"""Every error memory_agent raises on purpose: one root, typed attributes, capped excerpts of input.
+
+An error's text says what is wrong and how to fix it. Where it quotes input it quotes at most
+:data:`EXCERPT_CHARS` characters of it (:func:`excerpt`), so a 600 KB value never comes back whole in a
+reply or a log line. Errors a caller may also want to catch by their Python kind subclass it too
+(:class:`InvalidArgument` is a ``ValueError``), after nats-core's ``TimeoutError(Error, asyncio.TimeoutError)``.
+
+What a remote caller sees: the text of a :class:`ReportError`, :class:`QueryError` or
+:class:`AccessDenied` (bad input, theirs to fix); for anything else a short message with an error id
+that the daemon also logs with the traceback (:func:`internal_error_id`), never a Python exception text.
+"""
 
 from __future__ import annotations
+
+import uuid
+from typing import Any
+
+__all__ = [
+    "EXCERPT_CHARS",
+    "AccessDenied",
+    "ConfigError",
+    "DataDirLocked",
+    "EmbedderClosed",
+    "EmbedderError",
+    "IndexFileError",
+    "IngestClosed",
+    "InvalidArgument",
+    "LineError",
+    "MemoryAgentError",
+    "QueryError",
+    "ReportError",
+    "SnapshotError",
+    "StoreClosed",
+    "StoreError",
+    "SummaryRejected",
+    "VectorModelMismatch",
+    "excerpt",
+    "internal_error_id",
+]
+
+#: The most characters of a caller's input that an error text quotes.
+EXCERPT_CHARS = 80
+
+
+def excerpt(value: Any, limit: int = EXCERPT_CHARS, *, quote: bool = True) -> str:
+    """``repr(value)`` (or, with ``quote=False``, ``str(value)``) cut to ``limit`` characters with an
+    ellipsis and the full length: ``'abc…' (600012 chars)``. Never raises, whatever ``value`` is."""
+    try:
+        text = repr(value) if quote else str(value)
+    except Exception:  # a hostile __repr__
+        text = f"<{type(value).__name__}>"
+    if len(text) <= limit:
+        return text
+    return f"{text[: max(limit - 1, 1)]}… ({len(text)} chars)"
+
+
+def internal_error_id() -> str:
+    """A short id (``e-1a2b3c4d``) that ties a remote caller's "internal error" reply to the log line."""
+    return f"e-{uuid.uuid4().hex[:8]}"
 
 
 class MemoryAgentError(Exception):
     """Root of every error memory_agent raises on purpose."""
 
 
+# --- bad input: the caller's to fix -------------------------------------------------------------
+
+
 class ReportError(MemoryAgentError):
-    """A report payload that cannot be stored; ``str(err)`` says what is wrong and how to fix it."""
+    """A report payload that cannot be stored; ``str(err)`` says what is wrong and how to fix it.
+
+    ``field``: the payload key at fault (``None`` for the payload as a whole).
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class QueryError(MemoryAgentError):
-    """A question (plain or structured) that cannot be answered as sent; the message says how to fix it."""
+    """A question or operation that cannot be answered as sent; the message says how to fix it.
+
+    ``field``: the key at fault (``"limit"``, ``"since"``, ``"filters"`` ...), ``None`` for the whole.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class AccessDenied(MemoryAgentError):
+    """The sender may not perform the operation; ``handle`` and ``op`` say who tried what."""
+
+    def __init__(self, handle: str, op: str) -> None:
+        super().__init__(
+            f"@{handle} may not {op}: only the handles listed in security.admins of @memory's config may"
+        )
+        self.handle = handle
+        self.op = op
+
+
+class InvalidArgument(MemoryAgentError, ValueError):
+    """A value passed by code (not by a remote caller) is out of range or of the wrong shape.
+
+    ``name``: the argument; the message quotes at most an excerpt of the value.
+    """
+
+    def __init__(self, name: str, problem: str) -> None:
+        super().__init__(f"{name}: {problem}")
+        self.name = name
+
+
+# --- configuration and files -------------------------------------------------------------------
 
 
 class ConfigError(MemoryAgentError):
-    """A configuration value that is missing or invalid; names the key and the source (file, env, flag)."""
+    """A configuration value that is missing or invalid, or a file the config points at that cannot be
+    used; names the key (``key``, e.g. ``"nats.token_env"``) and the source where known."""
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
 
 
-class IndexError_(MemoryAgentError):
-    """The vector index file cannot be used (corrupt, wrong dimension, stale); callers rebuild it from SQLite."""
+class VectorModelMismatch(ConfigError):
+    """Stored vectors were made by another model (or dimension) than the configured one.
+
+    ``configured`` is ``(model, dim)``; ``stored`` lists the models found in SQLite
+    (:class:`memory_agent.store.vectors.VectorModel`). Fix: reindex the store (``memory-agent reindex``)
+    or configure the model the vectors were made with.
+    """
+
+    def __init__(self, message: str, *, configured: tuple[str, int], stored: tuple[Any, ...]) -> None:
+        super().__init__(message, key="embedding.model")
+        self.configured = configured
+        self.stored = stored
+
+
+class DataDirLocked(MemoryAgentError):
+    """Another daemon (or ``reindex``/``import``) holds the data directory; ``path`` and ``pid`` say which."""
+
+    def __init__(self, path: str, pid: str) -> None:
+        super().__init__(f"{path} is in use by another memory-agent (pid {pid}): stop it, or use another --data-dir")
+        self.path = path
+        self.pid = pid
+
+
+class StoreError(MemoryAgentError):
+    """The event store at ``path`` cannot do what was asked (a missing trigger, mixed dimensions ...)."""
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class StoreClosed(StoreError):
+    """The event store was used after ``close()``."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"event store {path} is closed", path=path)
+
+
+class IndexFileError(MemoryAgentError):
+    """The vector index cannot be used (file corrupt, wrong dimension, stale, or the index closed); callers
+    rebuild it from SQLite. ``path`` is the file, when one is to blame."""
 
     def __init__(self, message: str, *, path: str | None = None) -> None:
         super().__init__(message)
         self.path = path
+
+
+class SnapshotError(MemoryAgentError):
+    """An export or import that cannot go on; ``line`` is the 1-based line number when one is to blame."""
+
+    def __init__(self, message: str, *, line: int | None = None) -> None:
+        super().__init__(message)
+        self.line = line
+
+
+class LineError(SnapshotError, ValueError):
+    """One JSON line of a snapshot that cannot be imported; ``field`` is the key at fault, if one is."""
+
+    def __init__(self, message: str, *, field: str | None = None, line: int | None = None) -> None:
+        super().__init__(message, line=line)
+        self.field = field
+
+
+# --- the pipeline's own states -----------------------------------------------------------------
+
+
+class EmbedderError(MemoryAgentError):
+    """The embedding model failed or returned something unusable; ``model`` names it."""
+
+    def __init__(self, message: str, *, model: str) -> None:
+        super().__init__(message)
+        self.model = model
+
+
+class EmbedderClosed(EmbedderError):
+    """The batching embedder was used after ``close()``."""
+
+    def __init__(self, model: str) -> None:
+        super().__init__(f"the embedder of {model!r} is closed", model=model)
+
+
+class IngestClosed(MemoryAgentError):
+    """The ingestor is shutting down; the report stays unacknowledged and is redelivered."""
+
+    def __init__(self) -> None:
+        super().__init__("ingest is shutting down; the report will be redelivered")
+
+
+class SummaryRejected(MemoryAgentError):
+    """The LLM's summary cannot be used (empty, or citing no retrieved event); the extractive answer stands."""

@@ -16,34 +16,19 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from memory_agent.errors import MemoryAgentError
-from memory_agent.models import InsertResult, NewEvent
+from memory_agent.errors import IngestClosed
+from memory_agent.types import InsertResult, NewEvent
+
+if TYPE_CHECKING:
+    from memory_agent.embedding.batching import BatchingEmbedder
+    from memory_agent.index.async_index import AsyncIndex
+    from memory_agent.store.events import EventStore
 
 log = logging.getLogger(__name__)
-
-
-class IngestStore(Protocol):
-    async def find_messages(self, message_ids: Sequence[str]) -> dict[str, int]: ...
-
-    async def insert(
-        self, events: Sequence[NewEvent], vectors: np.ndarray, *, model: str
-    ) -> list[InsertResult]: ...
-
-
-class IngestIndex(Protocol):
-    async def add(self, ids: np.ndarray, vectors: np.ndarray) -> None: ...
-
-
-class TextEmbedder(Protocol):
-    async def embed(self, texts: Sequence[str]) -> np.ndarray: ...
-
-
-class IngestClosed(MemoryAgentError):
-    """The ingestor is shutting down; the report stays unacknowledged and is redelivered."""
 
 
 class Ingestor:
@@ -51,9 +36,9 @@ class Ingestor:
 
     def __init__(
         self,
-        store: IngestStore,
-        index: IngestIndex,
-        embedder: TextEmbedder,
+        store: EventStore,
+        index: AsyncIndex,
+        embedder: BatchingEmbedder,
         *,
         model: str,
         max_batch: int = 128,
@@ -83,7 +68,7 @@ class Ingestor:
         Raises IngestClosed during shutdown, or the storage/embedding error of its batch.
         """
         if self._closing:
-            raise IngestClosed("ingest is shutting down; the report will be redelivered")
+            raise IngestClosed()
         future: asyncio.Future[InsertResult] = asyncio.get_running_loop().create_future()
         self._pending.append((event, future))
         self._wakeup.set()

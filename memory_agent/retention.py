@@ -1,4 +1,16 @@
-"""Deleting events: ``forget`` requests and the retention sweep.
+"""Deleting events: who may, what a ``forget`` request asks for, and the retention sweep.
+
+A forget request is ``{"op": "forget", <selector>}`` with exactly one selector:
+
+* ``"trace_id": "t-81"``: every event of that trace;
+* ``"id": 12``: one event, by the id answers cite as ``[#12]``;
+* ``"before": "2026-11-01T00:00:00Z"`` (ISO-8601, naive = the configured time zone, or unix
+  seconds): every event whose ``occurred_at`` is earlier.
+
+Only handles listed in ``security.admins`` may send one (:func:`check_admin`). The handle checked is the
+message's ``from_handle``, which the mesh SDK guarantees equals the sender named in the NATS subject; it
+is authenticated only where the NATS server ties each user to its own handle
+(``security.authenticated_senders``, see docs/mesh.md "Security").
 
 An :class:`Eraser` deletes events from SQLite (the FTS5 rows go with them, by trigger) and then from
 the FAISS index, ``batch`` events per SQLite transaction, yielding to the event loop between batches
@@ -16,38 +28,76 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
-from typing import Protocol
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from datetime import tzinfo
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from memory_agent.access import ForgetRequest
-from memory_agent.models import Filters, TimeWindow
+from memory_agent.errors import AccessDenied, InvalidArgument, QueryError, excerpt
+from memory_agent.types import Filters, TimeWindow
+from memory_agent.wire import parse_time
 
-__all__ = ["Eraser", "sweep_forever"]
+if TYPE_CHECKING:
+    from memory_agent.index.async_index import AsyncIndex
+    from memory_agent.store.events import EventStore
+
+__all__ = ["Eraser", "ForgetRequest", "check_admin", "parse_forget", "sweep_forever"]
 
 log = logging.getLogger(__name__)
 
 _DAY = 86_400.0
 
-
-class EraseStore(Protocol):
-    async def candidate_ids(self, window: TimeWindow | None, filters: Filters) -> np.ndarray | None: ...
-
-    async def delete(self, ids: Sequence[int] | np.ndarray) -> int: ...
+Selector = Literal["trace_id", "id", "before"]
+_SELECTORS: tuple[Selector, ...] = ("trace_id", "id", "before")
+_EXAMPLE = '{"op": "forget", "trace_id": "t-81"}, {"op": "forget", "id": 12} or {"op": "forget", "before": "2026-11-01T00:00:00Z"}'
 
 
-class EraseIndex(Protocol):
-    async def remove(self, ids: Sequence[int] | np.ndarray) -> int: ...
+@dataclass(frozen=True, slots=True)
+class ForgetRequest:
+    """What to delete: ``selector`` names the kind, ``value`` is a trace id (str), an event id (int)
+    or a time (float, seconds since the epoch, UTC: events with ``occurred_at`` before it)."""
+
+    selector: Selector
+    value: str | int | float
+
+
+def check_admin(handle: str, admins: Collection[str], op: str = "forget") -> None:
+    """Raise AccessDenied unless ``handle`` is one of ``admins`` (an empty list allows nobody)."""
+    if handle not in admins:
+        raise AccessDenied(handle, op)
+
+
+def parse_forget(args: Mapping[str, Any], *, tz: tzinfo) -> ForgetRequest:
+    """Read the arguments of ``{"op": "forget", ...}`` (without ``"op"``); raises QueryError saying how to fix them."""
+    unknown = sorted(set(args) - set(_SELECTORS))
+    if unknown:
+        raise QueryError(f"forget does not take {excerpt(', '.join(unknown), quote=False)}: send exactly one of {_EXAMPLE}")
+    given = [key for key in _SELECTORS if key in args]
+    if len(given) != 1:
+        what = "no selector" if not given else f"{' and '.join(given)} together"
+        raise QueryError(f"forget got {what}: send exactly one of {_EXAMPLE}")
+    key = given[0]
+    value = args[key]
+    if key == "trace_id":
+        if not isinstance(value, str) or not value.strip():
+            raise QueryError('forget "trace_id" must be a non-empty string, e.g. "t-81"', field="trace_id")
+        return ForgetRequest("trace_id", value.strip())
+    if key == "id":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise QueryError(f'forget "id" must be a positive whole number (the #id answers cite), not {excerpt(value)}', field="id")
+        return ForgetRequest("id", value)
+    return ForgetRequest("before", parse_time(value, "before", tz=tz, error=QueryError))
 
 
 class Eraser:
     """Deletes events from the store and the vector index; ``on_removed(n)`` is told after each batch."""
 
-    def __init__(self, store: EraseStore, index: EraseIndex, *, batch: int = 500,
+    def __init__(self, store: EventStore, index: AsyncIndex, *, batch: int = 500,
                  on_removed: Callable[[int], None] | None = None) -> None:
         if batch < 1:
-            raise ValueError("batch must be >= 1")
+            raise InvalidArgument("batch", f"must be >= 1, not {batch}")
         self._store = store
         self._index = index
         self._batch = batch

@@ -17,8 +17,8 @@ from typing import Any, Literal
 
 from dateutil import parser as dateparser
 
-from memory_agent.errors import QueryError, ReportError
-from memory_agent.models import Filters, InsertResult, NewEvent
+from memory_agent.errors import QueryError, ReportError, excerpt
+from memory_agent.types import Filters, InsertResult, NewEvent
 
 MAX_QUESTION_CHARS = 8_000
 MAX_EVENT_CHARS = 200
@@ -167,28 +167,34 @@ def _plain_question(text: str) -> Question:
 def _structured_question(obj: dict[str, Any], *, tz: tzinfo) -> Question:
     query = obj["query"]
     if not isinstance(query, str) or not query.strip():
-        raise QueryError('"query" must be a non-empty string, e.g. {"query": "What rollbacks happened today?"}')
+        raise QueryError(
+            '"query" must be a non-empty string, e.g. {"query": "What rollbacks happened today?"}', field="query"
+        )
     base = _plain_question(query)
     limit = obj.get("limit")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT):
-        raise QueryError(f'"limit" must be a whole number from 1 to {MAX_LIMIT}, not {limit!r}')
-    since = _time_field(obj.get("since"), "since", tz=tz, error=QueryError) if obj.get("since") is not None else None
-    until = _time_field(obj.get("until"), "until", tz=tz, error=QueryError) if obj.get("until") is not None else None
+        raise QueryError(f'"limit" must be a whole number from 1 to {MAX_LIMIT}, not {excerpt(limit)}', field="limit")
+    since = parse_time(obj.get("since"), "since", tz=tz, error=QueryError) if obj.get("since") is not None else None
+    until = parse_time(obj.get("until"), "until", tz=tz, error=QueryError) if obj.get("until") is not None else None
     if since is not None and until is not None and since >= until:
-        raise QueryError('"since" must be earlier than "until"')
-    as_of = _time_field(obj.get("as_of"), "as_of", tz=tz, error=QueryError) if obj.get("as_of") is not None else None
+        raise QueryError('"since" must be earlier than "until"', field="since")
+    as_of = parse_time(obj.get("as_of"), "as_of", tz=tz, error=QueryError) if obj.get("as_of") is not None else None
     mode = obj.get("mode", "auto")
     if mode not in QUESTION_MODES:
         raise QueryError(
             f'"mode" must be "auto" (the rules choose list, count, timeline, why or search) or "search" '
-            f"(always the ranked search), not {str(mode)[:40]!r}"
+            f"(always the ranked search), not {excerpt(mode)}", field="mode"
         )
     raw_filters = obj.get("filters") or {}
     if not isinstance(raw_filters, dict):
-        raise QueryError('"filters" must be an object such as {"event": "rollback", "service": "api-gateway"}')
+        raise QueryError(
+            '"filters" must be an object such as {"event": "rollback", "service": "api-gateway"}', field="filters"
+        )
     unknown = sorted(set(raw_filters) - set(_FILTER_KEYS))
     if unknown:
-        raise QueryError(f"unknown filter(s) {', '.join(unknown)}: use {', '.join(_FILTER_KEYS)}")
+        raise QueryError(
+            f"unknown filter(s) {excerpt(', '.join(unknown), quote=False)}: use {', '.join(_FILTER_KEYS)}", field="filters"
+        )
     values: dict[str, tuple[str, ...]] = {}
     for key in _FILTER_KEYS:
         raw = raw_filters.get(key)
@@ -196,7 +202,7 @@ def _structured_question(obj: dict[str, Any], *, tz: tzinfo) -> Question:
             continue
         items = raw if isinstance(raw, list) else [raw]
         if not all(isinstance(item, str) and item for item in items):
-            raise QueryError(f'filter "{key}" must be a string or a list of strings')
+            raise QueryError(f'filter "{key}" must be a string or a list of strings', field="filters")
         values[key] = tuple(item.strip().lower() if key == "event" else item for item in items)
     return Question(
         text=base.text, structured=True, limit=limit, since=since, until=until, filters=Filters(**values),
@@ -204,16 +210,18 @@ def _structured_question(obj: dict[str, Any], *, tz: tzinfo) -> Question:
     )
 
 
-def _time_field(value: Any, name: str, *, tz: tzinfo, error: type[Exception]) -> float:
-    """ISO-8601 (naive = in ``tz``) or unix seconds → seconds since the epoch, UTC."""
+def parse_time(value: Any, name: str, *, tz: tzinfo, error: type[Exception]) -> float:
+    """A time given by a caller, ISO-8601 (naive = in ``tz``) or unix seconds, as seconds since the epoch,
+    UTC, within 1970..2200. Raises ``error(message)`` naming ``name`` (``ReportError`` for a report's
+    field, ``QueryError`` for a question's); the message quotes at most an excerpt of ``value``."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise error(f'"{name}" must be an ISO-8601 time such as "2026-11-20T14:02:00Z" or unix seconds')
     if isinstance(value, str):
         try:
             parsed = dateparser.isoparse(value.strip())
-        except (ValueError, OverflowError) as exc:
+        except (ValueError, OverflowError):
             raise error(
-                f'"{name}" {value[:60]!r} is not an ISO-8601 time ({exc}): use e.g. "2026-11-20T14:02:00Z"'
+                f'"{name}" {excerpt(value)} is not an ISO-8601 time: use e.g. "2026-11-20T14:02:00Z"'
             ) from None
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=tz)
@@ -226,7 +234,7 @@ def _time_field(value: Any, name: str, *, tz: tzinfo, error: type[Exception]) ->
         if not math.isfinite(seconds):
             raise error(f'"{name}" must be a finite number of seconds since the epoch')
         if _MAX_EPOCH < seconds <= _MAX_EPOCH * 1000:
-            raise error(f'"{name}" {value} looks like milliseconds: send seconds since the epoch')
+            raise error(f'"{name}" {excerpt(value)} looks like milliseconds: send seconds since the epoch')
     if not _MIN_EPOCH <= seconds <= _MAX_EPOCH:
         raise error(f'"{name}" is outside 1970..2200: send seconds since the epoch or an ISO-8601 time')
     return seconds
@@ -248,19 +256,11 @@ def build_event(
     The payload's own ``trace_id`` wins over the envelope's; ``occurred_at`` defaults to the send time.
     """
     payload = report.payload
-    event = payload.get("event")
-    if not isinstance(event, str) or not event.strip():
-        raise ReportError(
-            'a report needs an "event" string naming what happened, e.g. {"event": "rollback", ...}; '
-            "to ask a question send plain text or {\"query\": \"...\"}"
-        )
-    event = " ".join(event.split()).lower()
-    if len(event) > MAX_EVENT_CHARS:
-        raise ReportError(f'"event" is {len(event)} characters; name the kind of event in at most {MAX_EVENT_CHARS}')
+    event = event_name(payload.get("event"))
     own_trace = payload.get("trace_id")
     if own_trace is not None:
         if isinstance(own_trace, bool) or not isinstance(own_trace, (str, int)) or not str(own_trace).strip():
-            raise ReportError('"trace_id" must be a non-empty string, e.g. "t-81"')
+            raise ReportError('"trace_id" must be a non-empty string, e.g. "t-81"', field="trace_id")
         trace_id = str(own_trace).strip()
     raw_time = payload.get("occurred_at")
     if raw_time is None and not _MIN_EPOCH <= sent_at <= _MAX_EPOCH:
@@ -269,21 +269,44 @@ def build_event(
             'no "occurred_at": fix the clock, or say when it happened in "occurred_at"'
         )
     occurred_at = (
-        sent_at if raw_time is None else _time_field(raw_time, "occurred_at", tz=tz, error=ReportError)
+        sent_at if raw_time is None else parse_time(raw_time, "occurred_at", tz=tz, error=ReportError)
     )
-    service = payload.get("service")
     return NewEvent(
         message_id=message_id,
         session=session,
         from_handle=from_handle,
         trace_id=trace_id,
         event=event,
-        service=service.strip() if isinstance(service, str) and service.strip() else None,
+        service=service_name(payload.get("service")),
         occurred_at=occurred_at,
         received_at=received_at,
         payload=payload,
         text=indexed_text(event, payload),
     )
+
+
+def event_name(value: Any) -> str:
+    """A report's ``"event"``: whitespace folded, lower case, at most :data:`MAX_EVENT_CHARS` characters.
+
+    The one rule for event names (reports and imported lines). Raises ``ReportError(field="event")``.
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise ReportError(
+            'a report needs an "event" string naming what happened, e.g. {"event": "rollback", ...}; '
+            'to ask a question send plain text or {"query": "..."}',
+            field="event",
+        )
+    name = " ".join(value.split()).lower()
+    if len(name) > MAX_EVENT_CHARS:
+        raise ReportError(
+            f'"event" is {len(name)} characters; name the kind of event in at most {MAX_EVENT_CHARS}', field="event"
+        )
+    return name
+
+
+def service_name(value: Any) -> str | None:
+    """A report's top-level ``"service"`` when it is a non-empty string (stripped), else ``None``."""
+    return value.strip() if isinstance(value, str) and value.strip() else None
 
 
 def indexed_text(event: str, payload: dict[str, Any]) -> str:

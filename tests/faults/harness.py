@@ -26,7 +26,8 @@ from typing import Any
 import nats
 import numpy as np
 
-from memory_agent.index import FaissIndex
+from memory_agent.index.flat import FlatIndex
+from memory_agent.index.repair import load_index
 from mesh import AsyncAgent, MeshError, Message, Opened
 from mesh.constants import SESSIONS_BUCKET, STREAM_NAME
 from mesh.handles import durable_name
@@ -344,9 +345,9 @@ def read_rows(db: Path) -> StoredRows:
     return StoredRows(ids, [r[1] for r in rows], [json.loads(r[2]) for r in rows], vectors)
 
 
-def assert_index_agrees(data_dir: Path, rows: StoredRows) -> FaissIndex:
+def assert_index_agrees(data_dir: Path, rows: StoredRows) -> FlatIndex:
     """The saved FAISS file (checked against its sidecar) holds exactly SQLite's ids, with SQLite's vectors."""
-    index = FaissIndex.load(data_dir / "index.faiss", dim=MODEL_DIM)
+    index = load_index(data_dir / "index.faiss", dim=MODEL_DIM, kind="flat")
     held = np.sort(index.ids())
     assert np.array_equal(held, rows.ids), (
         f"index holds {len(held)} ids, SQLite {len(rows.ids)}; "

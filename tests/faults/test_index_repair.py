@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from memory_agent.index import FaissIndex, sidecar_path
+from memory_agent.index.files import sidecar_path
+from memory_agent.index.flat import FlatIndex
+from memory_agent.index.repair import load_index
 from mesh import AsyncAgent
 from mesh.server import NatsServer
 from tests.faults.harness import (
@@ -70,8 +72,8 @@ def _saved_max_id(data: Path) -> int:
         return -1
 
 
-def _index_of(data: Path) -> FaissIndex:
-    return FaissIndex.load(data / "index.faiss", dim=MODEL_DIM)
+def _index_of(data: Path) -> FlatIndex:
+    return load_index(data / "index.faiss", dim=MODEL_DIM, kind="flat")
 
 
 def _random_vectors(n: int, dim: int) -> np.ndarray:
@@ -123,7 +125,7 @@ def not_faiss_with_matching_checksum(data: Path) -> None:
 
 def other_dimension(data: Path) -> None:
     ids = _index_of(data).ids()
-    wrong = FaissIndex(64, model="all-MiniLM-L6-v2")
+    wrong = FlatIndex(64, model="all-MiniLM-L6-v2")
     wrong.add(ids, _random_vectors(len(ids), 64))
     wrong.save(data / "index.faiss")
 
@@ -147,7 +149,7 @@ def same_ids_other_vectors(data: Path) -> None:
     # A valid index, consistent sidecar, the very ids SQLite has, but other vectors (an index file
     # restored from another store of the same size).
     ids = _index_of(data).ids()
-    wrong = FaissIndex(MODEL_DIM, model="all-MiniLM-L6-v2")
+    wrong = FlatIndex(MODEL_DIM, model="all-MiniLM-L6-v2")
     wrong.add(ids, _random_vectors(len(ids), MODEL_DIM))
     wrong.save(data / "index.faiss")
 

@@ -13,7 +13,7 @@ import pytest
 
 from memory_agent.config import Config
 from memory_agent.daemon import MemoryDaemon
-from memory_agent.embedder import HashingEmbedder
+from memory_agent.embedding.hashing import HashingEmbedder
 from mesh import AsyncAgent
 
 # Saturday 2026-11-21 10:00 UTC: "now" in every daemon test.

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from memory_agent.columns import FilterColumns
-from memory_agent.embedder import HashingEmbedder
-from memory_agent.models import Filters, NewEvent, TimeWindow
-from memory_agent.store import EventStore
+from memory_agent.embedding.hashing import HashingEmbedder
+from memory_agent.store.events import EventStore
+from memory_agent.store.filter_columns import FilterColumns
+from memory_agent.types import Filters, NewEvent, TimeWindow
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -15,26 +15,23 @@ import numpy as np
 import pytest
 
 from memory_agent.config import Config, EmbeddingConfig, load_config
-from memory_agent.embedder import (
-    DEFAULT_MODEL_NAME,
-    BatchingEmbedder,
-    Embedder,
-    HashingEmbedder,
-    SentenceTransformerEmbedder,
-    load_embedder,
-)
-from memory_agent.embedder_onnx import (
+from memory_agent.embedding.base import DEFAULT_MODEL_NAME, load_embedder
+from memory_agent.embedding.batching import BatchingEmbedder
+from memory_agent.embedding.hashing import HashingEmbedder
+from memory_agent.embedding.onnx import (
     OnnxEmbedder,
     cache_dir_for,
     cpu_quantization,
     read_source,
     vector_model_name,
 )
-from memory_agent.errors import ConfigError, MemoryAgentError
-from memory_agent.index import VectorModelMismatch, open_index
-from memory_agent.models import NewEvent
-from memory_agent.reindex import reindex
-from memory_agent.store import EventStore
+from memory_agent.embedding.sbert import SentenceTransformerEmbedder
+from memory_agent.errors import ConfigError, MemoryAgentError, VectorModelMismatch
+from memory_agent.index.repair import open_index
+from memory_agent.protocols import Embedder
+from memory_agent.store.events import EventStore
+from memory_agent.tools.reindex import reindex
+from memory_agent.types import NewEvent
 
 pytestmark = pytest.mark.timeout(60)
 

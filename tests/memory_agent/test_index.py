@@ -1,4 +1,4 @@
-"""FaissIndex and open_index against real FAISS and a real SQLite store in tmp_path."""
+"""FlatIndex and open_index against real FAISS and a real SQLite store in tmp_path."""
 
 from __future__ import annotations
 
@@ -11,18 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from memory_agent.embedder import HashingEmbedder
-from memory_agent.errors import ConfigError, IndexError_
-from memory_agent.index import (
-    AsyncIndex,
-    FaissIndex,
-    VectorIndex,
-    VectorModelMismatch,
-    open_index,
-    sidecar_path,
-)
-from memory_agent.models import Filters, NewEvent, TimeWindow
-from memory_agent.store import EventStore
+from memory_agent.embedding.hashing import HashingEmbedder
+from memory_agent.errors import ConfigError, IndexFileError, VectorModelMismatch
+from memory_agent.index.async_index import AsyncIndex
+from memory_agent.index.files import sidecar_path
+from memory_agent.index.flat import FlatIndex
+from memory_agent.index.repair import load_index, open_index
+from memory_agent.protocols import VectorIndex
+from memory_agent.store.events import EventStore
+from memory_agent.types import Filters, NewEvent, TimeWindow
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -86,7 +83,7 @@ async def store(tmp_path: Path):
 def test_search_is_exact_and_filtered_search_only_returns_allowed_ids() -> None:
     vectors = random_unit(500)
     ids = np.arange(1000, 1500, dtype=np.int64) * 3
-    index = FaissIndex(DIM, model="random")
+    index = FlatIndex(DIM, model="random")
     assert isinstance(index, VectorIndex)
     index.add(ids, vectors)
     assert len(index) == 500 and index.dim == DIM and index.kind == "flat"
@@ -112,7 +109,7 @@ def test_search_is_exact_and_filtered_search_only_returns_allowed_ids() -> None:
 
 def test_add_replaces_existing_ids_and_remove() -> None:
     vectors = random_unit(4)
-    index = FaissIndex(DIM)
+    index = FlatIndex(DIM)
     index.add(np.array([1, 2, 3]), vectors[:3])
     index.add(np.array([2, 9]), vectors[[3, 0]])
     assert len(index) == 4
@@ -132,38 +129,38 @@ def test_save_load_round_trip_and_load_errors(tmp_path: Path) -> None:
     path = tmp_path / "idx" / "vectors.faiss"
     vectors = random_unit(50)
     ids = np.arange(1, 51, dtype=np.int64)
-    index = FaissIndex(DIM, model="m1")
+    index = FlatIndex(DIM, model="m1")
     index.add(ids, vectors)
     index.save(path)
     meta = json.loads(sidecar_path(path).read_text())
     assert meta["count"] == 50 and meta["max_id"] == 50 and meta["dim"] == DIM and meta["model"] == "m1"
 
-    loaded = FaissIndex.load(path, dim=DIM)
+    loaded = load_index(path, dim=DIM, kind="flat")
     assert loaded.model == "m1" and len(loaded) == 50
     assert np.array_equal(loaded.vectors(ids), vectors)
 
-    with pytest.raises(IndexError_, match="dimension"):
-        FaissIndex.load(path, dim=DIM * 2)
-    with pytest.raises(IndexError_, match="missing"):
-        FaissIndex.load(tmp_path / "nope.faiss", dim=DIM)
+    with pytest.raises(IndexFileError, match="dimension"):
+        load_index(path, dim=DIM * 2, kind="flat")
+    with pytest.raises(IndexFileError, match="missing"):
+        load_index(tmp_path / "nope.faiss", dim=DIM, kind="flat")
 
     good = path.read_bytes()
     path.write_bytes(b"\x00garbage" * 100)
-    with pytest.raises(IndexError_) as err:
-        FaissIndex.load(path, dim=DIM)
+    with pytest.raises(IndexFileError) as err:
+        load_index(path, dim=DIM, kind="flat")
     assert err.value.path == str(path)
 
     # Garbage that matches the sidecar checksum still fails as "not a FAISS index".
     path.write_bytes(b"garbage!" * 100)
     meta["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
     sidecar_path(path).write_text(json.dumps(meta))
-    with pytest.raises(IndexError_, match="not a FAISS index"):
-        FaissIndex.load(path, dim=DIM)
+    with pytest.raises(IndexFileError, match="not a FAISS index"):
+        load_index(path, dim=DIM, kind="flat")
 
     path.write_bytes(good)
     sidecar_path(path).unlink()
-    with pytest.raises(IndexError_, match="sidecar"):
-        FaissIndex.load(path, dim=DIM)
+    with pytest.raises(IndexFileError, match="sidecar"):
+        load_index(path, dim=DIM, kind="flat")
 
 
 async def test_open_index_rebuilds_from_sqlite_without_embedding(tmp_path: Path, store: EventStore) -> None:
@@ -190,7 +187,7 @@ async def test_open_index_rebuilds_from_sqlite_without_embedding(tmp_path: Path,
     index, what = await open_index(path, store, dim=DIM, model=emb.name)
     assert what.startswith("index file corrupt (") and "rebuilt 40 vectors" in what, what
     assert np.array_equal(index.vectors(ids), stored)
-    assert FaissIndex.load(path, dim=DIM).ids().tolist() == ids  # the rebuilt file was saved
+    assert load_index(path, dim=DIM, kind="flat").ids().tolist() == ids  # the rebuilt file was saved
 
     more = await fill(store, emb, 40, 5)  # the file now has fewer rows than SQLite
     index, what = await open_index(path, store, dim=DIM, model=emb.name)
@@ -254,5 +251,5 @@ async def test_filtered_search_with_store_candidates(tmp_path: Path, store: Even
     finally:
         await aindex.close()
         await aindex.close()
-    with pytest.raises(IndexError_):
+    with pytest.raises(IndexFileError):
         await aindex.search(query, 1)

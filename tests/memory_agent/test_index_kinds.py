@@ -10,19 +10,15 @@ import numpy as np
 import pytest
 
 from memory_agent.config import IndexConfig
-from memory_agent.errors import IndexError_
-from memory_agent.index import (
-    AsyncIndex,
-    FaissIndex,
-    IVFIndex,
-    load_index,
-    open_index,
-    plan_index,
-    sidecar_path,
-)
-from memory_agent.index_kinds import auto_nlist, exact_top_k
-from memory_agent.models import Filters, NewEvent, TimeWindow
-from memory_agent.store import EventStore
+from memory_agent.errors import IndexFileError
+from memory_agent.index.async_index import AsyncIndex
+from memory_agent.index.base import exact_top_k
+from memory_agent.index.files import sidecar_path
+from memory_agent.index.flat import FlatIndex
+from memory_agent.index.ivf import IVFIndex, auto_nlist
+from memory_agent.index.repair import load_index, open_index, plan_index
+from memory_agent.store.events import EventStore
+from memory_agent.types import Filters, NewEvent, TimeWindow
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -140,11 +136,11 @@ def test_save_load_keeps_kind_and_lists(tmp_path: Path) -> None:
     q = vectors[42]
     assert loaded.search(q, 5) == index.search(q, 5)
     assert loaded.remove([43]) == 1  # the direct map survives a save
-    with pytest.raises(IndexError_, match="'ivf' index, not 'flat'"):
-        FaissIndex.load(path, dim=DIM)
+    with pytest.raises(IndexFileError, match="'ivf' index, not 'flat'"):
+        load_index(path, dim=DIM, kind="flat")
     meta["kind"] = "flat"
     sidecar_path(path).write_text(json.dumps(meta))
-    with pytest.raises(IndexError_, match="not a 'flat' index"):
+    with pytest.raises(IndexFileError, match="not a 'flat' index"):
         load_index(path, dim=DIM)
 
 
@@ -184,7 +180,7 @@ async def test_store_grows_past_the_threshold_then_restarts_without_rebuilding(t
 async def test_index_with_the_right_ids_but_other_vectors_is_rebuilt(tmp_path: Path, store: EventStore) -> None:
     path = tmp_path / "index.faiss"
     ids = await fill(store, 0, unit(50, seed=7))
-    wrong = FaissIndex(DIM, model=MODEL)
+    wrong = FlatIndex(DIM, model=MODEL)
     wrong.add(ids, unit(50, seed=8))
     wrong.save(path)
     index, what = await open_index(path, store, dim=DIM, model=MODEL)

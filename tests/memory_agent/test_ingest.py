@@ -7,11 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from memory_agent.embedder import BatchingEmbedder, HashingEmbedder
-from memory_agent.index import AsyncIndex, FaissIndex
-from memory_agent.ingest import IngestClosed, Ingestor
-from memory_agent.models import InsertResult, NewEvent
-from memory_agent.store import EventStore
+from memory_agent.embedding.batching import BatchingEmbedder
+from memory_agent.embedding.hashing import HashingEmbedder
+from memory_agent.errors import IngestClosed
+from memory_agent.index.async_index import AsyncIndex
+from memory_agent.index.flat import FlatIndex
+from memory_agent.ingest import Ingestor
+from memory_agent.store.events import EventStore
+from memory_agent.types import InsertResult, NewEvent
 
 
 def event(i: int, message_id: str | None = None) -> NewEvent:
@@ -22,7 +25,7 @@ def event(i: int, message_id: str | None = None) -> NewEvent:
 
 async def test_concurrent_reports_share_batches_and_duplicates_get_the_first_id(tmp_path: Path) -> None:
     store = await EventStore.open(tmp_path / "m.sqlite3")
-    index = AsyncIndex(FaissIndex(64, model="h"))
+    index = AsyncIndex(FlatIndex(64, model="h"))
     embedder = BatchingEmbedder(HashingEmbedder(dim=64, name="h"))
     seen: list[int] = []
     ingestor = Ingestor(store, index, embedder, model="h", max_batch=64, on_stored=lambda evs: seen.append(len(evs)))
@@ -52,7 +55,7 @@ async def test_a_failed_batch_fails_its_callers_and_stores_nothing(tmp_path: Pat
             raise RuntimeError("model exploded")
 
     store = await EventStore.open(tmp_path / "m.sqlite3")
-    index = AsyncIndex(FaissIndex(64, model="h"))
+    index = AsyncIndex(FlatIndex(64, model="h"))
     embedder = BatchingEmbedder(Broken(dim=64, name="h"))
     ingestor = Ingestor(store, index, embedder, model="h")
     ingestor.start()
@@ -93,7 +96,7 @@ async def test_the_next_batch_is_embedded_while_the_previous_one_commits_and_com
 ) -> None:
     store = await GatedStore.open(tmp_path / "m.sqlite3")
     store.gate, store.inserted = asyncio.Event(), []
-    index = AsyncIndex(FaissIndex(64, model="h"))
+    index = AsyncIndex(FlatIndex(64, model="h"))
     recorder = RecordingEmbedder()
     embedder = BatchingEmbedder(recorder, max_batch=8)
     ingestor = Ingestor(store, index, embedder, model="h", max_batch=8)
@@ -123,7 +126,7 @@ async def test_the_next_batch_is_embedded_while_the_previous_one_commits_and_com
 async def test_close_waits_for_the_commit_in_flight(tmp_path: Path) -> None:
     store = await GatedStore.open(tmp_path / "m.sqlite3")
     store.gate, store.inserted = asyncio.Event(), []
-    index = AsyncIndex(FaissIndex(64, model="h"))
+    index = AsyncIndex(FlatIndex(64, model="h"))
     embedder = BatchingEmbedder(HashingEmbedder(dim=64, name="h"))
     ingestor = Ingestor(store, index, embedder, model="h", max_batch=4)
     ingestor.start()

@@ -7,17 +7,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from memory_agent.embedder import BatchingEmbedder, HashingEmbedder
-from memory_agent.index import AsyncIndex, FaissIndex
-from memory_agent.models import Filters, NewEvent, TimeWindow
-from memory_agent.retrieval import (
+from memory_agent.embedding.batching import BatchingEmbedder
+from memory_agent.embedding.hashing import HashingEmbedder
+from memory_agent.index.async_index import AsyncIndex
+from memory_agent.index.flat import FlatIndex
+from memory_agent.query.retrieval import (
     Hit,
     HybridRetriever,
     convex_fusion,
     reciprocal_rank_fusion,
     spread_to_neighbours,
 )
-from memory_agent.store import EventStore
+from memory_agent.store.events import EventStore
+from memory_agent.types import Filters, NewEvent, TimeWindow
 
 
 def test_rrf_rewards_agreement_and_uses_k() -> None:
@@ -53,7 +55,7 @@ async def retriever(tmp_path: Path):  # type: ignore[no-untyped-def]
     ]
     vectors = embedder.encode([e.text for e in events])
     results = await store.insert(events, vectors, model=embedder.name)
-    index = FaissIndex(embedder.dim, model=embedder.name)
+    index = FlatIndex(embedder.dim, model=embedder.name)
     index.add(np.array([r.id for r in results], dtype=np.int64), vectors)
     batcher = BatchingEmbedder(embedder)
     aindex = AsyncIndex(index)
@@ -139,7 +141,7 @@ async def chat_store(tmp_path: Path):  # type: ignore[no-untyped-def]
     ]
     vectors = embedder.encode([e.text for e in events])
     results = await store.insert(events, vectors, model=embedder.name)
-    index = FaissIndex(embedder.dim, model=embedder.name)
+    index = FlatIndex(embedder.dim, model=embedder.name)
     index.add(np.array([r.id for r in results], dtype=np.int64), vectors)
     batcher = BatchingEmbedder(embedder)
     aindex = AsyncIndex(index)

@@ -17,13 +17,14 @@ import numpy as np
 import pytest
 
 from memory_agent.config import Config, IndexConfig
-from memory_agent.daemon import DataDirLocked, lock_data_dir
-from memory_agent.embedder import HashingEmbedder
-from memory_agent.importer import import_events
-from memory_agent.index import open_index
-from memory_agent.models import NewEvent
-from memory_agent.snapshot import FIELDS, SnapshotError, export_events, parse_line
-from memory_agent.store import EventStore
+from memory_agent.embedding.hashing import HashingEmbedder
+from memory_agent.errors import DataDirLocked, SnapshotError
+from memory_agent.index.repair import open_index
+from memory_agent.store.events import EventStore
+from memory_agent.tools.datadir import lock_data_dir
+from memory_agent.tools.importer import import_events
+from memory_agent.tools.snapshot import FIELDS, export_events, parse_line
+from memory_agent.types import NewEvent
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from memory_agent.embedder import HashingEmbedder
+from memory_agent.embedding.hashing import HashingEmbedder
 from memory_agent.errors import ConfigError
-from memory_agent.models import Filters, NewEvent, TimeWindow
-from memory_agent.schema import SCHEMA_VERSION, migrate
 from memory_agent.store import EventStore, fts_query
+from memory_agent.store.schema import SCHEMA_VERSION, migrate
+from memory_agent.types import Filters, NewEvent, TimeWindow
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -7,13 +7,16 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 
-from memory_agent.answer import Answer, Answerer, ScoredEvent
-from memory_agent.embedder import BatchingEmbedder, HashingEmbedder
-from memory_agent.index import AsyncIndex, FaissIndex
-from memory_agent.models import StoredEvent, Vocabulary
-from memory_agent.retrieval import HybridRetriever
-from memory_agent.store import EventStore
-from memory_agent.summarizer import OpenAISummarizer, SummaryRejected
+from memory_agent.embedding.batching import BatchingEmbedder
+from memory_agent.embedding.hashing import HashingEmbedder
+from memory_agent.errors import SummaryRejected
+from memory_agent.index.async_index import AsyncIndex
+from memory_agent.index.flat import FlatIndex
+from memory_agent.query.answer import Answer, Answerer, ScoredEvent
+from memory_agent.query.retrieval import HybridRetriever
+from memory_agent.query.summarizer import OpenAISummarizer
+from memory_agent.store.events import EventStore
+from memory_agent.types import StoredEvent, Vocabulary
 from memory_agent.wire import Question
 from tests.memory_agent.fake_openai import fake_openai
 
@@ -59,7 +62,7 @@ async def answerer_parts(tmp_path):  # type: ignore[no-untyped-def]
     store = await EventStore.open(tmp_path / "m.sqlite3")
     vectors = embedder.encode([e.text for e in EVENTS])
     ids = [r.id for r in await store.insert(EVENTS, vectors, model="h")]
-    index = FaissIndex(64, model="h")
+    index = FlatIndex(64, model="h")
     index.add(np.array(ids, dtype=np.int64), vectors)
     batcher, aindex = BatchingEmbedder(embedder), AsyncIndex(index)
     yield store, HybridRetriever(store, aindex, batcher), ids

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from memory_agent.models import TimeWindow
-from memory_agent.timewindow import WindowMatch, parse_window, scan_window
+from memory_agent.query.timewindow import WindowMatch, parse_window, scan_window
+from memory_agent.types import TimeWindow
 
 UTC_ZONE = ZoneInfo("UTC")
 BERLIN = ZoneInfo("Europe/Berlin")

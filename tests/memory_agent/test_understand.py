@@ -9,9 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from memory_agent.models import Filters, TimeWindow, Understanding, Vocabulary
-from memory_agent.textnorm import STOPWORDS, stem, tokenize
-from memory_agent.understand import understand
+from memory_agent.query.text import STOPWORDS, stem, tokenize
+from memory_agent.query.understand import understand
+from memory_agent.types import Filters, TimeWindow, Understanding, Vocabulary
 
 UTC_ZONE = ZoneInfo("UTC")
 NOW = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)  # Saturday

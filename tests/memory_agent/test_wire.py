@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from memory_agent.errors import QueryError, ReportError
-from memory_agent.models import Filters, InsertResult
+from memory_agent.types import Filters, InsertResult
 from memory_agent.wire import (
     Operation,
     Question,

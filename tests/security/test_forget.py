@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from memory_agent.daemon import MemoryDaemon
-from memory_agent.index import FaissIndex
+from memory_agent.index.repair import load_index
 from mesh import AsyncAgent
 from tests.security.conftest import DaemonFactory
 
@@ -66,7 +66,7 @@ async def test_forget_removes_events_from_sqlite_fts_and_faiss(
     assert await send(ops, {"op": "forget", "trace_id": "t-81"}) == {"status": "forgotten", "count": 2}
     assert [e.id for e in await daemon.store.get(ids)] == ids[2:]
     assert fts_rows(db, "zebrafish") == []
-    assert set(FaissIndex.load(index_file, dim=64).ids().tolist()) == set(ids[2:])  # saved at once
+    assert set(load_index(index_file, dim=64, kind="flat").ids().tolist()) == set(ids[2:])  # saved at once
     assert (await daemon.stats())["index"]["size"] == 2
     timeline = await send(ops, {"query": "Give me the timeline of trace t-81"})
     assert timeline["events"] == [] and "#" + str(ids[0]) not in timeline["answer"]
@@ -76,7 +76,7 @@ async def test_forget_removes_events_from_sqlite_fts_and_faiss(
     # "before" is read in the configured time zone when it has no offset; only the October event is older.
     assert await send(ops, {"op": "forget", "before": "2026-11-01"}) == {"status": "forgotten", "count": 1}
     assert (await daemon.stats())["events"] == 0
-    assert FaissIndex.load(index_file, dim=64).ids().tolist() == []
+    assert load_index(index_file, dim=64, kind="flat").ids().tolist() == []
 
 
 async def test_only_listed_admins_may_forget(nats_url: str, daemon_on: DaemonFactory, mesh_agent: AgentFactory) -> None:

@@ -10,7 +10,7 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from memory_agent.summarizer import _SYSTEM
+from memory_agent.query.summarizer import _SYSTEM
 from mesh import AsyncAgent
 from tests.memory_agent.fake_openai import fake_openai
 from tests.security.conftest import DaemonFactory

@@ -102,7 +102,7 @@ async def _stored_handles(daemon: MemoryDaemon) -> list[tuple[str, bool, str]]:
 
 
 def _no_filters() -> Any:
-    from memory_agent.models import Filters
+    from memory_agent.types import Filters
 
     return Filters()
 

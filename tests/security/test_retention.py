@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from memory_agent.embedder import HashingEmbedder
-from memory_agent.models import NewEvent
-from memory_agent.store import EventStore
+from memory_agent.embedding.hashing import HashingEmbedder
+from memory_agent.store.events import EventStore
+from memory_agent.types import NewEvent
 from mesh import AsyncAgent
 from tests.security.conftest import NOW, DaemonFactory
 

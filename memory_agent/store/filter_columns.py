@@ -5,8 +5,8 @@ A time window and filters select ids that restrict the vector search. Read from 
 few numpy comparisons over the million rows, about a millisecond each. 28 bytes per event: 8 for the id,
 8 for ``occurred_at``, 4 for each of the three columns, stored as codes of their distinct values.
 
-:class:`FilterColumns` is kept in sync by :class:`memory_agent.store.EventStore` (every insert and delete
-goes through it). Rows are appended in id order; a deleted row is only marked dead. Readers may run on
+:class:`FilterColumns` is kept in sync by :class:`memory_agent.store.events.EventStore` after every
+commit (``EventStore._transaction``). Rows are appended in id order; a deleted row is only marked dead. Readers may run on
 another thread than the writer: they work on the first ``n`` rows as they were when they started.
 Trace ids are not kept (a trace filter is selective, and SQL answers it from its index).
 """
@@ -19,9 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from memory_agent.models import Filters, TimeWindow
+from memory_agent.types import Filters, TimeWindow
 
-__all__ = ["FilterColumns"]
+__all__ = ["FILTER_FIELDS", "FilterColumns"]
+
+#: The stored fields a row of :class:`FilterColumns` is built from, in the order its rows give them.
+FILTER_FIELDS = ("id", "occurred_at", "event", "service", "from_handle")
 
 _NONE = -1  # code of a NULL service
 

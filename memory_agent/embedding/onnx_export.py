@@ -1,4 +1,4 @@
-"""Turning a sentence-transformers model into a cached ONNX file, fp32 or int8 (see memory_agent.embedder_onnx).
+"""Turning a sentence-transformers model into a cached ONNX file, fp32 or int8 (see memory_agent.embedding.onnx).
 
 The export reads the local weights (the bundled all-MiniLM-L6-v2 by default; nothing is downloaded),
 traces the transformer with ``torch.onnx.export``, for int8 quantises it with
@@ -33,7 +33,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from memory_agent.embedder import DEFAULT_MODEL_NAME, normalize_rows
+from memory_agent.embedding.base import DEFAULT_MODEL_NAME, normalize_rows
 from memory_agent.errors import ConfigError
 
 __all__ = [

@@ -1,7 +1,7 @@
 """Answering a question from stored events, by rules: list, count, timeline, why, or ranked search.
 
 The answer is extractive: every sentence names the events it rests on (when, who reported, what,
-trace id, ``#id``). An optional :class:`~memory_agent.summarizer.Summarizer` may rewrite it; if that
+trace id, ``#id``). An optional :class:`~memory_agent.protocols.Summarizer` may rewrite it; if that
 fails the extractive answer stands, with a note.
 """
 
@@ -9,52 +9,33 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, tzinfo
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-from memory_agent.models import Filters, Intent, StoredEvent, TimeWindow, Understanding, Vocabulary
-from memory_agent.retrieval import Hit
-from memory_agent.textnorm import STOPWORDS, tokenize
-from memory_agent.understand import understand
+from memory_agent.errors import SummaryRejected, internal_error_id
+from memory_agent.query.retrieval import Hit
+
+if TYPE_CHECKING:
+    from memory_agent.protocols import Clock, Summarizer
+    from memory_agent.query.retrieval import HybridRetriever
+    from memory_agent.store.events import EventStore
+from memory_agent.query.text import STOPWORDS, clip, tokenize, word_set
+from memory_agent.query.understand import understand
+from memory_agent.types import Filters, Intent, StoredEvent, TimeWindow, Understanding, Vocabulary
 from memory_agent.wire import Question, iso_utc
 
 log = logging.getLogger(__name__)
 
-# Words that ask "what happened" without saying what: a list question made only of these lists
-# everything in its window.
-_GENERIC = frozenset(
-    {"happen", "happened", "happening", "occur", "occurred", "event", "events", "report", "reported",
-     "reports", "anything", "everything", "list", "show", "give", "tell", "go", "went", "on", "all",
-     "any", "thing", "things", "recorded", "note", "noted", "see", "seen"}
+# Words that ask "what happened" without saying what (besides stop words): a list question made only
+# of these lists everything in its window.
+_GENERIC = word_set(
+    "happen happened happening occur occurred event events report reported reports anything everything "
+    "list show display give get find tell please go went on all any thing things recorded note noted see seen"
 )
 _HIDDEN_FIELDS = frozenset({"event", "trace_id", "occurred_at"})
 _MAX_FIELD_CHARS = 240
-
-
-class EventSource(Protocol):
-    """What answering needs from the store (see :class:`memory_agent.store.EventStore`)."""
-
-    async def get(self, ids: Sequence[int]) -> list[StoredEvent]: ...
-
-    async def select(
-        self, window: TimeWindow | None, filters: Filters, *, limit: int | None = None, order: Any = "asc"
-    ) -> list[StoredEvent]: ...
-
-    async def count(self, window: TimeWindow | None, filters: Filters) -> int: ...
-
-
-class Searcher(Protocol):
-    async def search(
-        self, text: str, window: TimeWindow | None, filters: Filters, *, limit: int
-    ) -> list[Hit]: ...
-
-
-class Summarizer(Protocol):
-    """Rewrites an extractive answer; must cite event ids as ``[#id]``. Raises on any failure."""
-
-    async def summarize(self, question: str, events: Sequence[StoredEvent], extractive: str) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,8 +93,8 @@ class Answerer:
 
     def __init__(
         self,
-        store: EventSource,
-        retriever: Searcher,
+        store: EventStore,
+        retriever: HybridRetriever,
         *,
         tz: tzinfo,
         vocabulary: Vocabulary,
@@ -121,7 +102,7 @@ class Answerer:
         max_list: int = 1000,
         summarizer: Summarizer | None = None,
         summarizer_events: int = 30,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = time.time,
     ) -> None:
         self._store = store
         self._retriever = retriever
@@ -146,7 +127,7 @@ class Answerer:
             )
 
     async def answer(self, question: Question) -> Answer:
-        """Answer by the rules (see :mod:`memory_agent.understand`); relative phrases are read from
+        """Answer by the rules (see :mod:`memory_agent.query.understand`); relative phrases are read from
         ``question.as_of`` (else the clock's now); ``mode="search"`` skips intents and inferred filters."""
         reference = self._clock() if question.as_of is None else question.as_of
         now = datetime.fromtimestamp(reference, tz=self._tz)
@@ -273,8 +254,15 @@ class Answerer:
         try:
             summary = await self._summarizer.summarize(question, events, result.text)
         except Exception as exc:  # any failure of the optional LLM leaves the extractive answer
-            log.warning("summarizer failed (%s): returning the extractive answer", type(exc).__name__)
-            note = f"(LLM summary unavailable: {_short(exc)}; this is the extractive answer.)"
+            if isinstance(exc, SummaryRejected):  # our own check of the model's reply: safe to say
+                reason = str(exc)
+            elif isinstance(exc, TimeoutError):
+                reason = "it timed out"
+            else:
+                reason = f"error {internal_error_id()}"
+            log.warning("summarizer failed (%s): %s: %s; returning the extractive answer", reason,
+                        type(exc).__name__, clip(str(exc), 200))
+            note = f"(LLM summary unavailable: {reason}; this is the extractive answer.)"
             return replace(result, text=f"{result.text}\n{note}")
         return replace(result, text=f"{summary}\n\nBased on:\n{result.text}")
 
@@ -289,7 +277,7 @@ class Answerer:
     def _line(self, e: StoredEvent) -> str:
         """``- [#12] Fri 2026-11-20 14:02 UTC, @deploy reported rollback (service: api-gateway, ...), trace t-81``."""
         fields = ", ".join(
-            f"{k}: {_clip(v)}" for k, v in e.payload.items() if k not in _HIDDEN_FIELDS and v is not None
+            f"{k}: {_field(v)}" for k, v in e.payload.items() if k not in _HIDDEN_FIELDS and v is not None
         )
         detail = f" ({fields})" if fields else ""
         told = f"{self._when(e.occurred_at)}, @{e.from_handle} reported {e.event}{detail}, trace {e.trace_id}"
@@ -348,11 +336,5 @@ def _plural(n: int, word: str) -> str:
     return word if n == 1 else word + "s"
 
 
-def _clip(value: Any) -> str:
-    text = value if isinstance(value, str) else str(value)
-    return text if len(text) <= _MAX_FIELD_CHARS else text[: _MAX_FIELD_CHARS - 1] + "…"
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text if len(text) <= 120 else text[:119] + "…"
+def _field(value: Any) -> str:
+    return clip(value if isinstance(value, str) else str(value), _MAX_FIELD_CHARS)

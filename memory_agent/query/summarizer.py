@@ -20,9 +20,10 @@ import os
 import re
 import time
 from collections.abc import Sequence
+from typing import Any
 
-from memory_agent.errors import ConfigError, MemoryAgentError
-from memory_agent.models import StoredEvent
+from memory_agent.errors import ConfigError, SummaryRejected
+from memory_agent.types import StoredEvent
 from memory_agent.wire import iso_utc
 
 log = logging.getLogger(__name__)
@@ -48,10 +49,6 @@ def quote_text(text: str) -> str:
     return " ".join(text.split()).translate(_ESCAPES)
 
 
-class SummaryRejected(MemoryAgentError):
-    """The model's reply cited none of the events it was given."""
-
-
 class OpenAISummarizer:
     """Summarises with ``openai.AsyncOpenAI``; ``timeout`` in seconds, no retries (the answer must not wait)."""
 
@@ -66,7 +63,8 @@ class OpenAISummarizer:
         self._client = AsyncOpenAI(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=0)
 
     async def summarize(self, question: str, events: Sequence[StoredEvent], extractive: str) -> str:
-        """A short answer citing ``[#id]`` of ``events``. Raises on timeout, HTTP error or no citation."""
+        """A short answer citing ``[#id]`` of ``events``. Raises ``TimeoutError`` after ``timeout`` s,
+        ``SummaryRejected`` when it cites no given event, and the client's error on an HTTP failure."""
         lines = "\n".join(
             quote_json(
                 {
@@ -80,15 +78,13 @@ class OpenAISummarizer:
             )
             for e in events
         )
+        from openai import APITimeoutError
+
         started = time.perf_counter()
-        response = await self._client.chat.completions.create(
-            model=self.model,
-            temperature=0,
-            messages=[
-                {"role": "system", "content": _SYSTEM},
-                {"role": "user", "content": f"Question: {quote_text(question)}\n<events>\n{lines}\n</events>"},
-            ],
-        )
+        try:
+            response = await self._create(lines, question)
+        except APITimeoutError:
+            raise TimeoutError(f"the LLM {self.model!r} did not answer within the timeout") from None
         text = (response.choices[0].message.content or "").strip() if response.choices else ""
         given = {e.id for e in events}
         cited = {int(m) for m in _CITATION.findall(text)}
@@ -100,6 +96,16 @@ class OpenAISummarizer:
         if unknown:
             text = _CITATION.sub(lambda m: m.group(0) if int(m.group(1)) in given else "", text)
         return text
+
+    async def _create(self, lines: str, question: str) -> Any:
+        return await self._client.chat.completions.create(
+            model=self.model,
+            temperature=0,
+            messages=[
+                {"role": "system", "content": _SYSTEM},
+                {"role": "user", "content": f"Question: {quote_text(question)}\n<events>\n{lines}\n</events>"},
+            ],
+        )
 
     async def close(self) -> None:
         await self._client.close()

@@ -1,126 +1,35 @@
-"""The vector index: FAISS over the stored embeddings, keyed by SQLite ids, persisted next to the store.
+"""Opening the vector index: load the saved file if it agrees with SQLite, else repair it.
 
 The index is a cache of SQLite: when its file is missing, corrupt or stale it is rebuilt from the
 stored vectors (no re-embedding); when it is only behind (a crash after SQLite committed newer rows)
 the missing rows are added. Its kind follows the store's size (``[index]`` in the config): exact
-``flat`` below ``exact_threshold`` vectors, ``ivf`` (approximate, 8-bit codes) above, see
-:mod:`memory_agent.index_kinds`. :class:`AsyncIndex` owns the index on one thread and keeps a search
-restricted to a time window or filters correct: a narrow restriction is scored exactly from the float32
-vectors in SQLite, a wide one by the IVF with an id selector, re-scored exactly.
+``flat`` below ``exact_threshold`` vectors, ``ivf`` (approximate, 8-bit codes) above (see
+:mod:`memory_agent.index.flat`, :mod:`memory_agent.index.ivf`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
 
 import faiss
 import numpy as np
 
 from memory_agent.config import IndexConfig
-from memory_agent.errors import ConfigError, IndexError_
-from memory_agent.index_kinds import (
-    MIN_POINTS_PER_LIST,
-    FaissIndex,
-    IndexMeta,
-    IVFIndex,
-    auto_nlist,
-    exact_top_k,
-    load_index,
-    read_meta,
-    sidecar_path,
-)
-from memory_agent.store import EventStore, VectorModel
+from memory_agent.errors import IndexFileError, VectorModelMismatch
+from memory_agent.index.files import IndexMeta, read_meta, sha256_file
+from memory_agent.index.flat import FlatIndex
+from memory_agent.index.ivf import MIN_POINTS_PER_LIST, IVFIndex, auto_nlist
+from memory_agent.store.events import EventStore
+from memory_agent.store.vectors import VectorModel
 
-__all__ = [
-    "AsyncIndex",
-    "FaissIndex",
-    "IVFIndex",
-    "IndexMeta",
-    "VectorIndex",
-    "VectorModelMismatch",
-    "VectorSource",
-    "load_index",
-    "open_index",
-    "plan_index",
-    "read_meta",
-    "sidecar_path",
-]
+__all__ = ["load_index", "open_index", "plan_index"]
 
 # The fewest lists an IVF index gets: below 32 * 39 vectors the store stays flat.
 _MIN_LISTS = 32
 # Training points per list (FAISS samples at most 256 per centroid; 39 is its minimum).
 _TRAIN_POINTS_PER_LIST = 50
-
-
-class VectorModelMismatch(ConfigError):
-    """Stored vectors were made by another model (or dimension) than the configured one.
-
-    ``configured`` is ``(model, dim)``; ``stored`` lists the models found in SQLite. Fix: reindex the
-    store (``memory-agent reindex``) or configure the model the vectors were made with.
-    """
-
-    def __init__(self, message: str, *, configured: tuple[str, int], stored: tuple[VectorModel, ...]) -> None:
-        super().__init__(message)
-        self.configured = configured
-        self.stored = stored
-
-
-@runtime_checkable
-class VectorIndex(Protocol):
-    """Vectors keyed by int64 ids, searched by inner product (cosine on normalised vectors).
-
-    ``exact`` tells whether ``search`` scores are exact (flat) or approximate (ivf).
-    """
-
-    kind: str
-    exact: bool
-    model: str
-
-    @property
-    def dim(self) -> int: ...
-
-    @property
-    def max_id(self) -> int: ...
-
-    @property
-    def nlist(self) -> int: ...
-
-    def __len__(self) -> int: ...
-
-    def ids(self) -> np.ndarray: ...
-
-    def vectors(self, ids: np.ndarray | Sequence[int]) -> np.ndarray: ...
-
-    def add(self, ids: np.ndarray | Sequence[int], vectors: np.ndarray) -> None:
-        """Add (or replace) ``vectors`` ((n, dim) float32) under ``ids`` ((n,) int64)."""
-        ...
-
-    def remove(self, ids: np.ndarray | Sequence[int]) -> int:
-        """Remove ``ids``; returns how many were present."""
-        ...
-
-    def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
-        """Top ``k`` ``(id, cosine)`` best first for ``query`` ((dim,) float32), only among ``allowed``."""
-        ...
-
-    def meta(self, sha256: str = "") -> IndexMeta: ...
-
-    def clone(self) -> Any: ...
-
-    def save(self, path: Path) -> None:
-        """Persist atomically to ``path``."""
-        ...
-
-
-class VectorSource(Protocol):
-    """Where the exact float32 vectors live (:meth:`memory_agent.store.EventStore.vectors`)."""
-
-    async def vectors(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 def plan_index(config: IndexConfig, count: int, *, current: tuple[str, int] | None = None) -> tuple[str, int]:
@@ -167,14 +76,14 @@ def _describe_stale(meta: IndexMeta, *, count: int, max_id: int, id_sum: int) ->
 
 async def _build(
     store: EventStore, *, kind: str, nlist: int, dim: int, model: str, config: IndexConfig
-) -> FaissIndex | IVFIndex:
-    index: FaissIndex | IVFIndex
+) -> FlatIndex | IVFIndex:
+    index: FlatIndex | IVFIndex
     if kind == "ivf":
         sample = await store.sample_vectors(_TRAIN_POINTS_PER_LIST * nlist)
         index = await asyncio.to_thread(IVFIndex.trained, sample, nlist=nlist, model=model, nprobe=config.nprobe)
         del sample
     else:
-        index = FaissIndex(dim, model=model)
+        index = FlatIndex(dim, model=model)
     async for ids, vectors in store.iter_vectors(model=model):
         await asyncio.to_thread(index.add, ids, vectors)
     return index
@@ -182,7 +91,7 @@ async def _build(
 
 async def open_index(
     path: Path, store: EventStore, *, dim: int, model: str, config: IndexConfig | None = None
-) -> tuple[FaissIndex | IVFIndex, str]:
+) -> tuple[FlatIndex | IVFIndex, str]:
     """Load the index at ``path`` if it agrees with ``store`` and ``config``, else repair it and save.
 
     Agreement means same model, dim, kind and lists (see :func:`plan_index`), row count, max id and sum
@@ -208,7 +117,7 @@ async def open_index(
     current: tuple[str, int] | None = None
     if loaded is None:
         reason = "index file missing"
-    elif isinstance(loaded, IndexError_):
+    elif isinstance(loaded, IndexFileError):
         reason = f"index file corrupt ({loaded})"
     else:
         index = loaded
@@ -256,12 +165,12 @@ async def open_index(
     )
 
 
-async def _try_load(path: Path, *, dim: int, nprobe: int) -> FaissIndex | IVFIndex | IndexError_ | None:
+async def _try_load(path: Path, *, dim: int, nprobe: int) -> FlatIndex | IVFIndex | IndexFileError | None:
     if not path.exists():
         return None
     try:
         return await asyncio.to_thread(load_index, path, dim=dim, nprobe=nprobe)
-    except IndexError_ as exc:
+    except IndexFileError as exc:
         return exc
 
 
@@ -271,7 +180,7 @@ async def _is_prefix(store: EventStore, meta: IndexMeta) -> bool:
     return (head.count, head.max_id, head.id_sum) == (meta.count, meta.max_id, meta.id_sum)
 
 
-async def _spot_check(store: EventStore, index: FaissIndex | IVFIndex, *, sample: int = 32) -> str | None:
+async def _spot_check(store: EventStore, index: FlatIndex | IVFIndex, *, sample: int = 32) -> str | None:
     """Compare the vectors of up to ``sample`` ids (evenly spread) with SQLite; ``None`` when they agree.
 
     Catches an index file with the right ids but other vectors (say restored from another store).
@@ -291,102 +200,40 @@ async def _spot_check(store: EventStore, index: FaissIndex | IVFIndex, *, sample
     return None if bad == 0 else f"vectors differ from SQLite at {bad} of {len(picked)} sampled ids"
 
 
-def _one_thread() -> None:
-    # One query at a time gains nothing from OpenMP fan-out on a shared two-core machine, and the
-    # threads' spinning costs tens of ms under load (measured: 100k flat, 9 ms on one thread vs 87 ms).
-    faiss.omp_set_num_threads(1)
+def load_index(path: Path, *, dim: int, nprobe: int = 16, kind: str | None = None) -> FlatIndex | IVFIndex:
+    """Read an index saved by ``save()``, of either kind or of ``kind`` (``"flat"``, ``"ivf"``) when given
+    (no training, no rebuild).
 
-
-class AsyncIndex:
-    """Async owner of a :class:`VectorIndex`: every call runs on one dedicated thread, in call order.
-
-    With ``vectors`` (the store) and an approximate index (ivf), :meth:`search` is corrected from the
-    exact float32 vectors: a restriction to at most ``max(exact_candidates, k * rerank)`` ids is scored
-    exactly over all of them (the brute-force top k), otherwise the index's ``k * rerank`` best
-    candidates are re-scored exactly (``rerank = 0`` keeps the index's own scores).
-    ``await close()`` stops the thread (idempotent); it does not save.
+    Raises ``IndexFileError`` (with ``path``) when the file or its sidecar is missing, unreadable or corrupt
+    (checksum, FAISS format, ids other than the sidecar lists), holds an unknown kind, or vectors of
+    another dimension than ``dim``. ``nprobe`` applies to an ``"ivf"`` index.
     """
+    path = Path(path)
+    where = str(path)
+    if not path.exists():
+        raise IndexFileError(f"index file {path} is missing", path=where)
+    meta = read_meta(path)
+    if sha256_file(path) != meta.sha256:
+        raise IndexFileError(f"index file {path} does not match the checksum in its sidecar", path=where)
+    try:
+        raw = faiss.read_index(str(path))
+    except RuntimeError as exc:
+        raise IndexFileError(f"index file {path} is not a FAISS index ({exc})", path=where) from exc
+    if raw.d != dim or meta.dim != dim:
+        raise IndexFileError(f"index file {path} has dimension {raw.d}, expected {dim}", path=where)
+    index: FlatIndex | IVFIndex
+    if meta.kind == "flat" and isinstance(raw, faiss.IndexIDMap2):
+        index = FlatIndex(dim, model=meta.model, index=raw)
+    elif meta.kind == "ivf" and isinstance(raw, faiss.IndexIVFScalarQuantizer):
+        index = IVFIndex(raw, model=meta.model, nprobe=nprobe)
+    else:
+        raise IndexFileError(
+            f"index file {path} holds a {type(raw).__name__}, which is not a {meta.kind!r} index", path=where
+        )
+    if kind is not None and index.kind != kind:
+        raise IndexFileError(f"index file {path} holds a {index.kind!r} index, not {kind!r}", path=where)
+    got = index.meta(meta.sha256)
+    if (got.count, got.max_id, got.id_sum, got.nlist) != (meta.count, meta.max_id, meta.id_sum, meta.nlist):
+        raise IndexFileError(f"index file {path} does not hold the ids its sidecar lists", path=where)
+    return index
 
-    def __init__(
-        self,
-        index: FaissIndex | IVFIndex,
-        *,
-        vectors: VectorSource | None = None,
-        exact_candidates: int = 2048,
-        rerank: int = 2,
-    ) -> None:
-        self.index = index
-        self._source = vectors
-        self._exact_candidates = exact_candidates
-        self._rerank = rerank
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="faiss", initializer=_one_thread)
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="faiss-save")
-        self._closed = False
-
-    @property
-    def dim(self) -> int:
-        return self.index.dim
-
-    @property
-    def kind(self) -> str:
-        return self.index.kind
-
-    @property
-    def model(self) -> str:
-        return self.index.model
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    async def _call(self, fn: Any, *args: Any) -> Any:
-        if self._closed:
-            raise IndexError_("vector index is closed")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-
-    async def add(self, ids: np.ndarray | Sequence[int], vectors: np.ndarray) -> None:
-        """See :meth:`FaissIndex.add`."""
-        await self._call(self.index.add, ids, vectors)
-
-    async def remove(self, ids: np.ndarray | Sequence[int]) -> int:
-        """See :meth:`FaissIndex.remove`."""
-        return int(await self._call(self.index.remove, ids))
-
-    async def search(
-        self, query: np.ndarray, k: int, allowed: np.ndarray | None = None
-    ) -> list[tuple[int, float]]:
-        """Top ``k`` ``(id, cosine)`` best first for ``query`` ((dim,) float32), only among ``allowed``
-        (int64 ids; ``None`` = all). Exact for a flat index and for a narrow ``allowed`` (see the class)."""
-        if self.index.exact or self._source is None or k <= 0:
-            hits: list[tuple[int, float]] = await self._call(self.index.search, query, k, allowed)
-            return hits
-        if allowed is not None:
-            allowed = np.asarray(allowed, dtype=np.int64).reshape(-1)
-            if len(allowed) <= max(self._exact_candidates, k * self._rerank):
-                return await self._exact(query, allowed, k)
-        hits = await self._call(self.index.search, query, k * max(self._rerank, 1), allowed)
-        if not self._rerank or not hits:
-            return hits[:k]
-        return await self._exact(query, np.fromiter((h[0] for h in hits), dtype=np.int64, count=len(hits)), k)
-
-    async def _exact(self, query: np.ndarray, ids: np.ndarray, k: int) -> list[tuple[int, float]]:
-        assert self._source is not None
-        found, matrix = await self._source.vectors(ids)
-        if len(found) == 0:
-            return []
-        # At most max(exact_candidates, k * rerank) rows: ~0.1 ms of numpy, less than a hop to a thread.
-        return exact_top_k(query, found, matrix, k)
-
-    async def save(self, path: Path) -> None:
-        """Save a copy taken on the index's thread (a memory copy: ~0.2 s for 0.4 GB) from another thread,
-        so searches wait for the copy, not for writing and hashing the file. See :meth:`FaissIndex.save`."""
-        snapshot = await self._call(self.index.clone)
-        # One writer thread: saves never overlap, even when a caller was cancelled mid-save.
-        await asyncio.get_running_loop().run_in_executor(self._writer, snapshot.save, path)
-
-    async def close(self) -> None:
-        """Wait for queued calls, then stop the thread (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
-        await asyncio.to_thread(self._executor.shutdown, wait=True)
-        await asyncio.to_thread(self._writer.shutdown, wait=True)

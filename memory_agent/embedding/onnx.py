@@ -8,7 +8,7 @@ Backends (``[embedding] backend``):
   fp32's (cosine about 0.99) but not equal, so they are stored under the model name ``<name>+onnx-int8``
   and a store holding the other kind must be re-embedded (``memory-agent reindex``).
 
-The export (:mod:`memory_agent.onnx_export`) runs on the first start and is cached in
+The export (:mod:`memory_agent.embedding.onnx_export`) runs on the first start and is cached in
 ``<models_dir>/<name>-<backend>/``; later starts reuse it while its manifest still matches, and a
 missing, partial, corrupt or outdated cache is rebuilt; the log says which and why. Pooling and
 normalisation follow the model's sentence-transformers modules (mean or CLS pooling, then L2
@@ -25,9 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from memory_agent.embedder import normalize_rows
-from memory_agent.errors import ConfigError
-from memory_agent.onnx_export import (
+from memory_agent.embedding.base import normalize_rows
+from memory_agent.embedding.onnx_export import (
     MODEL_FILE,
     ONNX_BACKENDS,
     Quantization,
@@ -42,6 +41,7 @@ from memory_agent.onnx_export import (
     read_source,
     vector_model_name,
 )
+from memory_agent.errors import ConfigError
 
 __all__ = [
     "ONNX_BACKENDS",

@@ -7,8 +7,8 @@ connection and write lock.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ from typing import Any
 import aiosqlite
 import numpy as np
 
-from memory_agent.errors import MemoryAgentError
+from memory_agent.errors import InvalidArgument, StoreError
 
 __all__ = ["EmbeddingRows", "Ids", "VectorModel", "VectorSummary", "as_matrix"]
 
@@ -47,10 +47,10 @@ class VectorSummary:
 
 
 def as_matrix(vectors: np.ndarray, n: int) -> np.ndarray:
-    """``vectors`` as a C-contiguous little-endian float32 ``(n, dim)`` matrix; raises ``ValueError`` otherwise."""
+    """``vectors`` as a C-contiguous little-endian float32 ``(n, dim)`` matrix; raises ``InvalidArgument`` otherwise."""
     matrix = np.ascontiguousarray(vectors, dtype="<f4")
     if matrix.ndim != 2 or matrix.shape[0] != n:
-        raise ValueError(f"vectors must have shape ({n}, dim), got {matrix.shape}")
+        raise InvalidArgument("vectors", f"must have shape ({n}, dim), not {matrix.shape}")
     return matrix
 
 
@@ -59,9 +59,11 @@ class EmbeddingRows:
 
     path: Path
     _conn: aiosqlite.Connection
-    _write_lock: asyncio.Lock
 
     def _check_open(self) -> None:
+        raise NotImplementedError
+
+    def _transaction(self) -> AbstractAsyncContextManager[aiosqlite.Connection]:
         raise NotImplementedError
 
     async def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
@@ -70,13 +72,14 @@ class EmbeddingRows:
     def _decode(self, rows: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
         """``(id, embedding BLOB, dim)`` rows as ``(ids (n,) int64, vectors (n, dim) float32)``.
 
-        Raises ``MemoryAgentError`` when the rows hold embeddings of different dimensions.
+        Raises ``StoreError`` when the rows hold embeddings of different dimensions.
         """
         dims = {int(r[2]) for r in rows}
         if len(dims) != 1:
-            raise MemoryAgentError(
+            raise StoreError(
                 f"store {self.path}: embeddings of dimensions {sorted(dims)} between ids "
-                f"{rows[0][0]} and {rows[-1][0]}; reindex the store"
+                f"{rows[0][0]} and {rows[-1][0]}; reindex the store",
+                path=str(self.path),
             )
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), dims.pop())
@@ -94,19 +97,12 @@ class EmbeddingRows:
         matrix = as_matrix(vectors, len(ids))
         dim = int(matrix.shape[1])
         rows = [(vec.tobytes(), model, dim, int(i)) for i, vec in zip(ids, matrix, strict=True)]
-        async with self._write_lock:
-            await self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                before = self._conn.total_changes
-                await self._conn.executemany(
-                    "UPDATE events SET embedding = ?, embedding_model = ?, embedding_dim = ? WHERE id = ?",
-                    rows,
-                )
-                changed = self._conn.total_changes - before
-                await self._conn.execute("COMMIT")
-            except BaseException:
-                await self._conn.execute("ROLLBACK")
-                raise
+        async with self._transaction() as conn:
+            before = conn.total_changes
+            await conn.executemany(
+                "UPDATE events SET embedding = ?, embedding_model = ?, embedding_dim = ? WHERE id = ?", rows
+            )
+            changed = conn.total_changes - before
         return changed
 
     async def iter_vectors(
@@ -115,7 +111,7 @@ class EmbeddingRows:
         """Stored embeddings in id order, ``batch`` rows at a time: ``(ids (n,) int64, vectors (n, dim) float32)``.
 
         Only rows of ``model`` when given, only ids above ``after``. Used to rebuild (or catch up) the
-        vector index without re-embedding. Raises ``MemoryAgentError`` when one batch mixes dimensions
+        vector index without re-embedding. Raises ``StoreError`` when one batch mixes dimensions
         (stored by different models).
         """
         last = int(after)
@@ -139,7 +135,7 @@ class EmbeddingRows:
         """Stored embeddings of ``ids``: ``(found ids (m,) int64, vectors (m, dim) float32)``, ascending id.
 
         The float32 BLOBs exactly as stored (the index may hold them quantised). Ids not stored are
-        skipped; with none found the matrix is ``(0, 0)``. Raises ``MemoryAgentError`` when the rows hold
+        skipped; with none found the matrix is ``(0, 0)``. Raises ``StoreError`` when the rows hold
         embeddings of different dimensions.
         """
         self._check_open()

@@ -16,29 +16,32 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-__all__ = ["STOPWORDS", "Token", "split_name", "stem", "tokenize", "tokenize_spans"]
+__all__ = ["STOPWORDS", "Token", "clip", "split_name", "stem", "tokenize", "tokenize_spans", "word_set"]
 
 
-def _words(text: str) -> frozenset[str]:
-    """A word set written as one space-separated string."""
+def word_set(text: str) -> frozenset[str]:
+    """A set of words written as one space-separated string (how word lists are written here)."""
     return frozenset(text.split())
 
 
 _TOKEN_RE = re.compile(r"[^\W_]+")
 
-#: English function words that carry no search meaning; lower case, as ``tokenize`` returns them.
-STOPWORDS: frozenset[str] = _words(
-    "a about above after again against all am an and any anything are aren as at be been "
+#: English function words (articles, pronouns, prepositions, auxiliaries, conjunctions, quantifiers: the
+#: classic SMART/NLTK kind of list) plus the fragments of contractions the tokenizer leaves ("didn't" ->
+#: "didn", "t"), lower case as ``tokenize`` returns them.
+#: Dropped from full-text queries (:func:`memory_agent.store.sql.fts_phrases`) and from the words that
+#: decide whether a question names anything (:mod:`memory_agent.query.answer`). The package's one list.
+STOPWORDS: frozenset[str] = word_set(
+    "a about above after again against all also am an and any are aren as at be because been "
     "before being below between both but by can could did didn do does doesn doing don down "
     "during each either else ever every few for from further had hadn has hasn have haven "
     "having he her here hers herself him himself his how i if in into is isn it its itself "
-    "just let me might more most must mustn my myself no nor not now of off on once only or "
-    "other our ours ourselves out over own please same shall she should shouldn so some such t "
+    "just let me might many more most much must mustn my myself no nor not now of off on once only or "
+    "other our ours ourselves out over own same shall she should shouldn so some such t "
     "than that the their theirs them themselves then there these they this those through to "
     "too under until up upon us very was wasn we were weren what whatever when where whether "
     "which while who whom whose why will with within without won would wouldn you your yours "
-    "yourself yourselves s d ll m o re ve y tell show give get list find display also many "
-    "much happen happened happening occur occurred"
+    "yourself yourselves s d ll m o re ve y"
 )
 
 
@@ -59,6 +62,11 @@ def tokenize_spans(text: str) -> list[Token]:
 def tokenize(text: str) -> list[str]:
     """Lower-cased tokens of ``text``, as FTS5 ``unicode61`` would split it; stop words are kept."""
     return [m.group().lower() for m in _TOKEN_RE.finditer(text)]
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, the last one an ellipsis when cut."""
+    return text if len(text) <= limit else text[: max(limit - 1, 0)] + "…"
 
 
 def split_name(name: str) -> tuple[str, ...]:
@@ -156,7 +164,7 @@ _STEP3 = sorted(
     key=lambda kv: -len(kv[0]),
 )
 _STEP4 = sorted(
-    _words("al ance ence er ic able ible ant ement ment ent ion ou ism ate iti ous ive ize"),
+    word_set("al ance ence er ic able ible ant ement ment ent ion ou ism ate iti ous ive ize"),
     key=lambda s: -len(s),
 )
 

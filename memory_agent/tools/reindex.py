@@ -13,10 +13,10 @@ import time
 from tqdm import tqdm
 
 from memory_agent.config import Config
-from memory_agent.daemon import lock_data_dir
-from memory_agent.embedder import load_embedder
-from memory_agent.index import open_index
-from memory_agent.store import EventStore
+from memory_agent.embedding.base import load_embedder
+from memory_agent.index.repair import open_index
+from memory_agent.store.events import EventStore
+from memory_agent.tools.datadir import lock_data_dir
 
 
 async def reindex(config: Config, *, rebuild_only: bool = False, batch: int = 256) -> str:

@@ -19,7 +19,7 @@ stored once; ``session`` defaults to it, ``from_handle`` to ``"import"``, ``trac
 or the message id, ``payload`` to ``{"event": ...}``, ``text`` to what a report's text would be
 (:func:`memory_agent.wire.indexed_text`); ``id`` is informational. ``embedding`` may also give
 ``"values": [floats]`` instead of ``"base64"``; it must name the store's model and dimension. The import
-itself is :mod:`memory_agent.importer`.
+itself is :mod:`memory_agent.tools.importer`.
 """
 
 from __future__ import annotations
@@ -39,16 +39,18 @@ from typing import IO, Any
 import numpy as np
 from tqdm import tqdm
 
-from memory_agent.errors import MemoryAgentError
-from memory_agent.models import NewEvent
-from memory_agent.wire import MAX_EVENT_CHARS, _time_field, indexed_text
+from memory_agent.errors import LineError, ReportError, SnapshotError, excerpt
+from memory_agent.query.text import clip
+from memory_agent.store.schema import EVENT_FIELDS
+from memory_agent.store.sql import where_clause
+from memory_agent.types import Filters, NewEvent, TimeWindow
+from memory_agent.wire import event_name, indexed_text, parse_time, service_name
 
 __all__ = [
     "FIELDS",
     "NON_FINITE",
     "ExportSummary",
     "ParsedLine",
-    "SnapshotError",
     "export_events",
     "finish_vectors",
     "parse_fields",
@@ -56,22 +58,11 @@ __all__ = [
     "time_bound",
 ]
 
-FIELDS = (
-    "id", "message_id", "session", "from_handle", "trace_id", "event", "service", "occurred_at",
-    "received_at", "payload", "text", "sender_verified",
-)
-"""The stored columns a line carries (besides ``embedding``); a test checks them against the schema."""
+FIELDS: tuple[str, ...] = ("id", *EVENT_FIELDS)
+"""The stored columns a line carries (besides ``embedding``): the schema's, by name."""
 _KEYS = frozenset((*FIELDS, "embedding"))
 _EXPORT_PAGE = 2000
 _NORM_TOLERANCE = 1e-3
-
-
-class SnapshotError(MemoryAgentError):
-    """An export or import that cannot go on; ``line`` is the 1-based line number when one is to blame."""
-
-    def __init__(self, message: str, *, line: int | None = None) -> None:
-        super().__init__(message)
-        self.line = line
 
 
 # ---- export ------------------------------------------------------------------------------------------
@@ -137,21 +128,10 @@ def export_events(
 
 
 def _export_sql(columns: str, since: float | None, until: float | None, *, after: int | None) -> tuple[str, list[Any]]:
-    conditions: list[str] = []
-    params: list[Any] = []
-    if since is not None:
-        conditions.append("occurred_at >= ?")
-        params.append(float(since))
-    if until is not None:
-        conditions.append("occurred_at < ?")
-        params.append(float(until))
-    if after is not None:
-        conditions.append("id > ?")
-        params.append(after)
-    where = " AND ".join(conditions) or "1"
+    where, params = where_clause(TimeWindow(since, until), Filters())
     if after is None:
         return f"SELECT {columns} FROM events WHERE {where}", params
-    return f"SELECT {columns} FROM events WHERE {where} ORDER BY id LIMIT {_EXPORT_PAGE}", params
+    return f"SELECT {columns} FROM events WHERE {where} AND id > ? ORDER BY id LIMIT {_EXPORT_PAGE}", [*params, after]
 
 
 def _export_line(row: tuple[Any, ...], *, vectors: bool) -> str:
@@ -175,8 +155,8 @@ def time_bound(text: str, *, tz: tzinfo, name: str) -> float:
     except ValueError:
         value = text
     try:
-        return _time_field(value, name, tz=tz, error=ValueError)
-    except ValueError as exc:
+        return parse_time(value, name, tz=tz, error=SnapshotError)
+    except SnapshotError as exc:
         raise SnapshotError(f"--{name}: {exc}") from None
 
 
@@ -196,14 +176,14 @@ def parse_line(text: str, *, model: str, dim: int | None, tz: tzinfo) -> ParsedL
     ``None``: any, the caller checks). ``tz``: zone of ISO times without an offset. A vector whose norm is
     not 1 (within 1e-3) is normalised; a zero vector is kept as it is.
 
-    Raises ``ValueError`` saying what is wrong with the line and how to fix it.
+    Raises ``LineError`` (a ``ValueError``) saying what is wrong with the line and how to fix it.
     """
     line = parse_fields(text, model=model, dim=dim, tz=tz)
     if line.vector is None:
         return line
     matrix, bad = finish_vectors([line.vector])
     if bad:
-        raise ValueError(NON_FINITE)
+        raise LineError(NON_FINITE, field="embedding")
     return ParsedLine(line.event, matrix[0])
 
 
@@ -230,48 +210,47 @@ def parse_fields(text: str, *, model: str, dim: int | None, tz: tzinfo) -> Parse
     try:
         raw = json.loads(text)
     except ValueError as exc:
-        raise ValueError(f"not valid JSON ({exc})") from None
+        raise LineError(f"not valid JSON ({clip(str(exc), 120)})") from None
     if not isinstance(raw, dict):
-        raise ValueError(f"a line must be a JSON object, got {type(raw).__name__}")
+        raise LineError(f"a line must be a JSON object, got {type(raw).__name__}")
     unknown = sorted(set(raw) - _KEYS)
     if unknown:
-        raise ValueError(f"unknown keys {unknown}; the keys are {sorted(_KEYS)}")
-    event = raw.get("event")
-    if not isinstance(event, str) or not event.strip():
-        raise ValueError('"event" must be a non-empty string naming what happened, e.g. "rollback"')
-    event = " ".join(event.split()).lower()
-    if len(event) > MAX_EVENT_CHARS:
-        raise ValueError(f'"event" has {len(event)} characters; at most {MAX_EVENT_CHARS}')
+        raise LineError(f"unknown keys {excerpt(unknown)}; the keys are {sorted(_KEYS)}")
+    try:
+        event = event_name(raw.get("event"))
+    except ReportError:
+        raise LineError('"event" must be a non-empty string of at most 200 characters naming what happened, '
+                        'e.g. "rollback"', field="event") from None
     if "occurred_at" not in raw:
-        raise ValueError('"occurred_at" is missing: give unix seconds or an ISO-8601 time')
-    occurred_at = _time_field(raw["occurred_at"], "occurred_at", tz=tz, error=ValueError)
+        raise LineError('"occurred_at" is missing: give unix seconds or an ISO-8601 time', field="occurred_at")
+    occurred_at = parse_time(raw["occurred_at"], "occurred_at", tz=tz, error=LineError)
     received_at = occurred_at
     if raw.get("received_at") is not None:
-        received_at = _time_field(raw["received_at"], "received_at", tz=tz, error=ValueError)
+        received_at = parse_time(raw["received_at"], "received_at", tz=tz, error=LineError)
     payload = raw.get("payload", {"event": event})
     if not isinstance(payload, dict):
-        raise ValueError('"payload" must be a JSON object (the report as sent)')
+        raise LineError('"payload" must be a JSON object (the report as sent)', field="payload")
     message_id = _optional_str(raw, "message_id") or _content_id(raw)
     trace_default = payload.get("trace_id")
     trace_id = _optional_str(raw, "trace_id") or (str(trace_default) if trace_default else message_id)
     service = raw.get("service", payload.get("service"))
     if service is not None and not isinstance(service, str):
-        raise ValueError('"service" must be a string or null')
+        raise LineError('"service" must be a string or null', field="service")
     text_value = raw.get("text")
     if text_value is not None and not isinstance(text_value, str):
-        raise ValueError('"text" must be a string (the indexed text); leave it out to derive it from the payload')
+        raise LineError('"text" must be a string (the indexed text); leave it out to derive it from the payload', field="text")
     verified = raw.get("sender_verified", False)
     if not isinstance(verified, bool):
-        raise ValueError('"sender_verified" must be true or false')
+        raise LineError('"sender_verified" must be true or false', field="sender_verified")
     if raw.get("id") is not None and (isinstance(raw["id"], bool) or not isinstance(raw["id"], int)):
-        raise ValueError('"id" must be an integer (it is informational: new ids are assigned)')
+        raise LineError('"id" must be an integer (it is informational: new ids are assigned)', field="id")
     new = NewEvent(
         message_id=message_id,
         session=_optional_str(raw, "session") or message_id,
         from_handle=_optional_str(raw, "from_handle") or "import",
         trace_id=trace_id,
         event=event,
-        service=service.strip() if isinstance(service, str) and service.strip() else None,
+        service=service_name(service),
         occurred_at=occurred_at,
         received_at=received_at,
         payload=payload,
@@ -287,7 +266,7 @@ def _optional_str(raw: dict[str, Any], key: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not value.strip():
-        raise ValueError(f'"{key}" must be a non-empty string')
+        raise LineError(f'"{key}" must be a non-empty string', field=key)
     return value
 
 
@@ -299,32 +278,32 @@ def _content_id(raw: dict[str, Any]) -> str:
 
 def _vector(embedding: Any, *, model: str, dim: int | None) -> np.ndarray:
     if not isinstance(embedding, dict):
-        raise ValueError('"embedding" must be {"model": ..., "dim": ..., "base64": ...} (or "values": [...])')
+        raise LineError('"embedding" must be {"model": ..., "dim": ..., "base64": ...} (or "values": [...])', field="embedding")
     got_model, got_dim = embedding.get("model"), embedding.get("dim")
     if not isinstance(got_model, str) or isinstance(got_dim, bool) or not isinstance(got_dim, int) or got_dim < 1:
-        raise ValueError('"embedding" needs "model" (a string) and "dim" (a positive integer)')
+        raise LineError('"embedding" needs "model" (a string) and "dim" (a positive integer)', field="embedding")
     if got_model != model or (dim is not None and got_dim != dim):
         want = f"{model!r}" + (f" (dim {dim})" if dim is not None else "")
-        raise ValueError(
-            f"the vector was made by {got_model!r} (dim {got_dim}) but this store uses {want}; drop "
+        raise LineError(
+            f"the vector was made by {excerpt(got_model)} (dim {got_dim}) but this store uses {want}; drop "
             '"embedding" from the lines to embed their text with the configured model, or configure '
-            f"embedding.model = {got_model!r}"
+            f"embedding.model = {excerpt(got_model)}"
         )
     if "base64" in embedding:
         try:
             data = base64.b64decode(embedding["base64"], validate=True)
         except (binascii.Error, TypeError, ValueError) as exc:
-            raise ValueError(f'"embedding.base64" is not base64 ({exc})') from None
+            raise LineError(f'"embedding.base64" is not base64 ({clip(str(exc), 80)})', field="embedding") from None
         if len(data) != 4 * got_dim:
-            raise ValueError(f'"embedding.base64" holds {len(data)} bytes; {got_dim} float32 are {4 * got_dim}')
+            raise LineError(f'"embedding.base64" holds {len(data)} bytes; {got_dim} float32 are {4 * got_dim}', field="embedding")
         vector = np.frombuffer(data, dtype="<f4")
     elif "values" in embedding:
         values = embedding["values"]
         if not isinstance(values, list) or len(values) != got_dim:
-            raise ValueError(f'"embedding.values" must be a list of {got_dim} numbers')
+            raise LineError(f'"embedding.values" must be a list of {got_dim} numbers', field="embedding")
         if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
-            raise ValueError('"embedding.values" must hold numbers only')
+            raise LineError('"embedding.values" must hold numbers only', field="embedding")
         vector = np.asarray(values, dtype=np.float32)
     else:
-        raise ValueError('"embedding" needs "base64" (little-endian float32) or "values" (a list of numbers)')
+        raise LineError('"embedding" needs "base64" (little-endian float32) or "values" (a list of numbers)', field="embedding")
     return vector

@@ -1,4 +1,4 @@
-"""``memory-agent import``: JSON lines (the :mod:`memory_agent.snapshot` format) into the store.
+"""``memory-agent import``: JSON lines (the :mod:`memory_agent.tools.snapshot` format) into the store.
 
 The daemon must be stopped (the import takes the data directory's lock, like ``reindex``). Lines are
 read ``batch`` at a time; each batch is validated whole, then the lines without a vector are embedded
@@ -26,9 +26,11 @@ import numpy as np
 from tqdm import tqdm
 
 from memory_agent.config import Config
-from memory_agent.embedder import DEFAULT_MODEL_NAME, Embedder, load_embedder
-from memory_agent.embedder_onnx import vector_model_name
-from memory_agent.snapshot import NON_FINITE, ParsedLine, SnapshotError, finish_vectors, parse_fields
+from memory_agent.embedding.base import DEFAULT_MODEL_NAME, load_embedder
+from memory_agent.embedding.onnx import vector_model_name
+from memory_agent.errors import SnapshotError
+from memory_agent.protocols import Embedder
+from memory_agent.tools.snapshot import NON_FINITE, ParsedLine, finish_vectors, parse_fields
 
 __all__ = ["ImportSummary", "import_events"]
 
@@ -99,9 +101,9 @@ async def import_events(
     a bad line (unless ``skip_bad``) and when the store holds vectors of another model, ``DataDirLocked``
     while a daemon runs on the data directory.
     """
-    from memory_agent.daemon import lock_data_dir
-    from memory_agent.index import open_index
-    from memory_agent.store import EventStore
+    from memory_agent.index.repair import open_index
+    from memory_agent.store.events import EventStore
+    from memory_agent.tools.datadir import lock_data_dir
 
     if batch < 1:
         raise SnapshotError(f"--batch must be at least 1, got {batch}")

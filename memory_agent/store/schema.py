@@ -1,4 +1,10 @@
-"""The SQLite schema of the event store and its versioned migrations.
+"""The SQLite schema of the event store: its column list (the one place that names the columns) and its
+versioned migrations.
+
+:data:`EVENT_COLUMNS` lists the stored fields of an event with how each is written to and read from
+SQLite; every query, the export and the in-memory filter columns take their columns from it, by name.
+Adding a column is one entry here (with its field on :class:`memory_agent.types.NewEvent`, checked
+below at import) plus a migration.
 
 The version lives in ``PRAGMA user_version``. Each migration runs in its own ``BEGIN IMMEDIATE``
 transaction together with the ``user_version`` bump, so a crash leaves the file at the previous
@@ -9,12 +15,84 @@ These functions are blocking (plain :mod:`sqlite3`); callers run them off the ev
 
 from __future__ import annotations
 
+import json
 import sqlite3
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from memory_agent.errors import ConfigError
+from memory_agent.types import NewEvent, StoredEvent
+
+__all__ = [
+    "EVENT_COLUMNS",
+    "EVENT_FIELDS",
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "SELECT_EVENT",
+    "Column",
+    "Migration",
+    "decode_event",
+    "encode_event",
+    "migrate",
+    "user_version",
+]
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """One stored field of an event: its name (the same on :class:`~memory_agent.types.NewEvent` and in
+    SQL) and how its Python value is written (``encode``) and read back (``decode``)."""
+
+    name: str
+    encode: Callable[[Any], Any] = _same
+    decode: Callable[[Any], Any] = _same
+
+
+def _payload_json(payload: dict[str, Any]) -> str:
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+
+
+#: The stored fields of an event, besides ``id`` (assigned by SQLite) and the embedding columns
+#: (``embedding``, ``embedding_model``, ``embedding_dim``, read by :mod:`memory_agent.store.vectors`).
+EVENT_COLUMNS: tuple[Column, ...] = (
+    Column("message_id"),
+    Column("session"),
+    Column("from_handle"),
+    Column("trace_id"),
+    Column("event"),
+    Column("service"),
+    Column("occurred_at", float, float),
+    Column("received_at", float, float),
+    Column("payload", _payload_json, json.loads),
+    Column("text"),
+    Column("sender_verified", int, bool),
+)
+EVENT_FIELDS: tuple[str, ...] = tuple(c.name for c in EVENT_COLUMNS)
+#: ``id`` and every stored field, comma-separated, for ``SELECT {SELECT_EVENT} FROM events``.
+SELECT_EVENT = ", ".join(("id", *EVENT_FIELDS))
+
+if set(EVENT_FIELDS) != {f.name for f in fields(NewEvent)}:  # pragma: no cover - fails at import, loudly
+    raise RuntimeError(
+        f"memory_agent.store.schema.EVENT_COLUMNS {sorted(EVENT_FIELDS)} and the fields of NewEvent "
+        f"{sorted(f.name for f in fields(NewEvent))} differ: add the column to both (and a migration)"
+    )
+
+
+def encode_event(event: NewEvent) -> dict[str, Any]:
+    """The SQL values of ``event``'s stored fields, by column name."""
+    return {c.name: c.encode(getattr(event, c.name)) for c in EVENT_COLUMNS}
+
+
+def decode_event(row: Sequence[Any]) -> StoredEvent:
+    """A row of ``SELECT {SELECT_EVENT}`` (id first, then :data:`EVENT_FIELDS` in order) as a StoredEvent."""
+    values: dict[str, Any] = {c.name: c.decode(v) for c, v in zip(EVENT_COLUMNS, row[1:], strict=True)}
+    return StoredEvent(id=int(row[0]), **values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +179,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         5,
         "service and sender indexes carry occurred_at, so a filter plus a time window is answered from "
         "the index alone (no table row read per candidate); the time index carries the filtered columns, "
-        "so the daemon loads them (memory_agent.columns) without reading the table",
+        "so the daemon loads them (memory_agent.store.filter_columns) without reading the table",
         (
             "CREATE INDEX events_service_occurred_at ON events (service, occurred_at)",
             "CREATE INDEX events_from_handle_occurred_at ON events (from_handle, occurred_at)",

@@ -37,7 +37,7 @@ from datetime import UTC, date, datetime, timedelta, tzinfo
 from dateutil import parser as date_parser
 from dateutil.relativedelta import relativedelta
 
-from memory_agent.models import TimeWindow
+from memory_agent.types import TimeWindow
 
 __all__ = ["WindowMatch", "WindowScan", "parse_window", "scan_window"]
 

@@ -36,16 +36,11 @@ from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from functools import lru_cache
 
-from memory_agent.models import Filters, Intent, TimeWindow, Understanding, Vocabulary
-from memory_agent.textnorm import split_name, stem, tokenize_spans
-from memory_agent.timewindow import WindowMatch, scan_window
+from memory_agent.query.text import clip, split_name, stem, tokenize_spans, word_set
+from memory_agent.query.timewindow import WindowMatch, scan_window
+from memory_agent.types import Filters, Intent, TimeWindow, Understanding, Vocabulary
 
 __all__ = ["understand"]
-
-
-def _words(text: str) -> frozenset[str]:
-    """A word set written as one space-separated string."""
-    return frozenset(text.split())
 
 
 _F = re.IGNORECASE
@@ -77,7 +72,7 @@ _LIST_CUES = re.compile(
 )
 _DISPLAY_OPENING = re.compile(r"^\W*(?:please\s+)?(?:list|show|display|give|get|find|fetch|enumerate)\b", _F)
 # Words a chosen intent cue uses up, so they are not read as names ("count", "cause", "report", ...).
-_INTENT_WORDS = _words(
+_INTENT_WORDS = word_set(
     "how many often number count total timeline time line chronology chronological sequence "
     "order history walk take why what caused causes cause led triggered made root reason "
     "reasons behind explain come happened happen happens occurred occur occurs went wrong "
@@ -95,15 +90,15 @@ _UUID = re.compile(
 )
 _BARE_TRACE = re.compile(r"(?<![\w-])(?:t|tr|trace)[-_][0-9]{1,18}(?![\w-])", _F)
 
-_REPORT_VERBS = _words(
+_REPORT_VERBS = word_set(
     "report reported reports reporting say says said saying flag flagged flags log logged logs "
     "send sent sends see saw seen sees detect detected detects notice noticed raise raised "
     "find found post posted emit emitted record recorded observe observed do did does done "
     "announce announced mention mentioned warn warned alert alerted think thinks thought tell "
     "told publish published notify notified write wrote complain complained"
 )
-_REPORT_NOUNS = _words("report reports alert alerts message messages findings output logs updates notes")
-_SPEECH_VERBS = _words(
+_REPORT_NOUNS = word_set("report reports alert alerts message messages findings output logs updates notes")
+_SPEECH_VERBS = word_set(
     "say says said saying mention mentioned report reported reports note noted think thought "
     "write wrote log logged complain complained warn warned"
 )
@@ -111,14 +106,15 @@ _AGENT_WORDS = frozenset({"agent", "bot"})
 _REPORTER_PREPS = frozenset({"by", "from"})
 _CAUSAL = frozenset({"caus", "trigger", "introduc", "broken", "broke", "led"})  # stems
 # A name after one of these is a reference point, not the subject ("rollbacks after the deploy").
-_HARD_MENTION = _words(
+_HARD_MENTION = word_set(
     "after before following since until till than despite besides except unlike without during amid preceding"
 )
 # ... and after these only when someone is said to have spoken ("what did monitor say about the deploy").
 _SOFT_MENTION = frozenset({"about", "regarding", "concerning"})
-_CLAUSE_STOP = _words("and or but which that who what why when where how while whereas")
+_CLAUSE_STOP = word_set("and or but which that who what why when where how while whereas")
 _LOOKBACK = 8
 _MAX_NOTES = 40
+_NOTE_CHARS = 60
 _MULTI_SLACK = 2  # extra tokens allowed inside an order-free multi-word event type
 
 
@@ -412,8 +408,13 @@ def _find_traces(
         spans.append((begin, stop))
         if value not in traces:
             traces.append(value)
-            notes.append(f"trace={_short(value)} from {_short(question[cue_start:stop])!r}")
+            notes.append(f"trace={_note(value)} from {_note(question[cue_start:stop])!r}")
     return traces, spans
+
+
+def _note(text: str) -> str:
+    """A piece of the question quoted in a note."""
+    return clip(text, _NOTE_CHARS)
 
 
 def _tidy(text: str) -> str:
@@ -433,10 +434,6 @@ def _fmt_window(window: TimeWindow, tz: tzinfo) -> str:
     return f"[{one(window.since, '-inf')}, {one(window.until, 'open')})"
 
 
-def _short(text: str) -> str:
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 def understand(question: str, *, now: datetime, tz: tzinfo, vocabulary: Vocabulary) -> Understanding:
     """Read a plain-language question (rules, no LLM; see the module docstring).
 
@@ -450,16 +447,16 @@ def understand(question: str, *, now: datetime, tz: tzinfo, vocabulary: Vocabula
     scan = scan_window(question, now=now, tz=tz)
     wm: WindowMatch | None = scan.match
     for bad in scan.rejected:
-        notes.append(f"ignored {_short(bad)!r}: no such date")
+        notes.append(f"ignored {_note(bad)!r}: no such date")
     if wm is not None:
-        notes.append(f"window={_short(wm.phrase)!r} {_fmt_window(wm.window, tz)}")
+        notes.append(f"window={_note(wm.phrase)!r} {_fmt_window(wm.window, tz)}")
         text = _tidy(question[: wm.start] + " " + question[wm.end :])
     else:
         text = _tidy(question)
 
     intent, cue = _classify(question)
     notes.append(
-        f"intent={intent}" + (f" from {_short(question[cue[0] : cue[1]])!r}" if cue else " (no cue)")
+        f"intent={intent}" + (f" from {_note(question[cue[0] : cue[1]])!r}" if cue else " (no cue)")
     )
 
     toks = _tokens(question, (wm.start, wm.end) if wm is not None else None)
@@ -470,7 +467,7 @@ def understand(question: str, *, now: datetime, tz: tzinfo, vocabulary: Vocabula
         )
 
     def phrase(occ: _Occ) -> str:
-        return _short(question[toks[occ.i].start - (1 if toks[occ.i].at else 0) : toks[occ.j - 1].end])
+        return _note(question[toks[occ.i].start - (1 if toks[occ.i].at else 0) : toks[occ.j - 1].end])
 
     traces, trace_spans = _find_traces(question, wm, notes)
     claimed.update(k for k, t in enumerate(toks) if _inside(t.start, trace_spans))

@@ -29,11 +29,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from memory_agent.models import Filters, TimeWindow
+from memory_agent.errors import InvalidArgument
+from memory_agent.types import Filters, TimeWindow
+
+if TYPE_CHECKING:
+    from memory_agent.embedding.batching import BatchingEmbedder
+    from memory_agent.index.async_index import AsyncIndex
+    from memory_agent.store.events import EventStore
 
 __all__ = [
     "Fusion",
@@ -58,28 +64,6 @@ class Hit:
     score: float
 
 
-class DenseIndex(Protocol):
-    async def search(
-        self, query: np.ndarray, k: int, allowed: np.ndarray | None = None
-    ) -> list[tuple[int, float]]: ...
-
-
-class SparseStore(Protocol):
-    async def candidate_ids(self, window: TimeWindow | None, filters: Filters) -> np.ndarray | None: ...
-
-    async def fts_search(
-        self, text: str, window: TimeWindow | None, filters: Filters, *, limit: int
-    ) -> list[tuple[int, float]]: ...
-
-    async def trace_neighbours(
-        self, ids: Sequence[int], *, width: int
-    ) -> dict[int, list[tuple[int, int]]]: ...
-
-
-class QueryEmbedder(Protocol):
-    async def embed_query(self, text: str) -> np.ndarray: ...
-
-
 def reciprocal_rank_fusion(
     rankings: Sequence[Sequence[int]], *, k: int = 60, weights: Sequence[float] | None = None
 ) -> list[Hit]:
@@ -87,11 +71,11 @@ def reciprocal_rank_fusion(
 
     Cormack, Clarke and Buettcher, "Reciprocal Rank Fusion outperforms Condorcet and individual rank
     learning methods", SIGIR 2009 (k = 60 there). Ties keep the order of first appearance.
-    Raises ``ValueError`` when the number of weights differs from the number of rankings.
+    Raises ``InvalidArgument`` (a ``ValueError``) when the number of weights differs from the number of rankings.
     """
     weights = weights or [1.0] * len(rankings)
     if len(weights) != len(rankings):
-        raise ValueError(f"{len(weights)} weights for {len(rankings)} rankings")
+        raise InvalidArgument("weights", f"{len(weights)} weights for {len(rankings)} rankings")
     scores: dict[int, float] = {}
     for ranking, weight in zip(rankings, weights, strict=True):
         for rank, doc in enumerate(ranking, start=1):
@@ -106,11 +90,11 @@ def convex_fusion(results: Sequence[Sequence[tuple[int, float]]], weights: Seque
     Each list is ``(id, score)`` with higher scores better (cosine similarity, ``-bm25()``); it is min-max
     normalised over its own entries (all equal scores count 1), and an id missing from a list gets 0
     from it. Bruch, Gai and Ingber, "An Analysis of Fusion Functions for Hybrid Retrieval", ACM TOIS
-    42(1), 2023. Ties keep the order of first appearance. Raises ``ValueError`` when the number of
+    42(1), 2023. Ties keep the order of first appearance. Raises ``InvalidArgument`` (a ``ValueError``) when the number of
     weights differs from the number of lists.
     """
     if len(weights) != len(results):
-        raise ValueError(f"{len(weights)} weights for {len(results)} result lists")
+        raise InvalidArgument("weights", f"{len(weights)} weights for {len(results)} result lists")
     scores: dict[int, float] = {}
     for result, weight in zip(results, weights, strict=True):
         if not result:
@@ -167,14 +151,14 @@ class HybridRetriever:
     ``candidates`` hits come from each retriever; ``fusion`` and ``dense_weight`` say how they are
     combined; ``context_window`` events on each side of a hit on its trace (0 = off, at most 5) get
     ``context_weight`` of its score. See the module docstring for each step and its source.
-    Raises ``ValueError`` for a setting out of range.
+    Raises ``InvalidArgument`` (a ``ValueError``) for a setting out of range.
     """
 
     def __init__(
         self,
-        store: SparseStore,
-        index: DenseIndex,
-        embedder: QueryEmbedder,
+        store: EventStore,
+        index: AsyncIndex,
+        embedder: BatchingEmbedder,
         *,
         rrf_k: int = 60,
         candidates: int = 100,
@@ -184,13 +168,13 @@ class HybridRetriever:
         context_weight: float = 0.5,
     ) -> None:
         if fusion not in ("convex", "rrf"):
-            raise ValueError(f"fusion must be 'convex' or 'rrf', not {fusion!r}")
+            raise InvalidArgument("fusion", f"must be 'convex' or 'rrf', not {fusion!r}")
         if not 0.0 <= dense_weight <= 1.0:
-            raise ValueError(f"dense_weight must be within 0..1, not {dense_weight}")
+            raise InvalidArgument("dense_weight", f"must be within 0..1, not {dense_weight}")
         if not 0 <= context_window <= MAX_CONTEXT_WINDOW:
-            raise ValueError(f"context_window must be within 0..{MAX_CONTEXT_WINDOW}, not {context_window}")
+            raise InvalidArgument("context_window", f"must be within 0..{MAX_CONTEXT_WINDOW}, not {context_window}")
         if context_weight < 0:
-            raise ValueError(f"context_weight must be >= 0, not {context_weight}")
+            raise InvalidArgument("context_weight", f"must be >= 0, not {context_weight}")
         self._store = store
         self._index = index
         self._embedder = embedder

@@ -6,27 +6,14 @@ Pure functions (no I/O). Times are floats, seconds since the epoch, UTC; windows
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-from memory_agent.models import Filters, TimeWindow
+from memory_agent.query.text import STOPWORDS, tokenize
+from memory_agent.types import Filters, TimeWindow
 
-__all__ = ["STOPWORDS", "fts_phrases", "fts_query", "where_clause"]
+__all__ = ["fts_phrases", "fts_query", "where_clause"]
 
 _MAX_QUERY_TERMS = 32
-
-# Common English words that carry no meaning for search; dropped from FTS5 queries.
-_STOPWORDS_TEXT = """
-    a about above after again against all am an and any are as at be because been before being below
-    between both but by can could did do does doing down during each few for from further had has have
-    having he her here hers herself him himself his how i if in into is it its itself just me more most
-    my myself no nor not now of off on once only or other our ours ourselves out over own same she
-    should so some such than that the their theirs them themselves then there these they this those
-    through to too under until up very was we were what when where which while who whom why will with
-    would you your yours yourself yourselves
-"""
-STOPWORDS = frozenset(_STOPWORDS_TEXT.split())
-_WORD = re.compile(r"[^\W_]+")
 
 
 def fts_phrases(text: str) -> list[str]:
@@ -34,13 +21,13 @@ def fts_phrases(text: str) -> list[str]:
     '"rolled"', '"back"']``.
 
     Each whitespace-separated chunk becomes one quoted phrase of its word pieces; English stopwords are
-    dropped; repeats are dropped; at most 32 phrases. Only letters and digits reach FTS5, inside double
+    dropped (:data:`memory_agent.query.text.STOPWORDS`); repeats are dropped; at most 32 phrases. Only letters and digits reach FTS5, inside double
     quotes, so FTS5 syntax in a question (``AND OR NEAR( * ^ "``) cannot raise.
     """
     phrases: list[str] = []
     seen: set[str] = set()
-    for chunk in text.lower().split():
-        pieces = _WORD.findall(chunk)
+    for chunk in text.split():
+        pieces = tokenize(chunk)
         if not pieces or all(piece in STOPWORDS for piece in pieces):
             continue
         phrase = pieces[0] if len(pieces) == 1 else " ".join(pieces)

@@ -1,20 +1,24 @@
 """The event store: SQLite (WAL) is the source of truth for events, their text and their embeddings.
 
-One :class:`EventStore` owns one aiosqlite connection (a single thread does the blocking work).
-Writes are serialised by an asyncio lock and each ``insert``/``delete``/``update_vectors`` is one
-transaction. Times are floats, seconds since the epoch, UTC; windows are half-open ``[since, until)``.
-Window and filters are always applied in SQL (see :func:`where_clause`).
+One :class:`EventStore` owns one aiosqlite connection (a single thread does the blocking work). Every
+write runs in :meth:`EventStore._transaction` (``BEGIN IMMEDIATE`` under an asyncio lock, one
+transaction per ``insert``/``delete``/``update_vectors``), which also keeps the in-memory
+:class:`~memory_agent.store.filter_columns.FilterColumns` in step from what the database itself recorded
+(new ids above the columns' last one; deleted ids noted by a temporary trigger), so no write path can
+leave them behind. Times are floats, seconds since the epoch, UTC; windows are half-open
+``[since, until)``. Window and filters are always applied in SQL (:func:`memory_agent.store.sql.where_clause`)
+or by the filter columns, which hold the same rows. Columns are named by :mod:`memory_agent.store.schema`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+import warnings
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Self
@@ -22,33 +26,31 @@ from typing import Any, Literal, Self
 import aiosqlite
 import numpy as np
 
-from memory_agent.columns import FilterColumns
-from memory_agent.errors import MemoryAgentError
-from memory_agent.models import Filters, InsertResult, NewEvent, StoredEvent, TimeWindow, Vocabulary
-from memory_agent.schema import migrate
-from memory_agent.sqlbuild import STOPWORDS, fts_phrases, fts_query, where_clause
-from memory_agent.store_vectors import EmbeddingRows, Ids, VectorModel, VectorSummary, as_matrix
+from memory_agent.errors import InvalidArgument, StoreClosed, StoreError
+from memory_agent.store.filter_columns import FILTER_FIELDS, FilterColumns
+from memory_agent.store.schema import EVENT_FIELDS, SELECT_EVENT, decode_event, encode_event, migrate
+from memory_agent.store.sql import fts_phrases, where_clause
+from memory_agent.store.vectors import EmbeddingRows, Ids, VectorModel, as_matrix
+from memory_agent.types import Filters, InsertResult, NewEvent, StoredEvent, TimeWindow, Vocabulary
 
-__all__ = [
-    "STOPWORDS",
-    "EventStore",
-    "StoreStats",
-    "VectorModel",
-    "VectorSummary",
-    "fts_query",
-    "where_clause",
-]
+__all__ = ["DEFAULT_FTS_MAX_DOCS", "EventStore", "StoreStats"]
 
-_EVENT_COLUMNS = (
-    "id, message_id, session, from_handle, trace_id, event, service, occurred_at, received_at, payload, text, "
-    "sender_verified"
-)
 # Ids per statement for ``IN (...)`` lists; well below SQLITE_MAX_VARIABLE_NUMBER.
 _CHUNK = 500
-# What FilterColumns holds, in its row order.
-_FILTER_COLUMNS = "id, occurred_at, event, service, from_handle"
+_SELECT_FILTER = ", ".join(FILTER_FIELDS)
 # The most events one BM25 query ranks (``index.fts_max_docs``; see EventStore.fts_search).
 DEFAULT_FTS_MAX_DOCS = 2000
+_INSERT_EVENT = (
+    f"INSERT INTO events ({', '.join(EVENT_FIELDS)}, embedding, embedding_model, embedding_dim) "
+    f"VALUES ({', '.join(':' + f for f in EVENT_FIELDS)}, :embedding, :embedding_model, :embedding_dim)"
+)
+# Deleted ids are noted by the database itself (on this connection only), so every delete, whatever
+# issues it, reaches the filter columns.
+_NOTE_DELETES = (
+    "CREATE TEMP TABLE IF NOT EXISTS deleted_events (id INTEGER PRIMARY KEY)",
+    "CREATE TEMP TRIGGER IF NOT EXISTS note_deleted_event AFTER DELETE ON main.events "
+    "BEGIN INSERT OR IGNORE INTO deleted_events (id) VALUES (old.id); END",
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +59,7 @@ log = logging.getLogger(__name__)
 class StoreStats:
     """Size and span of the store. Times are seconds since the epoch, UTC (``None`` when empty).
 
-    ``db_bytes`` is the main database file, ``wal_bytes`` the write-ahead log next to it.
+    ``db_bytes`` is the main database file, ``wal_bytes`` the write-ahead log next to it (bytes).
     """
 
     count: int
@@ -73,7 +75,7 @@ def _read_columns(path: Path, up_to: int) -> FilterColumns:
     """The filter columns of rows ``id <= up_to``, read through a read-only connection (blocking)."""
     conn = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
     try:
-        rows = conn.execute(f"SELECT {_FILTER_COLUMNS} FROM events WHERE +id <= ?", (up_to,)).fetchall()
+        rows = conn.execute(f"SELECT {_SELECT_FILTER} FROM events WHERE +id <= ?", (up_to,)).fetchall()
     finally:
         conn.close()
     return FilterColumns.from_rows(rows)
@@ -84,27 +86,11 @@ def _chunks(ids: Ids) -> Iterable[list[int]]:
         yield [int(i) for i in ids[start : start + _CHUNK]]
 
 
-def _row_to_event(row: Sequence[Any]) -> StoredEvent:
-    return StoredEvent(
-        id=int(row[0]),
-        message_id=row[1],
-        session=row[2],
-        from_handle=row[3],
-        trace_id=row[4],
-        event=row[5],
-        service=row[6],
-        occurred_at=float(row[7]),
-        received_at=float(row[8]),
-        payload=json.loads(row[9]),
-        text=row[10],
-        sender_verified=bool(row[11]),
-    )
-
-
 class EventStore(EmbeddingRows):
     """Events in SQLite, with FTS5 over their text and their embeddings as float32 BLOBs.
 
-    Create with ``await EventStore.open(path)``; ``await close()`` when done (idempotent).
+    Create with ``await EventStore.open(path)``; ``await close()`` when done (idempotent; a store left
+    open warns with a ``ResourceWarning``). Raises ``StoreClosed`` when used after ``close()``.
     """
 
     def __init__(self, path: Path, conn: aiosqlite.Connection, *, fts_max_docs: int = DEFAULT_FTS_MAX_DOCS) -> None:
@@ -124,9 +110,10 @@ class EventStore(EmbeddingRows):
         """Open (or create) the store at ``path``: creates parent dirs, WAL, runs pending migrations.
 
         ``fts_max_docs``: the most events a BM25 query ranks (see :meth:`fts_search`). ``filter_columns``:
-        load :class:`memory_agent.columns.FilterColumns` in the background (its own read-only connection,
-        about a second per million events), after which :meth:`candidate_ids` is answered from memory.
-        Raises ``ConfigError`` when the file is not an SQLite database or is newer than this code.
+        load :class:`~memory_agent.store.filter_columns.FilterColumns` in the background (its own
+        read-only connection, about a second per million events), after which :meth:`count` and
+        :meth:`candidate_ids` are answered from memory. Raises ``ConfigError`` when the file is not an
+        SQLite database or is newer than this code.
         """
         path = Path(path)
         await asyncio.to_thread(migrate, path)
@@ -135,6 +122,8 @@ class EventStore(EmbeddingRows):
             await conn.execute("PRAGMA journal_mode=WAL")
             await conn.execute("PRAGMA synchronous=NORMAL")
             await conn.execute("PRAGMA busy_timeout=5000")
+            for statement in _NOTE_DELETES:
+                await conn.execute(statement)
         except BaseException:
             await conn.close()
             raise
@@ -148,7 +137,7 @@ class EventStore(EmbeddingRows):
         head = (await self._fetchall("SELECT coalesce(max(id), 0) FROM events"))[0][0]
         columns = await asyncio.to_thread(_read_columns, self.path, head)
         async with self._write_lock:  # no insert or delete while the rows since ``head`` are added
-            rows = await self._fetchall(f"SELECT {_FILTER_COLUMNS} FROM events WHERE id > ? ORDER BY id", (head,))
+            rows = await self._fetchall(f"SELECT {_SELECT_FILTER} FROM events WHERE id > ? ORDER BY id", (head,))
             columns.add(rows)
             columns.remove(self._deleted_while_loading)
             self._deleted_while_loading = []
@@ -178,14 +167,49 @@ class EventStore(EmbeddingRows):
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
+        if not getattr(self, "_closed", True):
+            _warn(f"EventStore {self.path} was never closed", ResourceWarning, stacklevel=1)
+
     def _check_open(self) -> None:
         if self._closed:
-            raise MemoryAgentError(f"event store {self.path} is closed")
+            raise StoreClosed(str(self.path))
 
     async def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         self._check_open()
         rows = await self._conn.execute_fetchall(sql, params)
         return list(rows)
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """The one way to write: ``BEGIN IMMEDIATE`` under the write lock, ``COMMIT`` (or ``ROLLBACK`` on
+        any error), then the filter columns take the rows added above their last id and the ids the
+        temporary trigger noted as deleted."""
+        self._check_open()
+        async with self._write_lock:
+            await self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+                deleted = [int(r[0]) for r in await self._conn.execute_fetchall("SELECT id FROM temp.deleted_events")]
+                if deleted:
+                    await self._conn.execute("DELETE FROM temp.deleted_events")
+                await self._conn.execute("COMMIT")
+            except BaseException:
+                await self._conn.execute("ROLLBACK")
+                raise
+            await self._sync_columns(deleted)
+
+    async def _sync_columns(self, deleted: list[int]) -> None:
+        """Bring the filter columns up to a commit (called under the write lock)."""
+        columns = self._columns
+        if columns is not None:
+            added = await self._fetchall(
+                f"SELECT {_SELECT_FILTER} FROM events WHERE id > ? ORDER BY id", (columns.max_id,)
+            )
+            columns.add(added)
+            columns.remove(deleted)
+        elif self._columns_task is not None and not self._columns_task.done():
+            self._deleted_while_loading.extend(deleted)  # rows added meanwhile are read when loading ends
 
     # ---- writes -------------------------------------------------------------------------------------
 
@@ -203,67 +227,38 @@ class EventStore(EmbeddingRows):
         the same batch) yields ``InsertResult(existing_id, duplicate=True)`` and writes nothing.
         ``bulk`` (for imports of thousands of rows): the FTS5 rows are written by one ``INSERT ... SELECT``
         after the events instead of by the per-row trigger, which is dropped and re-created inside the same
-        transaction (no other connection ever sees it missing); 2.4 times the rows per second measured.
-        Raises ``ValueError`` when ``vectors`` does not have one row per event.
+        transaction (no other connection ever sees it missing); see docs/benchmarks.md, "Import".
+        Raises ``InvalidArgument`` when ``vectors`` does not have one row per event.
         """
         self._check_open()
         if not events:
             return []
         matrix = as_matrix(vectors, len(events))
         dim = int(matrix.shape[1])
-        async with self._write_lock:
-            await self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                ids = await self._ids_of(list(dict.fromkeys(e.message_id for e in events)))
-                existing = set(ids)
-                new_rows: list[tuple[Any, ...]] = []
-                planned: set[str] = set()
-                for event, vector in zip(events, matrix, strict=True):
-                    if event.message_id in existing or event.message_id in planned:
-                        continue
-                    planned.add(event.message_id)
-                    new_rows.append(
-                        (
-                            event.message_id,
-                            event.session,
-                            event.from_handle,
-                            event.trace_id,
-                            event.event,
-                            event.service,
-                            float(event.occurred_at),
-                            float(event.received_at),
-                            json.dumps(event.payload, separators=(",", ":"), ensure_ascii=False),
-                            event.text,
-                            vector.tobytes(),
-                            model,
-                            dim,
-                            int(event.sender_verified),
-                        )
+        async with self._transaction() as conn:
+            ids = await self._ids_of(list(dict.fromkeys(e.message_id for e in events)))
+            existing = set(ids)
+            new_rows: list[dict[str, Any]] = []
+            planned: set[str] = set()
+            for event, vector in zip(events, matrix, strict=True):
+                if event.message_id in existing or event.message_id in planned:
+                    continue
+                planned.add(event.message_id)
+                row = encode_event(event)
+                row.update(embedding=vector.tobytes(), embedding_model=model, embedding_dim=dim)
+                new_rows.append(row)
+            if new_rows:
+                trigger = await self._drop_fts_trigger() if bulk else None
+                first = (await self._fetchall("SELECT coalesce(max(id), 0) FROM events"))[0][0]
+                await conn.executemany(_INSERT_EVENT, new_rows)
+                if trigger is not None:
+                    await conn.execute(
+                        "INSERT INTO events_fts (rowid, text) SELECT id, text FROM events WHERE id > ?", (first,)
                     )
-                if new_rows:
-                    trigger = await self._drop_fts_trigger() if bulk else None
-                    first = (await self._fetchall("SELECT coalesce(max(id), 0) FROM events"))[0][0]
-                    await self._conn.executemany(
-                        "INSERT INTO events (message_id, session, from_handle, trace_id, event, service, "
-                        "occurred_at, received_at, payload, text, embedding, embedding_model, embedding_dim, "
-                        "sender_verified) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        new_rows,
-                    )
-                    if trigger is not None:
-                        await self._conn.execute(
-                            "INSERT INTO events_fts (rowid, text) SELECT id, text FROM events WHERE id > ?", (first,)
-                        )
-                        await self._conn.execute(trigger)
-                    # AUTOINCREMENT under the write lock: the new rows are exactly the ids above ``first``.
-                    rows = await self._fetchall("SELECT message_id, id FROM events WHERE id > ?", (first,))
-                    ids.update((str(r[0]), int(r[1])) for r in rows)
-                await self._conn.execute("COMMIT")
-            except BaseException:
-                await self._conn.execute("ROLLBACK")
-                raise
-            if self._columns is not None and new_rows:
-                # (id, occurred_at, event, service, from_handle), ids ascending.
-                self._columns.add(sorted((ids[r[0]], r[6], r[4], r[5], r[2]) for r in new_rows))
+                    await conn.execute(trigger)
+                # AUTOINCREMENT under the write lock: the new rows are exactly the ids above ``first``.
+                rows = await self._fetchall("SELECT message_id, id FROM events WHERE id > ?", (first,))
+                ids.update((str(r[0]), int(r[1])) for r in rows)
         results: list[InsertResult] = []
         first_seen: set[str] = set()
         for event in events:
@@ -277,7 +272,7 @@ class EventStore(EmbeddingRows):
         """Drop the FTS5 insert trigger (inside the caller's transaction); returns its SQL to re-create it."""
         rows = await self._fetchall("SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = 'events_fts_ai'")
         if not rows:
-            raise MemoryAgentError(f"store {self.path}: the FTS5 trigger events_fts_ai is missing")
+            raise StoreError(f"store {self.path}: the FTS5 trigger events_fts_ai is missing", path=str(self.path))
         await self._conn.execute("DROP TRIGGER events_fts_ai")
         return str(rows[0][0])
 
@@ -304,27 +299,13 @@ class EventStore(EmbeddingRows):
         if len(ids) == 0:
             return 0
         deleted = 0
-        async with self._write_lock:
-            await self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                for chunk in _chunks(ids):
-                    marks = ", ".join("?" for _ in chunk)
-                    cursor = await self._conn.execute(f"DELETE FROM events WHERE id IN ({marks})", chunk)
-                    deleted += max(cursor.rowcount, 0)
-                    await cursor.close()
-                await self._conn.execute("COMMIT")
-            except BaseException:
-                await self._conn.execute("ROLLBACK")
-                raise
-            self._forget_columns(ids)
+        async with self._transaction() as conn:
+            for chunk in _chunks(ids):
+                marks = ", ".join("?" for _ in chunk)
+                cursor = await conn.execute(f"DELETE FROM events WHERE id IN ({marks})", chunk)
+                deleted += max(cursor.rowcount, 0)
+                await cursor.close()
         return deleted
-
-    def _forget_columns(self, ids: Ids) -> None:
-        """Keep the filter columns in step with a committed delete (call it under the write lock)."""
-        if self._columns is not None:
-            self._columns.remove(int(i) for i in ids)
-        elif self._columns_task is not None and not self._columns_task.done():
-            self._deleted_while_loading.extend(int(i) for i in ids)
 
     # ---- reads --------------------------------------------------------------------------------------
 
@@ -333,9 +314,9 @@ class EventStore(EmbeddingRows):
         found: dict[int, StoredEvent] = {}
         for chunk in _chunks(ids):
             marks = ", ".join("?" for _ in chunk)
-            rows = await self._fetchall(f"SELECT {_EVENT_COLUMNS} FROM events WHERE id IN ({marks})", chunk)
+            rows = await self._fetchall(f"SELECT {SELECT_EVENT} FROM events WHERE id IN ({marks})", chunk)
             for row in rows:
-                event = _row_to_event(row)
+                event = decode_event(row)
                 found[event.id] = event
         return [found[int(i)] for i in ids if int(i) in found]
 
@@ -349,14 +330,14 @@ class EventStore(EmbeddingRows):
     ) -> list[StoredEvent]:
         """Every event in ``window`` matching ``filters``, by ``occurred_at`` (then id), at most ``limit``."""
         if order not in ("asc", "desc"):
-            raise ValueError(f"order must be 'asc' or 'desc', got {order!r}")
+            raise InvalidArgument("order", f"must be 'asc' or 'desc', not {order!r}")
         where, params = where_clause(window, filters)
         direction = "ASC" if order == "asc" else "DESC"
-        sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE {where} ORDER BY occurred_at {direction}, id {direction}"
+        sql = f"SELECT {SELECT_EVENT} FROM events WHERE {where} ORDER BY occurred_at {direction}, id {direction}"
         if limit is not None:
             sql += " LIMIT ?"
             params.append(max(int(limit), 0))
-        return [_row_to_event(row) for row in await self._fetchall(sql, params)]
+        return [decode_event(row) for row in await self._fetchall(sql, params)]
 
     async def count(self, window: TimeWindow | None, filters: Filters) -> int:
         """Number of events in ``window`` matching ``filters`` (from the filter columns when loaded)."""
@@ -388,7 +369,7 @@ class EventStore(EmbeddingRows):
     ) -> list[tuple[int, float]]:
         """Full-text search: ``(id, score)`` best first, score = ``-bm25()`` (higher is better).
 
-        ``text`` is free user text (see :func:`memory_agent.sqlbuild.fts_phrases`); window and filters are
+        ``text`` is free user text (see :func:`memory_agent.query.text.fts_phrases`); window and filters are
         applied in the same SQL. FTS5 scores every event that contains a query word (about 1.5 us each,
         3 with the window join), so the words are taken rarest first while the events containing them
         add up to at most ``fts_max_docs``; more common words are left out like stopwords (their BM25
@@ -446,10 +427,10 @@ class EventStore(EmbeddingRows):
         Order on a trace is ``(occurred_at, id)``. Returns ``{id: [(neighbour id, distance), ...]}`` with
         distance 1 for adjacent events, nearest first, before-side first at equal distance; ids not
         stored are left out. Each lookup is an index seek on ``(trace_id, occurred_at)`` (used by
-        retrieval's local context, :mod:`memory_agent.retrieval`). Raises ``ValueError`` if ``width`` < 0.
+        retrieval's local context, :mod:`memory_agent.query.retrieval`). Raises ``InvalidArgument`` if ``width`` < 0.
         """
         if width < 0:
-            raise ValueError(f"width must be >= 0, not {width}")
+            raise InvalidArgument("width", f"must be >= 0, not {width}")
         out: dict[int, list[tuple[int, int]]] = {}
         if width == 0 or len(ids) == 0:
             return out

@@ -1,0 +1,101 @@
+"""The seams of memory_agent: the four collaborators a test (or a user) may replace with its own.
+
+- :class:`Embedder`: texts to vectors (the bundled MiniLM through sentence-transformers or ONNX Runtime;
+  tests pass :class:`memory_agent.embedding.hashing.HashingEmbedder`).
+- :class:`VectorIndex`: vectors keyed by event ids (:class:`memory_agent.index.flat.FlatIndex`,
+  :class:`memory_agent.index.ivf.IVFIndex`), owned by :class:`memory_agent.index.async_index.AsyncIndex`.
+- :class:`Summarizer`: rewrites an extractive answer (:class:`memory_agent.query.summarizer.OpenAISummarizer`).
+- :data:`Clock`: "now", so tests fix time.
+
+Everything else is passed as the concrete class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from memory_agent.index.files import IndexMeta
+    from memory_agent.types import StoredEvent
+
+__all__ = ["Clock", "Embedder", "Summarizer", "VectorIndex"]
+
+Clock = Callable[[], float]
+"""Returns seconds since the epoch, UTC (``time.time`` in production)."""
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns texts into vectors. ``encode`` is blocking: call it off the event loop
+    (:class:`memory_agent.embedding.batching.BatchingEmbedder` does).
+
+    ``name`` is stored with every vector (a vector of another model is never mixed in); ``dim`` is the
+    vector length.
+    """
+
+    name: str
+    dim: int
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """``(len(texts), dim)`` float32, each row L2-normalised (a text with no features may be all zero)."""
+        ...
+
+
+@runtime_checkable
+class VectorIndex(Protocol):
+    """Vectors keyed by int64 ids, searched by inner product (cosine on normalised vectors).
+
+    ``exact`` tells whether ``search`` scores are exact (flat) or approximate (ivf).
+    """
+
+    kind: ClassVar[str]
+    exact: ClassVar[bool]
+    model: str
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def max_id(self) -> int: ...
+
+    @property
+    def nlist(self) -> int: ...
+
+    def __len__(self) -> int: ...
+
+    def ids(self) -> np.ndarray: ...
+
+    def vectors(self, ids: np.ndarray | Sequence[int]) -> np.ndarray: ...
+
+    def add(self, ids: np.ndarray | Sequence[int], vectors: np.ndarray) -> None:
+        """Add (or replace) ``vectors`` ((n, dim) float32) under ``ids`` ((n,) int64)."""
+        ...
+
+    def remove(self, ids: np.ndarray | Sequence[int]) -> int:
+        """Remove ``ids``; returns how many were present."""
+        ...
+
+    def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
+        """Top ``k`` ``(id, cosine)`` best first for ``query`` ((dim,) float32), only among ``allowed``."""
+        ...
+
+    def meta(self, sha256: str = "") -> IndexMeta: ...
+
+    def clone(self) -> Any: ...
+
+    def save(self, path: Path) -> None:
+        """Persist atomically to ``path``."""
+        ...
+
+
+class Summarizer(Protocol):
+    """Rewrites an extractive answer from the events it rests on; must cite event ids as ``[#id]``.
+
+    Raises on any failure (the caller keeps the extractive answer).
+    """
+
+    async def summarize(self, question: str, events: Sequence[StoredEvent], extractive: str) -> str: ...
