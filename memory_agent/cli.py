@@ -16,6 +16,8 @@ from memory_agent.config import Config, load_config
 from memory_agent.errors import MemoryAgentError
 from mesh.errors import AuthenticationError, MeshError, PermissionDenied
 
+__all__ = ["app", "main"]
+
 T = TypeVar("T")
 app = typer.Typer(
     help="@memory: remembers what agents on a NATS mesh report, and answers questions about it.\n\n"

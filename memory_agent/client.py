@@ -13,6 +13,8 @@ from typing import Any
 
 from mesh import AsyncAgent, Message, NatsAuth
 
+__all__ = ["MemoryClient"]
+
 
 class MemoryClient:
     """``async with MemoryClient(url) as c: await c.ask("...")``. ``timeout`` in seconds, per request.

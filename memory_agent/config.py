@@ -27,6 +27,18 @@ from memory_agent.errors import ConfigError
 from mesh.auth import NatsAuth
 from mesh.handles import validate_handle
 
+__all__ = [
+    "ENV_PREFIX",
+    "Config",
+    "EmbeddingConfig",
+    "IndexConfig",
+    "LLMConfig",
+    "NatsConfig",
+    "RetrievalConfig",
+    "SecurityConfig",
+    "load_config",
+]
+
 ENV_PREFIX = "MEMORY_AGENT_"
 _toml_path: contextvars.ContextVar[Path | None] = contextvars.ContextVar("memory_agent_toml", default=None)
 
@@ -159,9 +171,9 @@ class NatsConfig(_Section):
         token = self._secret("token", self.token_env, self.token_file)
         password = self._secret("password", self.password_env, self.password_file)
         if password is not None and not self.user:
-            raise ConfigError("nats.password_env/password_file is set but nats.user is empty: set the user too")
+            raise ConfigError("nats.password_env/password_file is set but nats.user is empty: set the user too", key="nats.user")
         if self.user and password is None:
-            raise ConfigError(f"nats.user is {self.user!r} but no password: set nats.password_env or nats.password_file")
+            raise ConfigError(f"nats.user is {self.user!r} but no password: set nats.password_env or nats.password_file", key="nats.password_env")
         try:
             return NatsAuth(
                 token=token,
@@ -179,19 +191,19 @@ class NatsConfig(_Section):
     @staticmethod
     def _secret(name: str, env: str, file: str) -> str | None:
         if env and file:
-            raise ConfigError(f"nats.{name}_env and nats.{name}_file are both set: keep one")
+            raise ConfigError(f"nats.{name}_env and nats.{name}_file are both set: keep one", key=f"nats.{name}_env")
         if env:
             value = os.environ.get(env, "")
             if not value:
-                raise ConfigError(f"nats.{name}_env names the environment variable {env}, which is not set or empty")
+                raise ConfigError(f"nats.{name}_env names the environment variable {env}, which is not set or empty", key=f"nats.{name}_env")
             return value
         if file:
             try:
                 value = Path(file).read_text().strip()
             except OSError as exc:
-                raise ConfigError(f"nats.{name}_file {file} cannot be read ({exc.strerror})") from None
+                raise ConfigError(f"nats.{name}_file {file} cannot be read ({exc.strerror})", key=f"nats.{name}_file") from None
             if not value:
-                raise ConfigError(f"nats.{name}_file {file} is empty")
+                raise ConfigError(f"nats.{name}_file {file} is empty", key=f"nats.{name}_file")
             return value
         return None
 
@@ -224,7 +236,7 @@ class IndexConfig(_Section):
     ``auto``: flat below ``exact_threshold`` vectors, ivf from there on (kept down to half of it)."""
     exact_threshold: int = Field(default=50_000, ge=1)
     """Vectors from which ``auto`` switches to ivf, decided at start, import and reindex. A one-query flat
-    scan reads 1.5 KB per 384-dim vector: ~5 ms at 50 000 on one core, linear above."""
+    scan reads 1.5 KB per 384-dim vector, linear in the count (docs/benchmarks.md#design-scan-costs)."""
     nlist: int = Field(default=0, ge=0, le=65_536)
     """IVF inverted lists; 0 = the power of two nearest sqrt(vectors) (FAISS wiki "Guidelines to choose an
     index" suggests 4 to 16 * sqrt(N); training cost grows with its square; see index_kinds.auto_nlist).
@@ -232,17 +244,17 @@ class IndexConfig(_Section):
     nprobe: int = Field(default=32, ge=1, le=65_536)
     """IVF lists scanned per search (FAISS ``nprobe``); a search restricted (window, filters) to a fraction f
     of the vectors probes nprobe / f lists, at most 4 * nprobe. With 1024 lists at a million vectors, 32
-    scan ~3% of the codes in about a millisecond (recall in docs/benchmarks.md)."""
+    scan ~3% of the codes (latency and recall in docs/benchmarks.md, "Query latency at scale")."""
     exact_candidates: int = Field(default=2048, ge=0)
     """An ivf search restricted (time window, filters) to at most this many ids scores each of them from
-    its float32 vector in SQLite: exactly the brute-force top k (reading costs ~3-5 us per vector)."""
+    its float32 vector in SQLite: exactly the brute-force top k (docs/benchmarks.md#design-scan-costs)."""
     rerank: int = Field(default=2, ge=0, le=64)
     """An ivf search takes k * rerank candidates from the 8-bit codes and re-scores them exactly from the
     float32 vectors in SQLite (the "re-ranking" of FAISS's IndexRefine); 0 = keep the 8-bit scores."""
     fts_max_docs: int = Field(default=2_000, ge=1)
     """The most events one BM25 query ranks: question words are taken rarest first while the events holding
     them add up to this; commoner words are left out like stopwords (lowest IDF). FTS5 scores every event
-    holding a query word (~1.5 us each, ~3 with a time window), so a common word costs tens of ms at 1M."""
+    holding a query word, so a common word costs tens of ms at a million (docs/benchmarks.md#design-scan-costs)."""
 
 
 class Config(BaseSettings):

@@ -40,6 +40,8 @@ from mesh.constants import DEFAULT_HEARTBEAT_INTERVAL
 from mesh.errors import HandleTaken, PayloadTooLarge, ServerError, SessionClosed, SessionNotFound
 from mesh.server import NatsServer
 
+__all__ = ["CLAIM_WAIT", "MANIFEST", "MemoryDaemon"]
+
 log = logging.getLogger(__name__)
 
 MANIFEST = Manifest(

@@ -23,6 +23,8 @@ import numpy as np
 from memory_agent.errors import IngestClosed
 from memory_agent.types import InsertResult, NewEvent
 
+__all__ = ["Ingestor"]
+
 if TYPE_CHECKING:
     from memory_agent.embedding.batching import BatchingEmbedder
     from memory_agent.index.async_index import AsyncIndex

@@ -8,6 +8,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+__all__ = [
+    "Filters",
+    "InsertResult",
+    "Intent",
+    "NewEvent",
+    "StoredEvent",
+    "TimeWindow",
+    "Understanding",
+    "Vocabulary",
+]
+
 
 @dataclass(frozen=True, slots=True)
 class NewEvent:

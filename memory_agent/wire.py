@@ -20,6 +20,27 @@ from dateutil import parser as dateparser
 from memory_agent.errors import QueryError, ReportError, excerpt
 from memory_agent.types import Filters, InsertResult, NewEvent
 
+__all__ = [
+    "MAX_EVENT_CHARS",
+    "MAX_LIMIT",
+    "MAX_QUESTION_CHARS",
+    "QUESTION_MODES",
+    "Operation",
+    "Question",
+    "QuestionMode",
+    "Report",
+    "Request",
+    "build_event",
+    "classify",
+    "error_reply",
+    "event_name",
+    "indexed_text",
+    "iso_utc",
+    "parse_time",
+    "service_name",
+    "stored_reply",
+]
+
 MAX_QUESTION_CHARS = 8_000
 MAX_EVENT_CHARS = 200
 MAX_LIMIT = 10_000

@@ -50,7 +50,7 @@ from .errors import (
 )
 from .handles import deliver_subject, durable_name, inbox_filter, reply_prefix, validate_handle
 from .jetstream import ensure_bucket, ensure_consumer, ensure_stream, remove_inbox
-from .outbox import Outbox
+from .sender import Sender
 from .registry import Record, Registry, find_matches, matches_tags
 from .sessions import SessionStore
 from .types import (
@@ -145,7 +145,7 @@ class AsyncAgent:
         self._nc: NATS | None = None
         self._js: JetStreamContext | None = None
         self._registry: Registry | None = None
-        self._outbox: Outbox | None = None
+        self._outbox: Sender | None = None
         self._sub: Subscription | None = None
         self._record: Record | None = None
         self._record_revision = 0
@@ -229,7 +229,7 @@ class AsyncAgent:
             self._nc = None
             raise MeshError(f"JetStream unavailable at {self._servers}: {type(exc).__name__}: {exc}") from exc
         self._registry = registry
-        self._outbox = Outbox(self._handle, nc=nc, js=js, registry=registry, sessions=sessions,
+        self._outbox = Sender(self._handle, nc=nc, js=js, registry=registry, sessions=sessions,
                               denials=self._denials, max_payload=self._max_payload)
         log.debug("mesh agent %s connected to %s", self._handle, nc.connected_url)
         return self
@@ -484,8 +484,8 @@ class AsyncAgent:
 
     # ── internals ───────────────────────────────────────────────────
 
-    def _sender(self) -> Outbox:
-        """The outbox, once registered; raises NotRegistered before ``register()`` and after ``close()``."""
+    def _sender(self) -> Sender:
+        """The sender, once registered; raises NotRegistered before ``register()`` and after ``close()``."""
         if self._record is None or self._closed or self._outbox is None:
             raise NotRegistered(self._handle)
         return self._outbox

@@ -1,16 +1,42 @@
-"""Root fixtures: a real nats-server with JetStream per test (free port, store in tmp_path)."""
+"""Root fixtures, defined once for every test package: a real nats-server with JetStream per test (free
+port, store in tmp_path), agents on it, and real @memory daemons with a small deterministic embedder and
+a fixed clock (:data:`NOW`)."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
+from memory_agent.config import Config
+from memory_agent.daemon import MemoryDaemon
+from memory_agent.embedding.hashing import HashingEmbedder
 from mesh import AsyncAgent
 from mesh.server import NatsServer
+
+#: "Now" in every test that fixes the clock: Saturday 2026-11-21 10:00 UTC.
+NOW_DT = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
+#: :data:`NOW_DT` in seconds since the epoch, UTC.
+NOW = NOW_DT.timestamp()
+
+DaemonFactory = Callable[..., Awaitable[MemoryDaemon]]
+
+
+class CountingEmbedder(HashingEmbedder):
+    """The small deterministic embedder, counting the texts it encodes (to prove nothing is re-embedded)."""
+
+    def __init__(self) -> None:
+        super().__init__(dim=64, name="hashing-64")
+        self.encoded = 0
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        self.encoded += len(texts)
+        return super().encode(texts)
 
 
 @pytest.fixture
@@ -59,3 +85,24 @@ async def mesh_agent(nats_url: str) -> AsyncIterator[Callable[..., Awaitable[Asy
     finally:
         for agent in reversed(agents):
             await agent.close()
+
+
+@pytest.fixture
+async def make_daemon(tmp_path: Path) -> AsyncIterator[DaemonFactory]:
+    """``await make_daemon(nats_url, embedder=None, clock=lambda: NOW, **config)``: a started MemoryDaemon on
+    ``tmp_path/data`` (the 64-dim hashing embedder unless one is given); all are closed after the test.
+    Request the server's fixture before this one, so that the server outlives the daemons at teardown."""
+    started: list[MemoryDaemon] = []
+
+    async def start(nats_url: str, *, embedder: HashingEmbedder | None = None,
+                    clock: Callable[[], float] = lambda: NOW, **overrides: Any) -> MemoryDaemon:
+        values: dict[str, Any] = {"data_dir": tmp_path / "data", "nats_url": nats_url, "index_save_interval": 0.5}
+        values.update(overrides)
+        daemon = MemoryDaemon(Config(**values), embedder=embedder or CountingEmbedder(), clock=clock)
+        started.append(daemon)
+        await daemon.start()
+        return daemon
+
+    yield start
+    for daemon in reversed(started):
+        await daemon.close()

@@ -28,8 +28,7 @@ DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # OpenMP threads (torch's, faiss's) sleep when idle instead of spinning, read once when the runtime
-# loads: the model shares the cores with the event loop and nats-server (measured in
-# docs/benchmarks.md, "Embedding throughput").
+# loads: the model shares the cores with the event loop and nats-server (docs/benchmarks.md#design-threads).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
@@ -59,6 +58,7 @@ def load_embedder(config: EmbeddingConfig, *, data_dir: Path) -> Embedder:
     if config.device != "cpu":
         raise ConfigError(
             f"embedding.device = {config.device!r}: the ONNX backends run on the CPU; "
-            'set device = "cpu" or backend = "torch"'
+            'set device = "cpu" or backend = "torch"',
+            key="embedding.device",
         )
     return OnnxEmbedder(model, backend=config.backend, models_dir=Path(data_dir) / "models", threads=config.threads)

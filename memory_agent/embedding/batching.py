@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import warnings
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from memory_agent.errors import ConfigError, MemoryAgentError
+from memory_agent.errors import ConfigError, EmbedderClosed, EmbedderError
 from memory_agent.protocols import Embedder
 
 __all__ = ["BatchingEmbedder"]
@@ -34,12 +35,13 @@ class BatchingEmbedder:
     One worker thread owns the model. While an ``encode`` runs, new requests queue; the next ``encode``
     takes every queued request, up to ``max_batch`` texts (a single larger request goes alone, whole).
     An error from ``encode`` is raised to exactly the callers whose texts were in that call.
-    Counters: ``batches`` (encode calls), ``texts`` (texts encoded). ``await close()`` drains and stops.
+    Counters: ``batches`` (encode calls), ``texts`` (texts encoded). ``await close()`` drains and stops
+    (an embedder left open warns with a ``ResourceWarning``).
     """
 
     def __init__(self, embedder: Embedder, *, max_batch: int = 128) -> None:
         if max_batch < 1:
-            raise ConfigError(f"embedder max_batch must be >= 1, got {max_batch}")
+            raise ConfigError(f"embedder max_batch must be >= 1, got {max_batch}", key="embedding.max_batch")
         self.embedder = embedder
         self.max_batch = max_batch
         self.batches = 0
@@ -48,6 +50,10 @@ class BatchingEmbedder:
         self._worker: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedder")
         self._closed = False
+
+    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
+        if not getattr(self, "_closed", True):
+            _warn(f"BatchingEmbedder of {self.embedder.name!r} was never closed", ResourceWarning, stacklevel=1)
 
     @property
     def name(self) -> str:
@@ -68,10 +74,10 @@ class BatchingEmbedder:
         """``(len(texts), dim)`` float32, L2-normalised, computed on the worker thread.
 
         Raises whatever the embedder raised for the batch these texts were in, and
-        ``MemoryAgentError`` after ``close()``.
+        ``EmbedderClosed`` after ``close()``.
         """
         if self._closed:
-            raise MemoryAgentError("BatchingEmbedder is closed")
+            raise EmbedderClosed(self.name)
         if len(texts) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         loop = asyncio.get_running_loop()
@@ -115,9 +121,10 @@ class BatchingEmbedder:
                     vectors = await loop.run_in_executor(self._executor, self.embedder.encode, texts)
                     vectors = np.asarray(vectors, dtype=np.float32)
                     if vectors.shape != (len(texts), self.dim):
-                        raise MemoryAgentError(
+                        raise EmbedderError(
                             f"embedder {self.name!r} returned shape {vectors.shape} "
-                            f"for {len(texts)} texts, expected ({len(texts)}, {self.dim})"
+                            f"for {len(texts)} texts, expected ({len(texts)}, {self.dim})",
+                            model=self.name,
                         )
                 except Exception as exc:
                     for request in batch:

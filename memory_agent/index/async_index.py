@@ -29,7 +29,7 @@ __all__ = ["AsyncIndex"]
 
 def _one_thread() -> None:
     # One query at a time gains nothing from OpenMP fan-out on a shared two-core machine, and the
-    # threads' spinning costs tens of ms under load (docs/benchmarks.md, "Query latency at scale").
+    # threads' spinning costs tens of ms under load (docs/benchmarks.md#design-threads).
     faiss.omp_set_num_threads(1)
 
 
@@ -115,11 +115,12 @@ class AsyncIndex:
         found, matrix = await self._source.vectors(ids)
         if len(found) == 0:
             return []
-        # At most max(exact_candidates, k * rerank) rows: ~0.1 ms of numpy, less than a hop to a thread.
+        # At most max(exact_candidates, k * rerank) rows: cheaper here than a hop to a thread
+        # (docs/benchmarks.md#design-scan-costs).
         return exact_top_k(query, found, matrix, k)
 
     async def save(self, path: Path) -> None:
-        """Save a copy taken on the index's thread (a memory copy: ~0.2 s for 0.4 GB) from another thread,
+        """Save a copy taken on the index's thread (a memory copy, docs/benchmarks.md#design-scan-costs) from another thread,
         so searches wait for the copy, not for writing and hashing the file. See :meth:`BaseIndex.save`."""
         snapshot = await self._call(self.index.clone)
         # One writer thread: saves never overlap, even when a caller was cancelled mid-save.

@@ -43,9 +43,10 @@ def auto_nlist(count: int) -> int:
 
     The FAISS wiki ("Guidelines to choose an index") suggests 4*sqrt(N) to 16*sqrt(N) lists for the best
     speed at a given recall on many-core machines; k-means training costs grow with the square of the
-    list count (FAISS samples 39 to 256 points per list), and at one million vectors 4096 lists took
-    ~150 s to train on our two cores against ~10 s for 1024, while scanning nprobe/nlist of a million
-    8-bit codes stays near a millisecond either way, below the query embedding. Hence sqrt(N).
+    list count (FAISS samples 39 to 256 points per list), and on two cores training 4 times sqrt(N) lists
+    at a million vectors takes over ten times as long as sqrt(N), while scanning nprobe/nlist of the 8-bit
+    codes stays near a millisecond either way, below the query embedding
+    (docs/benchmarks.md#design-ivf). Hence sqrt(N).
     """
     if count <= 0:
         return 1
@@ -123,8 +124,8 @@ class IVFIndex(BaseIndex):
     def nprobe_for(self, allowed: int | None) -> int:
         """Lists probed by a search restricted to ``allowed`` ids (``None``: unrestricted): ``nprobe * n /
         allowed``, so about as many allowed vectors are scanned as an unrestricted search scans vectors,
-        at most ``4 * nprobe`` lists (every probed list costs a selector test per vector: probing all 1024
-        lists of a million vectors took 16 to 35 ms, 128 lists about 1 ms) and at most all lists."""
+        at most ``4 * nprobe`` lists (every probed list costs a selector test per vector,
+        docs/benchmarks.md#design-ivf) and at most all lists."""
         n = len(self)
         if allowed is None or allowed >= n:
             return min(self.nprobe, self.nlist)
@@ -163,12 +164,10 @@ class IVFIndex(BaseIndex):
         del bitmap  # kept alive through the search above
         return [(int(i), float(s)) for i, s in zip(labels[0], scores[0], strict=True) if i != -1]
 
-
     def _post_filtered(self, q: np.ndarray, k: int, allowed: np.ndarray) -> list[tuple[int, float]] | None:
         """A broad restriction: an unrestricted search for ``1.5 * k * n / m`` hits, keeping the allowed
         ones; ``None`` when fewer than ``k`` survive (then the selector search runs). FAISS scans codes
-        without a selector several times faster (measured: 8 ms with a selector allowing 44% of a
-        million vectors, 1.3 ms without)."""
+        without a selector several times faster (docs/benchmarks.md#design-ivf)."""
         n = len(self)
         wanted = min(n, math.ceil(1.5 * k * n / len(allowed)))
         params = faiss.SearchParametersIVF()

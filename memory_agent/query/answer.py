@@ -26,6 +26,8 @@ from memory_agent.query.understand import understand
 from memory_agent.types import Filters, Intent, StoredEvent, TimeWindow, Understanding, Vocabulary
 from memory_agent.wire import Question, iso_utc
 
+__all__ = ["Answer", "Answerer", "ScoredEvent"]
+
 log = logging.getLogger(__name__)
 
 # Words that ask "what happened" without saying what (besides stop words): a list question made only

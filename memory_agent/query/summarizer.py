@@ -26,6 +26,8 @@ from memory_agent.errors import ConfigError, SummaryRejected
 from memory_agent.types import StoredEvent
 from memory_agent.wire import iso_utc
 
+__all__ = ["OpenAISummarizer", "quote_json", "quote_text"]
+
 log = logging.getLogger(__name__)
 
 _CITATION = re.compile(r"\[#(\d+)\]")
@@ -56,7 +58,7 @@ class OpenAISummarizer:
         from openai import AsyncOpenAI
 
         if not base_url or not model:
-            raise ConfigError("llm.base_url and llm.model must both be set to use the summarizer")
+            raise ConfigError("llm.base_url and llm.model must both be set to use the summarizer", key="llm.base_url")
         # Local servers (llama.cpp, vLLM, Ollama) accept any key; the client insists on one.
         api_key = os.environ.get(api_key_env) or "unused"
         self.model = model

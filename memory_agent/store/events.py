@@ -227,7 +227,7 @@ class EventStore(EmbeddingRows):
         the same batch) yields ``InsertResult(existing_id, duplicate=True)`` and writes nothing.
         ``bulk`` (for imports of thousands of rows): the FTS5 rows are written by one ``INSERT ... SELECT``
         after the events instead of by the per-row trigger, which is dropped and re-created inside the same
-        transaction (no other connection ever sees it missing); see docs/benchmarks.md, "Import".
+        transaction (no other connection ever sees it missing); docs/benchmarks.md#design-import.
         Raises ``InvalidArgument`` when ``vectors`` does not have one row per event.
         """
         self._check_open()
@@ -369,9 +369,9 @@ class EventStore(EmbeddingRows):
     ) -> list[tuple[int, float]]:
         """Full-text search: ``(id, score)`` best first, score = ``-bm25()`` (higher is better).
 
-        ``text`` is free user text (see :func:`memory_agent.query.text.fts_phrases`); window and filters are
-        applied in the same SQL. FTS5 scores every event that contains a query word (about 1.5 us each,
-        3 with the window join), so the words are taken rarest first while the events containing them
+        ``text`` is free user text (see :func:`memory_agent.store.sql.fts_phrases`); window and filters are
+        applied in the same SQL. FTS5 scores every event that contains a query word (a cost per event,
+        docs/benchmarks.md#design-scan-costs), so the words are taken rarest first while the events containing them
         add up to at most ``fts_max_docs``; more common words are left out like stopwords (their BM25
         IDF is the lowest). Counting is cheap (doclist scans, capped). Returns ``[]`` when no searchable
         word is left or ``limit`` <= 0.

@@ -1,13 +1,13 @@
 """An in-memory copy of the columns that questions filter on: time, event, service and sender.
 
-A time window and filters select ids that restrict the vector search. Read from SQLite, a selection of
-144 000 ids out of a million took 0.4 to 0.6 s (one Python tuple per row through sqlite3); here it is a
-few numpy comparisons over the million rows, about a millisecond each. 28 bytes per event: 8 for the id,
-8 for ``occurred_at``, 4 for each of the three columns, stored as codes of their distinct values.
+A time window and filters select ids that restrict the vector search. Read from SQLite a wide selection
+costs a Python tuple per row; here it is a few numpy comparisons over every row, hundreds of times faster
+(docs/benchmarks.md#design-filter-columns). 28 bytes per event: 8 for the id, 8 for ``occurred_at``, 4
+for each of the three columns, stored as codes of their distinct values.
 
 :class:`FilterColumns` is kept in sync by :class:`memory_agent.store.events.EventStore` after every
-commit (``EventStore._transaction``). Rows are appended in id order; a deleted row is only marked dead. Readers may run on
-another thread than the writer: they work on the first ``n`` rows as they were when they started.
+commit (``EventStore._transaction``). Rows are appended in id order; a deleted row is only marked dead.
+Readers may run on another thread than the writer: they work on the first ``n`` rows as they were when they started.
 Trace ids are not kept (a trace filter is selective, and SQL answers it from its index).
 """
 
@@ -154,7 +154,7 @@ class FilterColumns:
             if values:
                 column = self._cols[row, :n]
                 match = np.zeros(n, dtype=bool)
-                for code in codes.lookup(values):  # a few values: == is ~300x faster than np.isin here
+                for code in codes.lookup(values):  # a few values: == beats np.isin (see the module docstring)
                     match |= column == code
                 mask &= match
-        return np.compress(mask, self._ids[:n])  # 8x faster than boolean indexing on 1M rows
+        return np.compress(mask, self._ids[:n])  # faster than boolean indexing (module docstring)

@@ -18,6 +18,8 @@ from memory_agent.index.repair import open_index
 from memory_agent.store.events import EventStore
 from memory_agent.tools.datadir import lock_data_dir
 
+__all__ = ["reindex"]
+
 
 async def reindex(config: Config, *, rebuild_only: bool = False, batch: int = 256) -> str:
     """Re-embed (or, with ``rebuild_only``, just re-index) every event; returns a one-line summary.

@@ -17,8 +17,8 @@ from mesh.constants import STREAM_NAME
 from mesh.handles import durable_name
 from mesh.server import NatsServer
 from tests.faults.harness import (
-    CI,
     COUNTS,
+    FULL_COUNTS,
     DaemonProcess,
     Reporters,
     ask,
@@ -43,7 +43,7 @@ def rss_bound_mib(n: int) -> float:
     return 3 * n * INDEX_BYTES_PER_REPORT / 2**20 + FIXED_ALLOWANCE_MIB
 
 
-@pytest.mark.timeout(600 if CI else 1500)
+@pytest.mark.timeout(1500 if FULL_COUNTS else 600)
 async def test_burst_memory_stays_bounded_nothing_dropped_and_it_drains(
     nats_server: NatsServer, tmp_path: Path
 ) -> None:

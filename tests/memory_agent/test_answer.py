@@ -24,17 +24,17 @@ async def ask(agent: AsyncAgent, **body: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def chat(start_daemon, agent_factory):  # type: ignore[no-untyped-def]
+async def chat(start_daemon, mesh_agent):  # type: ignore[no-untyped-def]
     """A daemon holding TURNS (trace "chat-1", sent in order) and an asker."""
     await start_daemon()
-    agents = {h: await agent_factory(h) for h in ("alice", "bob")}
+    agents = {h: await mesh_agent(h) for h in ("alice", "bob")}
     ids = []
     for handle, when, text in TURNS:
         payload = {"event": "utterance", "speaker": handle.title(), "text": text, "occurred_at": when}
         reply = await agents[handle].request("memory", json.dumps(payload), content_type="application/json",
                                              trace_id="chat-1", timeout=30)
         ids.append(json.loads(reply.payload)["id"])
-    return await agent_factory("asker"), ids
+    return await mesh_agent("asker"), ids
 
 
 async def test_as_of_is_the_now_of_relative_phrases(chat) -> None:  # type: ignore[no-untyped-def]

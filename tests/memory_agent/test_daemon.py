@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from mesh import AsyncAgent, Message
-from tests.memory_agent.conftest import NOW, CountingEmbedder
+from tests.conftest import NOW, CountingEmbedder
 
 FRI = "2026-11-20"
 REPORTS: list[tuple[str, dict[str, Any]]] = [
@@ -43,16 +43,16 @@ async def ask(agent: AsyncAgent, query: str, **extra: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def seeded(start_daemon, agent_factory):  # type: ignore[no-untyped-def]
+async def seeded(start_daemon, mesh_agent):  # type: ignore[no-untyped-def]
     """A daemon holding REPORTS, and a registered agent per reporting handle plus an asker."""
     daemon = await start_daemon()
-    agents = {h: await agent_factory(h) for h in {h for h, _ in REPORTS}}
+    agents = {h: await mesh_agent(h) for h in {h for h, _ in REPORTS}}
     ids = []
     for handle, payload in REPORTS:
         reply = await report(agents[handle], payload)
         assert reply["status"] == "stored" and reply["duplicate"] is False
         ids.append(reply["id"])
-    return daemon, await agent_factory("asker"), ids
+    return daemon, await mesh_agent("asker"), ids
 
 
 async def test_report_is_stored_and_answered(seeded) -> None:  # type: ignore[no-untyped-def]
@@ -118,9 +118,9 @@ async def test_structured_filters_and_since_until(seeded) -> None:  # type: igno
     assert answer["window"] == {"since": "2026-11-01T00:00:00Z", "until": "2026-11-15T00:00:00Z"}
 
 
-async def test_redelivered_report_is_stored_once(start_daemon, agent_factory) -> None:  # type: ignore[no-untyped-def]
+async def test_redelivered_report_is_stored_once(start_daemon, mesh_agent) -> None:  # type: ignore[no-untyped-def]
     daemon = await start_daemon()
-    deploy = await agent_factory("deploy")
+    deploy = await mesh_agent("deploy")
     first = await report(deploy, REPORTS[1][1])
     [stored] = await daemon.store.get([first["id"]])
     # JetStream redelivers a message whose ack was lost: the same message, the same session.
@@ -172,11 +172,11 @@ async def test_stats_operation(seeded) -> None:  # type: ignore[no-untyped-def]
     assert stats["uptime_s"] == 0.0  # the test clock does not move
 
 
-async def test_reports_in_flight_are_embedded_in_batches(start_daemon, agent_factory) -> None:  # type: ignore[no-untyped-def]
+async def test_reports_in_flight_are_embedded_in_batches(start_daemon, mesh_agent) -> None:  # type: ignore[no-untyped-def]
     import asyncio
 
     daemon = await start_daemon()
-    agent = await agent_factory("loader")
+    agent = await mesh_agent("loader")
     n = 200
     replies = await asyncio.gather(*(report(agent, {"event": "tick", "n": i}) for i in range(n)))
     assert all(r["status"] == "stored" and not r["duplicate"] for r in replies)

@@ -11,11 +11,10 @@ from hypothesis import strategies as st
 
 from memory_agent.query.timewindow import WindowMatch, parse_window, scan_window
 from memory_agent.types import TimeWindow
+from tests.conftest import NOW_DT as NOW  # Saturday 2026-11-21 10:00 UTC
 
 UTC_ZONE = ZoneInfo("UTC")
 BERLIN = ZoneInfo("Europe/Berlin")
-# Saturday 2026-11-21 10:00 UTC
-NOW = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 
 
 def ts(text: str | None, tz: ZoneInfo = UTC_ZONE) -> float | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -12,9 +11,9 @@ from hypothesis import strategies as st
 from memory_agent.query.text import STOPWORDS, stem, tokenize
 from memory_agent.query.understand import understand
 from memory_agent.types import Filters, TimeWindow, Understanding, Vocabulary
+from tests.conftest import NOW_DT as NOW  # Saturday 2026-11-21 10:00 UTC
 
 UTC_ZONE = ZoneInfo("UTC")
-NOW = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)  # Saturday
 
 VOCAB = Vocabulary(
     events=frozenset(

@@ -105,6 +105,25 @@ def test_bad_payloads_get_errors_that_say_what_to_fix(payload: str, content_type
         classify(payload, content_type, tz=UTC_TZ)
 
 
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        (json.dumps({"query": "q", "limit": "9" * 600_000}), "limit"),
+        (json.dumps({"query": "q", "mode": "m" * 600_000}), "mode"),
+        (json.dumps({"query": "q", "since": "s" * 600_000}), None),
+        (json.dumps({"query": "q", "filters": {"k" * 600_000: "x"}}), "filters"),
+        (json.dumps({"event": "probe", "occurred_at": "9" * 600_000}), None),
+    ],
+)
+def test_error_texts_quote_at_most_an_excerpt_of_the_input(payload: str, field: str | None) -> None:
+    with pytest.raises((QueryError, ReportError)) as caught:
+        request = classify(payload, "application/json", tz=UTC_TZ)
+        make(request.payload)  # type: ignore[union-attr]  # a report: its time is read when it is built
+    assert len(str(caught.value)) < 400
+    if field is not None:
+        assert caught.value.field == field  # type: ignore[union-attr]
+
+
 def test_report_event_is_lower_case_and_fields_kept() -> None:
     e = make({"event": "  RollBack ", "service": "api-gateway", "reason": "error spike", "extra": {"a": 1}})
     assert e.event == "rollback"

@@ -19,7 +19,8 @@ from memory_agent.client import MemoryClient
 from memory_agent.config import load_config
 from memory_agent.errors import ConfigError
 from mesh import AsyncAgent, AuthenticationError, NatsAuth
-from tests.security.conftest import DaemonFactory, ServerFactory
+from tests.conftest import DaemonFactory
+from tests.security.conftest import ServerFactory
 from tests.security.credentials import make_tls, new_nkey, operator_mode
 
 
@@ -100,7 +101,7 @@ CASES: dict[str, Callable[[Path, pytest.MonkeyPatch], Case]] = {
 
 @pytest.mark.parametrize("kind", list(CASES))
 async def test_daemon_and_client_authenticate_and_wrong_credentials_are_refused(
-    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, nats_with: ServerFactory, daemon_on: DaemonFactory
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, nats_with: ServerFactory, make_daemon: DaemonFactory
 ) -> None:
     case = CASES[kind](tmp_path, monkeypatch)
     server = nats_with(case.server)
@@ -111,7 +112,7 @@ async def test_daemon_and_client_authenticate_and_wrong_credentials_are_refused(
     auth = cfg.nats.auth()
     assert auth is not None and "tok-" not in repr(auth) and "over-tls" not in repr(auth)  # secrets never in repr
 
-    daemon = await daemon_on(url, nats=cfg.nats)
+    daemon = await make_daemon(url, nats=cfg.nats)
     async with MemoryClient(url, auth=auth, client_handle="deploy") as client:
         stored = await client.report({"event": "rollback", "service": "api-gateway"}, trace_id="t-auth")
         assert stored["status"] == "stored"
@@ -129,12 +130,12 @@ async def test_daemon_and_client_authenticate_and_wrong_credentials_are_refused(
 
 
 async def test_a_daemon_with_wrong_credentials_does_not_start(
-    tmp_path: Path, nats_with: ServerFactory, daemon_on: DaemonFactory
+    tmp_path: Path, nats_with: ServerFactory, make_daemon: DaemonFactory
 ) -> None:
     server = nats_with('authorization { token: "right" }\n')
     (tmp_path / "token").write_text("wrong\n")
     with pytest.raises(AuthenticationError, match="Authorization Violation"):
-        await daemon_on(server.url, nats={"token_file": str(tmp_path / "token")})
+        await make_daemon(server.url, nats={"token_file": str(tmp_path / "token")})
 
 
 @pytest.mark.parametrize(
@@ -170,10 +171,10 @@ def test_contradictory_nats_options_are_refused_when_the_config_is_read(tmp_path
 
 
 async def test_the_embedded_server_requires_the_configured_token(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, daemon_on: DaemonFactory
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_daemon: DaemonFactory
 ) -> None:
     monkeypatch.setenv("TEST_NATS_TOKEN", "embedded-secret")
-    daemon = await daemon_on("", embedded_nats_port=0, nats={"token_env": "TEST_NATS_TOKEN"})
+    daemon = await make_daemon("", embedded_nats_port=0, nats={"token_env": "TEST_NATS_TOKEN"})
     config = (tmp_path / "data" / "nats" / "nats-server.conf")
     assert config.stat().st_mode & 0o077 == 0  # the file holding the token is private
     with pytest.raises(AuthenticationError):
@@ -182,7 +183,7 @@ async def test_the_embedded_server_requires_the_configured_token(
         assert (await client.stats())["handle"] == "memory"
 
 
-async def test_an_embedded_server_cannot_do_tls_and_says_so(tmp_path: Path, daemon_on: DaemonFactory) -> None:
+async def test_an_embedded_server_cannot_do_tls_and_says_so(tmp_path: Path, make_daemon: DaemonFactory) -> None:
     tls = make_tls(tmp_path)
     with pytest.raises(ConfigError, match="run a nats-server configured for them"):
-        await daemon_on("", embedded_nats_port=0, nats={"tls_ca": str(tls.ca)})
+        await make_daemon("", embedded_nats_port=0, nats={"tls_ca": str(tls.ca)})

@@ -14,7 +14,7 @@ import pytest
 from memory_agent.daemon import MemoryDaemon
 from memory_agent.index.repair import load_index
 from mesh import AsyncAgent
-from tests.security.conftest import DaemonFactory
+from tests.conftest import DaemonFactory
 
 AgentFactory = Callable[..., Awaitable[AsyncAgent]]
 
@@ -43,9 +43,9 @@ def fts_rows(db: Path, word: str) -> list[int]:
         conn.close()
 
 
-async def seed(daemon_on: DaemonFactory, mesh_agent: AgentFactory, nats_url: str,
+async def seed(make_daemon: DaemonFactory, mesh_agent: AgentFactory, nats_url: str,
                **config: Any) -> tuple[MemoryDaemon, AsyncAgent, list[int]]:
-    daemon = await daemon_on(nats_url, **config)
+    daemon = await make_daemon(nats_url, **config)
     deploy = await mesh_agent("deploy")
     ids = []
     for payload in REPORTS:
@@ -56,9 +56,9 @@ async def seed(daemon_on: DaemonFactory, mesh_agent: AgentFactory, nats_url: str
 
 
 async def test_forget_removes_events_from_sqlite_fts_and_faiss(
-    nats_url: str, daemon_on: DaemonFactory, mesh_agent: AgentFactory
+    nats_url: str, make_daemon: DaemonFactory, mesh_agent: AgentFactory
 ) -> None:
-    daemon, _, ids = await seed(daemon_on, mesh_agent, nats_url, security={"admins": ["ops"]})
+    daemon, _, ids = await seed(make_daemon, mesh_agent, nats_url, security={"admins": ["ops"]})
     ops = await mesh_agent("ops")
     db, index_file = daemon.config.db_path, daemon.config.index_path
     assert sorted(fts_rows(db, "zebrafish")) == ids[:2]
@@ -79,17 +79,17 @@ async def test_forget_removes_events_from_sqlite_fts_and_faiss(
     assert load_index(index_file, dim=64, kind="flat").ids().tolist() == []
 
 
-async def test_only_listed_admins_may_forget(nats_url: str, daemon_on: DaemonFactory, mesh_agent: AgentFactory) -> None:
-    daemon, deploy, ids = await seed(daemon_on, mesh_agent, nats_url, security={"admins": ["ops"]})
+async def test_only_listed_admins_may_forget(nats_url: str, make_daemon: DaemonFactory, mesh_agent: AgentFactory) -> None:
+    daemon, deploy, ids = await seed(make_daemon, mesh_agent, nats_url, security={"admins": ["ops"]})
     refused = await send(deploy, {"op": "forget", "trace_id": "t-81"})
     assert refused["status"] == "error"
     assert "@deploy may not forget" in refused["error"] and "security.admins" in refused["error"]
     assert len(await daemon.store.get(ids)) == len(ids)
 
 
-async def test_with_no_admins_nobody_may_forget(nats_url: str, daemon_on: DaemonFactory,
+async def test_with_no_admins_nobody_may_forget(nats_url: str, make_daemon: DaemonFactory,
                                                mesh_agent: AgentFactory) -> None:
-    daemon, _, ids = await seed(daemon_on, mesh_agent, nats_url)
+    daemon, _, ids = await seed(make_daemon, mesh_agent, nats_url)
     ops = await mesh_agent("ops")
     assert (await send(ops, {"op": "forget", "id": ids[0]}))["status"] == "error"
     assert len(await daemon.store.get(ids)) == len(ids)
@@ -108,9 +108,9 @@ async def test_with_no_admins_nobody_may_forget(nats_url: str, daemon_on: Daemon
     ],
 )
 async def test_bad_forget_requests_get_an_error_and_delete_nothing(
-    nats_url: str, daemon_on: DaemonFactory, mesh_agent: AgentFactory, request_: dict[str, Any], says: str
+    nats_url: str, make_daemon: DaemonFactory, mesh_agent: AgentFactory, request_: dict[str, Any], says: str
 ) -> None:
-    daemon, _, ids = await seed(daemon_on, mesh_agent, nats_url, security={"admins": ["ops"]})
+    daemon, _, ids = await seed(make_daemon, mesh_agent, nats_url, security={"admins": ["ops"]})
     ops = await mesh_agent("ops")
     reply = await send(ops, request_)
     assert reply["status"] == "error" and says in reply["error"]

@@ -12,8 +12,8 @@ from typing import Any
 
 from memory_agent.query.summarizer import _SYSTEM
 from mesh import AsyncAgent
+from tests.conftest import DaemonFactory
 from tests.memory_agent.fake_openai import fake_openai
-from tests.security.conftest import DaemonFactory
 
 AgentFactory = Callable[..., Awaitable[AsyncAgent]]
 CITATION = re.compile(r"\[#(\d+)\]")
@@ -49,11 +49,11 @@ async def report(agent: AsyncAgent, payload: dict[str, Any]) -> int:
 
 
 async def test_a_report_cannot_steer_what_an_answer_cites(
-    nats_url: str, daemon_on: DaemonFactory, mesh_agent: AgentFactory
+    nats_url: str, make_daemon: DaemonFactory, mesh_agent: AgentFactory
 ) -> None:
     reply: list[Callable[[dict[str, Any]], str]] = [gullible]
     with fake_openai(lambda body: reply[0](body)) as (url, seen):
-        await daemon_on(nats_url, llm={"base_url": url, "model": "tiny", "timeout": 5})
+        await make_daemon(nats_url, llm={"base_url": url, "model": "tiny", "timeout": 5})
         deploy, asker = await mesh_agent("deploy"), await mesh_agent("asker")
         other = await report(deploy, {"event": "deploy", "service": "billing", "reason": "routine release",
                                       "trace_id": "t-50", "occurred_at": "2026-11-02T09:00:00Z"})

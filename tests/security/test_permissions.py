@@ -29,7 +29,7 @@ from mesh import AsyncAgent, Envelope, NatsAuth, PermissionDenied, encode_envelo
 from mesh.constants import STREAM_NAME
 from mesh.handles import inbox_subject
 from mesh.server import NatsServer
-from tests.security.conftest import DaemonFactory
+from tests.conftest import DaemonFactory
 from tests.security.credentials import NKey, new_nkey
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "nats-server.conf"
@@ -108,12 +108,12 @@ def _no_filters() -> Any:
 
 
 async def test_agents_reach_memory_but_cannot_read_its_inbox_or_speak_for_another_handle(
-    locked_down: tuple[NatsServer, dict[str, NatsAuth]], daemon_on: DaemonFactory, caplog: pytest.LogCaptureFixture
+    locked_down: tuple[NatsServer, dict[str, NatsAuth]], make_daemon: DaemonFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="mesh.agent")
     server, auths = locked_down
     url = server.url
-    daemon = await daemon_on(url, nats={"nkey_seed_file": str(auths["memory"].nkey_seed_file)},
+    daemon = await make_daemon(url, nats={"nkey_seed_file": str(auths["memory"].nkey_seed_file)},
                              security={"authenticated_senders": True, "admins": ["ops"]})
     deploy = AsyncAgent("deploy", servers=url, auth=auths["deploy"])
     monitor = AsyncAgent("monitor", servers=url, auth=auths["monitor"])
@@ -186,10 +186,10 @@ async def test_agents_reach_memory_but_cannot_read_its_inbox_or_speak_for_anothe
 
 
 async def test_only_admins_may_forget_and_the_admin_check_uses_the_authenticated_handle(
-    locked_down: tuple[NatsServer, dict[str, NatsAuth]], daemon_on: DaemonFactory
+    locked_down: tuple[NatsServer, dict[str, NatsAuth]], make_daemon: DaemonFactory
 ) -> None:
     server, auths = locked_down
-    daemon = await daemon_on(server.url, nats={"nkey_seed_file": str(auths["memory"].nkey_seed_file)},
+    daemon = await make_daemon(server.url, nats={"nkey_seed_file": str(auths["memory"].nkey_seed_file)},
                              security={"authenticated_senders": True, "admins": ["ops"]})
     async with MemoryClient(server.url, auth=auths["deploy"], client_handle="deploy") as deploy:
         stored = await deploy.report({"event": "deploy", "service": "billing"}, trace_id="t-keep")

@@ -18,7 +18,7 @@ from memory_agent.embedding.hashing import HashingEmbedder
 from memory_agent.store.events import EventStore
 from memory_agent.types import NewEvent
 from mesh import AsyncAgent
-from tests.security.conftest import NOW, DaemonFactory
+from tests.conftest import NOW, DaemonFactory
 
 AgentFactory = Callable[..., Awaitable[AsyncAgent]]
 DAY = 86_400.0
@@ -61,11 +61,11 @@ async def wait_for(check: Callable[[], bool], timeout: float = 10.0) -> None:
 
 
 async def test_expired_events_are_removed_on_a_schedule(
-    nats_url: str, tmp_path: Path, daemon_on: DaemonFactory, mesh_agent: AgentFactory
+    nats_url: str, tmp_path: Path, make_daemon: DaemonFactory, mesh_agent: AgentFactory
 ) -> None:
     db = tmp_path / "data" / "memory.sqlite3"
     old = await seed_store(db, [10.0, 8.0, 1.0])
-    daemon = await daemon_on(nats_url, retention_days=7, retention_interval=0.2)
+    daemon = await make_daemon(nats_url, retention_days=7, retention_interval=0.2)
     assert (await daemon.stats())["retention_days"] == 7
     await wait_for(lambda: count_rows(db) == 1)  # the first sweep runs at start
     assert [e.id for e in await daemon.store.get(old)] == [old[2]]
@@ -85,12 +85,12 @@ async def test_expired_events_are_removed_on_a_schedule(
 
 
 async def test_reports_are_stored_while_a_long_sweep_runs(
-    nats_url: str, tmp_path: Path, daemon_on: DaemonFactory, mesh_agent: AgentFactory
+    nats_url: str, tmp_path: Path, make_daemon: DaemonFactory, mesh_agent: AgentFactory
 ) -> None:
     db = tmp_path / "data" / "memory.sqlite3"
     await seed_store(db, list(np.linspace(40, 400, 10_000)))
     deploy = await mesh_agent("deploy")
-    daemon = await daemon_on(nats_url, retention_days=30, retention_batch=25)
+    daemon = await make_daemon(nats_url, retention_days=30, retention_batch=25)
     remaining = []
     for i in range(5):  # reports sent while the sweep deletes 25 events per transaction
         stored = await report(deploy, {"event": "rollback", "service": f"svc-{i}"})

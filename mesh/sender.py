@@ -1,6 +1,6 @@
 """The sending side of an agent: open sessions, send and resolve in them, publish envelopes.
 
-One Outbox per connected agent. Session rules are enforced here, under the session record's
+One Sender per connected agent. Session rules are enforced here, under the session record's
 compare-and-set (see :mod:`mesh.sessions`); each message is published on
 ``mesh.inbox.<to>.<from>`` with ``Nats-Msg-Id = message_id``, retried (stored once) on timeouts, and
 a publish the server's permissions deny raises PermissionDenied at once (see :mod:`mesh.connection`).
@@ -27,7 +27,7 @@ from .registry import Registry
 from .sessions import SessionStore
 from .types import MessageType, Opened
 
-__all__ = ["Outbox"]
+__all__ = ["Sender"]
 
 log = logging.getLogger("mesh.agent")
 
@@ -40,7 +40,7 @@ _PUBLISH_ATTEMPTS = 3
 _PUBLISH_TIMEOUT = 5.0
 
 
-class Outbox:
+class Sender:
     """Sends as ``handle`` over ``nc``/``js``; ``max_payload`` is the limit on a payload, UTF-8 bytes."""
 
     def __init__(self, handle: str, *, nc: NATS, js: JetStreamContext, registry: Registry, sessions: SessionStore,
