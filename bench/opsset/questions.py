@@ -365,7 +365,12 @@ class _Builder:
         return out
 
     def story_reports(self, story: str, part: str) -> list[Report]:
-        return [r for r in self.reports if r.meta.get("story") == story and r.meta.get("part") == part]
+        """The reports a question about a story's ``part`` is about: its root cause for ``"cause"``; for
+        ``"symptom"`` its anomaly reports (one or two agents) and the incident's opening, whose title
+        names the symptom."""
+        parts = {part, "opened"} if part == "symptom" else {part}
+        found = [r for r in self.reports if r.meta.get("story") == story and r.meta.get("part") in parts]
+        return sorted(found, key=lambda r: (r.meta.get("part") == "opened", r.occurred_at))
 
     def ranked(self) -> list[_Draft]:
         """Story reports asked about in their own words (both parts of every story), then deploys by

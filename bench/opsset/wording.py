@@ -88,7 +88,7 @@ STORIES: tuple[Story, ...] = (
         "config",
         ("re-enabled the cert renewal cron and pushed a fresh chain", "renewal job back on, new intermediate installed"),
         "When did the TLS handshake failures with an invalid chain start?", "Tell me about the intermediate certificate that expired because renewal was switched off in March.",
-        "When could a big share of visitors not open a secure session to us?",
+        "When could a big share of visitors not establish a secure session with us?",
         "Which outage came from an out-of-date security credential that nobody refreshed?",
         ("cert_renewal.enabled", "false", "true"),
     ),
