@@ -1,10 +1,11 @@
 """The words of the generated ops history (bench/opsgen.py): services, handles, incident stories, pools.
 
 Data only. Every free-text field has several wordings so reports of one kind are not template-identical,
-and every incident story carries two questions about each of its reports: ``ask_*`` shares words with
-the report (a ranked question as an engineer would type it), ``para_*`` shares no content word with it
-(a paraphrase: ``python bench/opsgen.py --check`` verifies this on every generated set, counting
-Porter and Snowball stems, so "rolled" and "rollback" or "deploys" and "deployment" count as shared).
+and every incident story carries two questions about each of its two main reports (the anomaly and the
+root cause): ``ask_*`` shares words with the report (a ranked question as an engineer would type it),
+``para_*`` shares no content word with it (a paraphrase: ``python bench/opsgen.py --check`` verifies
+this on every generated set, counting Porter and Snowball stems, so "rolled" and "roll" or "deploys"
+and "deployment" count as shared).
 
 A paraphrase must avoid every word of its target report: the wordings below, the service, the
 environment, field names (``service``, ``env``, ``metric``, ``value``, ``baseline``...) and values. The
