@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -11,6 +12,19 @@ import pytest
 
 from mesh import AsyncAgent
 from mesh.server import NatsServer
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _mesh_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Agents keep their claim files (mesh.claim) in a directory of this test run, not in the home
+    directory; subprocesses started by tests inherit it."""
+    previous = os.environ.get("MESH_STATE_DIR")
+    os.environ["MESH_STATE_DIR"] = str(tmp_path_factory.mktemp("mesh-state"))
+    yield
+    if previous is None:
+        os.environ.pop("MESH_STATE_DIR", None)
+    else:
+        os.environ["MESH_STATE_DIR"] = previous
 
 
 @pytest.fixture

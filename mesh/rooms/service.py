@@ -1,0 +1,154 @@
+"""Rooms as one agent uses them: the operations behind ``create_room`` ... ``close_room``, and the check
+a member's agent makes before it hands a room event to ``on_message``.
+
+Every change (join, invite, leave, post, close) is one compare-and-set on the room record (which
+assigns its ``room_seq`` and enforces the rules, see :mod:`mesh.rooms.record`), then one copy of the
+event per recipient: the members after the change, and the sender itself (its own copy is what its
+replays read; its agent does not hand it to its own ``on_message``, as in tailbus).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable
+
+from ..connection import Denials
+from ..constants import MAX_ROOM_MEMBERS, MAX_ROOM_TITLE, ROOMS_BUCKET
+from ..errors import RoomNotFound
+from ..handles import validate_handle, validate_room_id
+from ..outbox import Outbox
+from ..types import RoomEvent, RoomInfo, RoomPosted
+from .feed import RoomFeed
+from .record import Change, RoomRecord
+from .store import RoomStore, Rule
+
+__all__ = ["Rooms"]
+
+#: Upper bound of a room event's bytes besides payload and content type: title, members, ids, keys.
+_ROOM_EVENT_OVERHEAD = MAX_ROOM_TITLE + 66 * MAX_ROOM_MEMBERS + 512
+_MAX_TRACE_ID = 128
+
+
+class Rooms:
+    """The room operations of the agent ``handle`` (see AsyncAgent's room methods for the contract)."""
+
+    def __init__(self, handle: str, *, store: RoomStore, feed: RoomFeed, outbox: Outbox, denials: Denials) -> None:
+        self._handle = handle
+        self._store = store
+        self._feed = feed
+        self._outbox = outbox
+        self._denials = denials
+
+    async def create(self, title: str, members: Iterable[str], *, trace_id: str | None, max_events: int,
+                     max_bytes: int) -> str:
+        if not isinstance(title, str):
+            raise TypeError(f"title must be str, got {type(title).__name__}")
+        if len(title.encode("utf-8")) > MAX_ROOM_TITLE:
+            raise ValueError(f"a room title is at most {MAX_ROOM_TITLE} UTF-8 bytes")
+        if isinstance(members, str):
+            raise TypeError("members must be a list of handles, not one string")
+        if max_events < 1 or max_bytes < 0:
+            raise ValueError("max_events must be >= 1 and max_bytes >= 0")
+        wanted = tuple(dict.fromkeys(validate_handle(h) for h in members))
+        for handle in wanted:
+            if handle != self._handle:
+                await self._outbox.require_handle(handle)
+        room_id = str(uuid.uuid4())
+        record = RoomRecord.new(room_id, title, self._handle, wanted, trace_id=_trace(trace_id) or room_id,
+                                max_events=max_events, max_bytes=max_bytes, now=time.time())
+        await self._denials.guard(self._store.create(record), "publish", [f"$KV.{ROOMS_BUCKET}.{room_id}"])
+        return room_id
+
+    async def join(self, room_id: str) -> bool:
+        await self._apply(room_id, lambda r: r.add(self._handle, self._handle, time.time()))
+        return True
+
+    async def invite(self, room_id: str, handle: str) -> bool:
+        validate_handle(handle)
+        validate_room_id(room_id)
+        await self._outbox.require_handle(handle)
+        await self._apply(room_id, lambda r: r.add(self._handle, handle, time.time()))
+        return True
+
+    async def leave(self, room_id: str) -> bool:
+        await self._apply(room_id, lambda r: r.remove(self._handle, time.time()))
+        return True
+
+    async def close(self, room_id: str) -> bool:
+        await self._apply(room_id, lambda r: r.close(self._handle, time.time()))
+        return True
+
+    async def post(self, room_id: str, payload: str, *, content_type: str, trace_id: str | None) -> RoomPosted:
+        validate_room_id(room_id)
+        size = self._outbox.check_payload(payload, content_type, overhead=_ROOM_EVENT_OVERHEAD)
+        trace = _trace(trace_id)
+        event = await self._apply(room_id, lambda r: r.post(self._handle, size, time.time()),
+                                  payload=payload, content_type=content_type, trace_id=trace)
+        assert event is not None
+        return RoomPosted(event_id=event.event_id, room_seq=event.room_seq)
+
+    async def members(self, room_id: str) -> list[str]:
+        record = await self._store.get(validate_room_id(room_id))
+        record.require_member(self._handle)
+        return list(record.members)
+
+    async def member_of(self) -> list[RoomInfo]:
+        records = [r for r in await self._store.all() if r.is_member(self._handle)]
+        records.sort(key=lambda r: (-r.updated_at, r.room_id))
+        return [r.info() for r in records]
+
+    async def replay(self, room_id: str, since_seq: int) -> list[RoomEvent]:
+        if isinstance(since_seq, bool) or not isinstance(since_seq, int) or since_seq < 0:
+            raise ValueError("since_seq must be an integer >= 0")
+        record = await self._store.get(validate_room_id(room_id))
+        record.require_member(self._handle)
+        seen: set[str] = set()
+        events = []
+        for event in sorted(await self._feed.replay(room_id), key=lambda e: e.room_seq):
+            if event.room_seq > since_seq and event.event_id not in seen:
+                seen.add(event.event_id)
+                events.append(event)
+        return events
+
+    async def verify(self, event: RoomEvent) -> bool:
+        """True if ``event`` can be genuine: its sender is or was a member of its room, and its
+        ``room_seq`` was assigned (checked on the record this agent saw last, then on a fresh one).
+        Raises MeshError (or a nats error) when the record cannot be read; RoomNotFound gives False."""
+        def plausible(record: RoomRecord) -> bool:
+            return record.may_have_posted(event.sender_handle) and event.room_seq <= record.seq
+
+        try:
+            if plausible(await self._store.cached(event.room_id)):
+                return True
+            return plausible(await self._store.get(event.room_id))
+        except RoomNotFound:
+            return False
+
+    async def _apply(self, room_id: str, rule: Rule, *, payload: str = "", content_type: str = "text/plain",
+                     trace_id: str = "") -> RoomEvent | None:
+        """Apply ``rule`` to the room and send the event it makes; None if nothing changed."""
+        validate_room_id(room_id)
+        change = await self._denials.guard(self._store.change(room_id, rule), "publish",
+                                           [f"$KV.{ROOMS_BUCKET}.{room_id}"])
+        if change is None:
+            return None
+        event = _event(change, self._handle, payload=payload, content_type=content_type, trace_id=trace_id)
+        await self._feed.publish(event, (*change.record.members, self._handle))
+        return event
+
+
+def _trace(trace_id: str | None) -> str:
+    if trace_id is None or trace_id == "":
+        return ""
+    if not isinstance(trace_id, str) or len(trace_id) > _MAX_TRACE_ID:
+        raise ValueError(f"trace_id must be a string of at most {_MAX_TRACE_ID} characters")
+    return trace_id
+
+
+def _event(change: Change, sender: str, *, payload: str, content_type: str, trace_id: str) -> RoomEvent:
+    record = change.record
+    return RoomEvent(room_id=record.room_id, room_seq=record.seq, sender_handle=sender,
+                     subject_handle=change.subject, payload=payload, content_type=content_type,
+                     event_type=change.event_type, trace_id=trace_id or record.trace_id,
+                     event_id=str(uuid.uuid4()), sent_at=time.time(), members=record.members, title=record.title)
