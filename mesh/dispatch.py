@@ -55,7 +55,8 @@ log = logging.getLogger("mesh.agent")
 #: room member, a RoomEvent (as in tailbus). A handler typed for Message only is accepted too.
 MessageHandler = (Callable[[Message], Awaitable[None]] | Callable[[Message], None]
                   | Callable[[Message | RoomEvent], Awaitable[None]] | Callable[[Message | RoomEvent], None])
-RoomCheck = Callable[[RoomEvent], Awaitable[bool]]
+#: Why a room event cannot be genuine, or None (see Rooms.verify).
+RoomCheck = Callable[[RoomEvent], Awaitable[str | None]]
 
 #: How many sessions whose request() gave up are remembered (their late messages are dropped).
 _ABANDONED_LIMIT = 10_000
@@ -141,6 +142,8 @@ class Dispatcher:
         item, key = routed
         if (stream, stream_seq) in self._in_flight:
             return  # redelivered while its handler still runs; that handler will ack it
+        if isinstance(item, RoomEvent) and not await self._genuine(msg, item):
+            return  # checked here, in delivery order (a room's record is cached after its first event)
         await self._slots.acquire()
         if self.closing:
             self._slots.release()
@@ -204,8 +207,6 @@ class Dispatcher:
         keepalive = asyncio.create_task(self._keep_alive(msg))
         started = time.monotonic()
         try:
-            if isinstance(item, RoomEvent) and not await self._genuine(msg, item):
-                return
             handler = cast(Callable[[Any], Any] | None, self.handler)
             if handler is None:
                 opening = isinstance(item, Message) and item.message_type == "session_open"
@@ -251,18 +252,17 @@ class Dispatcher:
         if self.check_room is None:
             return True
         try:
-            ok = await self.check_room(event)
+            reason = await self.check_room(event)
         except (MeshError, nats.errors.Error, TimeoutError, OSError) as exc:
             log.warning("mesh agent %s: cannot read room %s to check event %s (%s); retrying in %.0fs",
                         self._handle, event.room_id, event.event_id, type(exc).__name__, NAK_DELAY)
             await self._safe(msg.nak(delay=NAK_DELAY))
             return False
-        if not ok:
-            log.warning("mesh agent %s: rejected room event %s: %s is not a member of room %s (or seq %d was "
-                        "never assigned)", self._handle, event.event_id, event.sender_handle, event.room_id,
-                        event.room_seq)
+        if reason is not None:
+            log.warning("mesh agent %s: rejected room event %s: %s", self._handle, event.event_id, reason)
             await self._safe(msg.term())
-        return ok
+            return False
+        return True
 
     async def _retry(self, msg: Msg, item: Message | RoomEvent, delivered: int, delay: float,
                      exc: BaseException) -> None:

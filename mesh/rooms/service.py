@@ -9,6 +9,7 @@ replays read; its agent does not hand it to its own ``on_message``, as in tailbu
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Iterable
@@ -24,6 +25,8 @@ from .record import Change, RoomRecord
 from .store import RoomStore, Rule
 
 __all__ = ["Rooms"]
+
+log = logging.getLogger("mesh.rooms")
 
 #: Upper bound of a room event's bytes besides payload and content type: title, members, ids, keys.
 _ROOM_EVENT_OVERHEAD = MAX_ROOM_TITLE + 66 * MAX_ROOM_MEMBERS + 512
@@ -103,27 +106,33 @@ class Rooms:
             raise ValueError("since_seq must be an integer >= 0")
         record = await self._store.get(validate_room_id(room_id))
         record.require_member(self._handle)
+        copies = await self._feed.replay(room_id)
+        record = await self._store.get(room_id)  # as fresh as the copies, for the check below
         seen: set[str] = set()
         events = []
-        for event in sorted(await self._feed.replay(room_id), key=lambda e: e.room_seq):
-            if event.room_seq > since_seq and event.event_id not in seen:
-                seen.add(event.event_id)
-                events.append(event)
+        for event in sorted(copies, key=lambda e: e.room_seq):
+            if event.room_seq <= since_seq or event.event_id in seen:
+                continue
+            reason = _implausible(event, record)
+            if reason is not None:
+                log.warning("mesh agent %s: replay of room %s skipped event %s: %s", self._handle, room_id,
+                            event.event_id, reason)
+                continue
+            seen.add(event.event_id)
+            events.append(event)
         return events
 
-    async def verify(self, event: RoomEvent) -> bool:
-        """True if ``event`` can be genuine: its sender is or was a member of its room, and its
-        ``room_seq`` was assigned (checked on the record this agent saw last, then on a fresh one).
-        Raises MeshError (or a nats error) when the record cannot be read; RoomNotFound gives False."""
-        def plausible(record: RoomRecord) -> bool:
-            return record.may_have_posted(event.sender_handle) and event.room_seq <= record.seq
-
+    async def verify(self, event: RoomEvent) -> str | None:
+        """Why ``event`` cannot be genuine, or None if it can: its sender is or was a member of its room,
+        and its ``room_seq`` was assigned (checked on the record this agent saw last, then on a fresh one).
+        Raises MeshError (or a nats error) when the record cannot be read."""
         try:
-            if plausible(await self._store.cached(event.room_id)):
-                return True
-            return plausible(await self._store.get(event.room_id))
+            reason = _implausible(event, await self._store.cached(event.room_id))
+            if reason is not None:
+                reason = _implausible(event, await self._store.get(event.room_id))
         except RoomNotFound:
-            return False
+            return f"room {event.room_id} does not exist"
+        return reason
 
     async def _apply(self, room_id: str, rule: Rule, *, payload: str = "", content_type: str = "text/plain",
                      trace_id: str = "") -> RoomEvent | None:
@@ -136,6 +145,14 @@ class Rooms:
         event = _event(change, self._handle, payload=payload, content_type=content_type, trace_id=trace_id)
         await self._feed.publish(event, (*change.record.members, self._handle))
         return event
+
+
+def _implausible(event: RoomEvent, record: RoomRecord) -> str | None:
+    if not record.may_have_posted(event.sender_handle):
+        return f"{event.sender_handle} is not a member of room {event.room_id}"
+    if event.room_seq > record.seq:
+        return f"room {event.room_id} never assigned seq {event.room_seq}"
+    return None
 
 
 def _trace(trace_id: str | None) -> str:
