@@ -2,11 +2,14 @@
 
 Record (msgpack map, key = room id, bucket ``mesh_rooms``)::
 
-    {"v": 1, "title": str, "created_by": str, "members": [str], "former": [str], "status": "open"|"closed",
-     "seq": int (last room_seq used), "events": int, "bytes": int, "max_events": int, "max_bytes": int,
-     "trace_id": str, "created_at": float, "updated_at": float}
+    {"v": 1, "title": str, "created_by": str, "members": [str], "spans": [[str, int, int | None]],
+     "status": "open"|"closed", "seq": int (last room_seq used), "events": int, "bytes": int,
+     "max_events": int, "max_bytes": int, "trace_id": str, "created_at": float, "updated_at": float}
 
-``former`` lists handles that left (a copy they posted while members may still be on its way).
+``spans`` records when each handle was a member: ``[handle, first_seq, last_seq]``, ``last_seq`` None
+while it still is (initial members start at 0; a join at seq s starts at s, a leave at seq s ends
+there). An event is plausible only if its sender was a member at its ``room_seq``, so a copy that a
+non-member slipped into a member's feed is refused even after that handle joins.
 Every change is one transition below, applied under the record's compare-and-set (see
 :mod:`mesh.rooms.store`), so ``room_seq`` is unique and increasing per room and no event is accepted
 after ``room_closed``. The rules follow tailbus's room manager: anyone may join an open room, only
@@ -24,7 +27,10 @@ from ..constants import MAX_ROOM_MEMBERS
 from ..errors import MeshError, NotRoomMember, RoomClosed, RoomFull
 from ..types import RoomEventType, RoomInfo, RoomStatus
 
-__all__ = ["Change", "RoomRecord"]
+__all__ = ["Change", "RoomRecord", "Span"]
+
+#: (handle, first room_seq as a member, last room_seq as a member or None while it still is one)
+Span = tuple[str, int, int | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +60,7 @@ class RoomRecord:
     trace_id: str
     created_at: float
     updated_at: float
-    former: tuple[str, ...] = ()
+    spans: tuple[Span, ...] = ()
 
     @classmethod
     def new(cls, room_id: str, title: str, creator: str, members: tuple[str, ...], *, trace_id: str,
@@ -68,16 +74,16 @@ class RoomRecord:
             raise RoomFull(room_id, "max_members", MAX_ROOM_MEMBERS)
         return cls(room_id=room_id, title=title, created_by=creator, members=unique, status="open", seq=0,
                    events=0, payload_bytes=0, max_events=max_events, max_bytes=max_bytes, trace_id=trace_id,
-                   created_at=now, updated_at=now)
+                   created_at=now, updated_at=now, spans=tuple((h, 0, None) for h in unique))
 
     # ── rules ───────────────────────────────────────────────────────
 
     def is_member(self, handle: str) -> bool:
         return handle in self.members
 
-    def may_have_posted(self, handle: str) -> bool:
-        """True if ``handle`` is or was a member (so an event it sent can be genuine)."""
-        return handle in self.members or handle in self.former
+    def was_member(self, handle: str, seq: int) -> bool:
+        """True if ``handle`` was a member when event ``seq`` was made (so an event it sent can be genuine)."""
+        return any(h == handle and first <= seq and (last is None or seq <= last) for h, first, last in self.spans)
 
     def require_member(self, handle: str) -> None:
         """Raises NotRoomMember unless ``handle`` is a member."""
@@ -99,15 +105,15 @@ class RoomRecord:
         if len(self.members) >= MAX_ROOM_MEMBERS:
             raise RoomFull(self.room_id, "max_members", MAX_ROOM_MEMBERS)
         self._require_room(0)
-        record = self._next(now, members=(*self.members, handle),
-                            former=tuple(h for h in self.former if h != handle))
+        record = self._next(now, members=(*self.members, handle), spans=(*self.spans, (handle, self.seq + 1, None)))
         return Change(record, "member_joined", handle)
 
     def remove(self, handle: str, now: float) -> Change:
         """``handle`` leaves; allowed in a closed or full room. Raises NotRoomMember."""
         self.require_member(handle)
-        former = self.former if handle in self.former else (*self.former, handle)
-        record = self._next(now, members=tuple(h for h in self.members if h != handle), former=former)
+        spans = tuple((h, first, self.seq + 1) if h == handle and last is None else (h, first, last)
+                      for h, first, last in self.spans)
+        record = self._next(now, members=tuple(h for h in self.members if h != handle), spans=spans)
         return Change(record, "member_left", handle)
 
     def post(self, actor: str, size: int, now: float) -> Change:
@@ -146,7 +152,7 @@ class RoomRecord:
     def encode(self) -> bytes:
         return cast(bytes, msgpack.packb({
             "v": 1, "title": self.title, "created_by": self.created_by, "members": list(self.members),
-            "former": list(self.former), "status": self.status, "seq": self.seq, "events": self.events,
+            "spans": [list(span) for span in self.spans], "status": self.status, "seq": self.seq, "events": self.events,
             "bytes": self.payload_bytes, "max_events": self.max_events, "max_bytes": self.max_bytes,
             "trace_id": self.trace_id, "created_at": self.created_at, "updated_at": self.updated_at,
         }, use_bin_type=True))
@@ -160,7 +166,9 @@ class RoomRecord:
             if status not in ("open", "closed"):
                 raise ValueError(status)
             return cls(room_id=room_id, title=str(obj["title"]), created_by=str(obj["created_by"]),
-                       members=tuple(str(h) for h in obj["members"]), former=tuple(str(h) for h in obj["former"]),
+                       members=tuple(str(h) for h in obj["members"]),
+                       spans=tuple((str(h), int(first), None if last is None else int(last))
+                                   for h, first, last in obj["spans"]),
                        status=status, seq=int(obj["seq"]), events=int(obj["events"]), payload_bytes=int(obj["bytes"]),
                        max_events=int(obj["max_events"]), max_bytes=int(obj["max_bytes"]),
                        trace_id=str(obj["trace_id"]), created_at=float(obj["created_at"]),

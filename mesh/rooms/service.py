@@ -123,8 +123,8 @@ class Rooms:
         return events
 
     async def verify(self, event: RoomEvent) -> str | None:
-        """Why ``event`` cannot be genuine, or None if it can: its sender is or was a member of its room,
-        and its ``room_seq`` was assigned (checked on the record this agent saw last, then on a fresh one).
+        """Why ``event`` cannot be genuine, or None if it can: its ``room_seq`` was assigned and its sender
+        was a member of its room at that seq (checked on the record this agent saw last, then on a fresh one).
         Raises MeshError (or a nats error) when the record cannot be read."""
         try:
             reason = _implausible(event, await self._store.cached(event.room_id))
@@ -148,10 +148,10 @@ class Rooms:
 
 
 def _implausible(event: RoomEvent, record: RoomRecord) -> str | None:
-    if not record.may_have_posted(event.sender_handle):
-        return f"{event.sender_handle} is not a member of room {event.room_id}"
     if event.room_seq > record.seq:
         return f"room {event.room_id} never assigned seq {event.room_seq}"
+    if not record.was_member(event.sender_handle, event.room_seq):
+        return f"{event.sender_handle} is not a member of room {event.room_id} (at seq {event.room_seq})"
     return None
 
 

@@ -61,14 +61,22 @@ def test_anyone_may_join_an_open_room_and_members_may_invite() -> None:
         r.add("stranger", "guest", 1001.0)  # only members invite
 
 
-def test_leaving_keeps_the_handle_as_a_former_member() -> None:
-    left = room().remove("ops", 1001.0)
+def test_membership_spans_say_who_was_a_member_at_each_seq() -> None:
+    r = room().post("lead", 1, 1.0).record  # seq 1
+    left = r.remove("ops", 2.0)  # seq 2
     assert (left.event_type, left.subject) == ("member_left", "ops")
-    assert not left.record.is_member("ops") and left.record.may_have_posted("ops")
+    r = left.record
+    assert not r.is_member("ops")
+    assert r.was_member("ops", 1) and r.was_member("ops", 2) and not r.was_member("ops", 3)
     with pytest.raises(NotRoomMember):
-        left.record.remove("ops", 1002.0)
-    back = left.record.add("ops", "ops", 1003.0)
-    assert back is not None and back.record.former == ()
+        r.remove("ops", 3.0)
+    joined = r.add("stranger", "stranger", 3.0)  # seq 3
+    assert joined is not None
+    r = joined.record
+    assert r.was_member("stranger", 3) and not r.was_member("stranger", 2)  # nothing before it joined
+    back = r.add("ops", "ops", 4.0)  # seq 4
+    assert back is not None and back.record.was_member("ops", 4) and not back.record.was_member("ops", 3)
+    assert not r.was_member("nobody", 1)
 
 
 def test_a_closed_room_refuses_posts_and_joins_but_members_may_leave() -> None:
