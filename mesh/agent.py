@@ -368,11 +368,17 @@ class AsyncAgent(RoomMethods):
         ``trace_id``: the caller's, or a new uuid4 when None/empty; every message of the session
         carries it. Raises InvalidHandle, HandleNotFound (never registered), PayloadTooLarge,
         NotRegistered, MeshTimeout. Delivery to an offline (registered) handle waits in its inbox.
+        Replies in the session reach ``on_message`` only after this has returned (as in tailbus).
         """
         with operation("open", f"open_session to {to!r}"):
+            outbox = self._sender()
             session = str(uuid.uuid4())
             self._book.note(session)
-            return await self._sender().open(session, to, payload, content_type=content_type, trace_id=trace_id)
+            self._dispatch.hold(session)  # its replies reach on_message only after this returns
+            try:
+                return await outbox.open(session, to, payload, content_type=content_type, trace_id=trace_id)
+            finally:
+                self._dispatch.release(session)
 
     async def send(self, session: str, payload: str, *, content_type: str = "text/plain") -> Sent:
         """Send ``payload`` to the other participant of ``session`` (either side may send).

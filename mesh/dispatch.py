@@ -21,6 +21,10 @@ What happens to a delivery (see docs/mesh.md, "Semantics"):
 * this agent's own room events: ``ack`` (tailbus does not deliver them to their sender either);
 * anything delivered while the agent is closing: ``nak`` at once, for the next holder of the handle.
 
+A reply in a session this agent is opening waits until ``open_session()`` has returned to its caller
+(tailbus's daemon answers the open before it forwards any reply), so code that files the session id
+right after ``open_session()`` returns always finds it there when the reply comes.
+
 Sync handlers of one session (or room) take turns, in delivery order (:class:`~mesh.lanes.Lanes`);
 async handlers start in delivery order and interleave at their awaits.
 """
@@ -80,6 +84,7 @@ class Dispatcher:
         self.check_room: RoomCheck | None = None
         self.closing = False
         self._abandoned: OrderedDict[str, None] = OrderedDict()
+        self._opening: dict[str, asyncio.Event] = {}
         self._lanes = Lanes()
         self._slots = asyncio.Semaphore(max_in_flight)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -97,6 +102,16 @@ class Dispatcher:
         self._abandoned.move_to_end(session)
         while len(self._abandoned) > _ABANDONED_LIMIT:
             self._abandoned.popitem(last=False)
+
+    def hold(self, session: str) -> None:
+        """``open_session()`` is opening ``session``: its replies wait for :meth:`release`."""
+        self._opening[session] = asyncio.Event()
+
+    def release(self, session: str) -> None:
+        """The open returned: replies waiting on ``session`` run once the opener's task next yields."""
+        gate = self._opening.pop(session, None)
+        if gate is not None:
+            gate.set()
 
     async def drain(self, timeout: float) -> None:
         """Wait up to ``timeout`` s for running handlers; cancel (and nak) the rest."""
@@ -152,7 +167,8 @@ class Dispatcher:
         handler = self.handler
         turn = self._lanes.enter(key) if handler is not None and not inspect.iscoroutinefunction(handler) else None
         self._in_flight.add((stream, stream_seq))
-        task = asyncio.create_task(self._run(msg, item, key, turn, (stream, stream_seq), delivered))
+        gate = self._opening.get(key) if isinstance(item, Message) else None
+        task = asyncio.create_task(self._run(msg, item, key, turn, gate, (stream, stream_seq), delivered))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -203,7 +219,7 @@ class Dispatcher:
         return event, event.room_id
 
     async def _run(self, msg: Msg, item: Message | RoomEvent, key: str, turn: asyncio.Future[None] | None,
-                   ref: tuple[str, int], delivered: int) -> None:
+                   gate: asyncio.Event | None, ref: tuple[str, int], delivered: int) -> None:
         keepalive = asyncio.create_task(self._keep_alive(msg))
         started = time.monotonic()
         try:
@@ -214,6 +230,8 @@ class Dispatcher:
                         "mesh agent %s: no on_message handler is set; dropped %s", self._handle, _describe(item))
                 await self._safe(msg.ack())
                 return
+            if gate is not None:
+                await gate.wait()
             if turn is not None:
                 await turn
             if inspect.iscoroutinefunction(handler):

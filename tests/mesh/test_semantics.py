@@ -265,3 +265,42 @@ async def test_tailbus_error_names_catch_mesh_errors(mesh_agent: Factory) -> Non
         await pending
     with pytest.raises(BridgeDiedError):
         await client.send("any", "after close")
+
+
+async def test_replies_reach_the_handler_only_after_open_session_returned(mesh_agent: Factory,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    echo = await mesh_agent("echo")
+
+    @echo.on_message
+    async def answer(msg: Message) -> None:
+        await echo.resolve(msg.session, f"echo: {msg.payload}")
+
+    caller = await mesh_agent("caller")
+    pending: dict[str, asyncio.Future[str]] = {}
+    strays: list[Message] = []
+
+    @caller.on_message
+    async def on_reply(msg: Message) -> None:  # tailbus examples' delegate(): files the session after the open
+        fut = pending.pop(msg.session, None)
+        if fut is None:
+            strays.append(msg)
+        else:
+            fut.set_result(msg.payload)
+
+    assert caller._outbox is not None
+    outbox = caller._outbox
+    opened_at: list[float] = []
+    real_open = outbox.open
+
+    async def slow_open(*args: object, **kwargs: object) -> mesh.Opened:
+        result = await real_open(*args, **kwargs)  # type: ignore[arg-type]
+        await asyncio.sleep(0.3)  # the publish acknowledged late: the echo's answer is already here
+        opened_at.append(time.monotonic())
+        return result
+
+    monkeypatch.setattr(outbox, "open", slow_open)
+    opened = await caller.open_session("echo", "hi")
+    fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    pending[opened.session] = fut
+    assert await asyncio.wait_for(fut, 10) == "echo: hi"
+    assert strays == []
