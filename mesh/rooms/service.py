@@ -18,6 +18,7 @@ from ..connection import Denials
 from ..constants import MAX_ROOM_MEMBERS, MAX_ROOM_TITLE, ROOMS_BUCKET
 from ..errors import RoomNotFound
 from ..handles import validate_handle, validate_room_id
+from ..lanes import Lanes
 from ..outbox import Outbox
 from ..types import RoomEvent, RoomInfo, RoomPosted
 from .feed import RoomFeed
@@ -42,6 +43,7 @@ class Rooms:
         self._feed = feed
         self._outbox = outbox
         self._denials = denials
+        self._turns = Lanes()  # this agent's changes to one room take turns: its events keep their order
 
     async def create(self, title: str, members: Iterable[str], *, trace_id: str | None, max_events: int,
                      max_bytes: int) -> str:
@@ -136,15 +138,24 @@ class Rooms:
 
     async def _apply(self, room_id: str, rule: Rule, *, payload: str = "", content_type: str = "text/plain",
                      trace_id: str = "") -> RoomEvent | None:
-        """Apply ``rule`` to the room and send the event it makes; None if nothing changed."""
+        """Apply ``rule`` to the room and send the event it makes; None if nothing changed.
+
+        One change per room at a time from this agent, publish included, so that the copies of its
+        events reach every member in ``room_seq`` order, and its own changes never race each other.
+        """
         validate_room_id(room_id)
-        change = await self._denials.guard(self._store.change(room_id, rule), "publish",
-                                           [f"$KV.{ROOMS_BUCKET}.{room_id}"])
-        if change is None:
-            return None
-        event = _event(change, self._handle, payload=payload, content_type=content_type, trace_id=trace_id)
-        await self._feed.publish(event, (*change.record.members, self._handle))
-        return event
+        turn = self._turns.enter(room_id)
+        try:
+            await turn
+            change = await self._denials.guard(self._store.change(room_id, rule), "publish",
+                                               [f"$KV.{ROOMS_BUCKET}.{room_id}"])
+            if change is None:
+                return None
+            event = _event(change, self._handle, payload=payload, content_type=content_type, trace_id=trace_id)
+            await self._feed.publish(event, (*change.record.members, self._handle))
+            return event
+        finally:
+            self._turns.leave(room_id, turn)
 
 
 def _implausible(event: RoomEvent, record: RoomRecord) -> str | None:

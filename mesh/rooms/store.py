@@ -2,13 +2,15 @@
 
 Every change reads the record (from a small cache when it can), applies one rule of
 :class:`~mesh.rooms.record.RoomRecord` and writes it back with the read revision; a lost race is
-retried with the fresh record. A rule that refuses on a cached record is asked again on a fresh one
+retried with the fresh record, after a short randomised back-off (up to 50 attempts). A rule that refuses on a cached record is asked again on a fresh one
 before its error is raised, since someone else may have changed the room meanwhile.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -78,7 +80,7 @@ class RoomStore:
         """
         current = self._cache.get(room_id)
         fresh = current is None
-        for _ in range(_MAX_CAS_ATTEMPTS):
+        for attempt in range(_MAX_CAS_ATTEMPTS):
             record, revision = current if current is not None else await self._read(room_id)
             current = None
             try:
@@ -94,6 +96,8 @@ class RoomStore:
             try:
                 new_revision = await self._kv.update(room_id, change.record.encode(), last=revision)
             except nats.js.errors.KeyWrongLastSequenceError:
+                # another agent changed the room first: back off a little (randomised, growing), re-read
+                await asyncio.sleep(random.uniform(0, 0.001 * min(attempt + 1, 20)))
                 continue
             self._remember(change.record, new_revision)
             return change

@@ -321,3 +321,26 @@ async def test_an_agent_on_a_server_without_room_permissions_still_works(tmp_pat
             with pytest.raises(nats.js.errors.NotFoundError):
                 await nc.jetstream().stream_info(ROOMS_STREAM)  # never created
             await nc.close()
+
+
+async def test_concurrent_posters_get_unique_sequences_and_keep_their_own_order(mesh_agent: Factory) -> None:
+    posters = [await mesh_agent(f"p{i}") for i in range(4)]
+    reader = await mesh_agent("reader")
+    reader_in = inbox(reader)
+    room_id = await posters[0].create_room("busy", [p.handle for p in posters[1:]] + ["reader"])
+    per_poster = 10
+
+    async def burst(agent: object) -> list[int]:
+        posted = await asyncio.gather(*(agent.post_room_message(room_id, f"{agent.handle}:{i}")  # type: ignore[attr-defined]
+                                        for i in range(per_poster)))
+        return [p.room_seq for p in posted]
+
+    seqs = await asyncio.gather(*(burst(p) for p in posters))
+    everything = sorted(s for group in seqs for s in group)
+    assert everything == list(range(1, 4 * per_poster + 1))  # unique, no gaps, under contention
+    got = [await next_event(reader_in) for _ in range(4 * per_poster)]
+    for poster in posters:
+        mine = [e for e in got if e.sender_handle == poster.handle]
+        assert [e.room_seq for e in mine] == sorted(e.room_seq for e in mine)  # each sender's order kept
+        assert len(mine) == per_poster
+    assert [e.room_seq for e in await reader.replay_room(room_id)] == everything
