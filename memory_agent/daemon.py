@@ -176,8 +176,9 @@ class MemoryDaemon:
             cfg, ingestor=self._ingestor, answerer=self._answerer, eraser=self._eraser, stats=self.stats,
             on_forgotten=self._forgotten, clock=self._clock,
         )
+        # A handler exception (a report that could not be stored) leaves the message for redelivery.
         self._agent = AsyncAgent(cfg.handle, servers=self.nats_url, manifest=MANIFEST, max_in_flight=cfg.max_in_flight,
-                                 auth=auth)
+                                 retry_on_error=True, drain_timeout=30.0, auth=auth)
         self._agent.on_message(self._on_message)
         await self._agent.start()
         await self._claim_handle(self._agent)

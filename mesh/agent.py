@@ -1,12 +1,13 @@
-"""AsyncAgent: a tailbus-style agent on NATS JetStream (handles, sessions, trace ids, durable inboxes).
+"""AsyncAgent: a tailbus-style agent on NATS JetStream (handles, sessions, rooms, trace ids, durable inboxes).
 
-Delivery contract (see docs/mesh.md):
+Delivery contract (see docs/mesh.md, "Delivery guarantees" and "Semantics"):
 
-* at-least-once: a message is acked only after the handler returned; a handler that raises is
-  nak'ed (redelivered after ``NAK_DELAY`` s) and given up after ``max_deliver`` deliveries; a crash
-  before the ack means redelivery after ``ack_wait`` s. Handlers should be idempotent
-  (``Message.message_id`` is unique per message).
-* at most ``max_in_flight`` handlers run at once (the consumer's MaxAckPending and a semaphore);
+* a message is acked only after the handler returned; a crash before that means redelivery after
+  ``ack_wait`` s. A handler that raises has its message logged and dropped, as in tailbus, unless it
+  raises :class:`~mesh.errors.Retry` (or the agent was made with ``retry_on_error=True``): then it is
+  delivered again, up to ``max_deliver`` times. Handlers should be idempotent (``Message.message_id``
+  and ``RoomEvent.event_id`` are unique).
+* at most ``max_in_flight`` handlers run at once (the consumers' MaxAckPending and a semaphore);
   the server holds everything else, nothing queues unboundedly in the process, nothing is dropped.
 * a message that a pending ``request()`` consumes is acked at once and never reaches ``on_message``.
 """
@@ -14,25 +15,26 @@ Delivery contract (see docs/mesh.md):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import os
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import replace
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any, Self, TypeVar
 
 import nats.errors
-import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 
 from .auth import NatsAuth
-from .connection import Denials, connect
+from .claim import ClaimFile, claim_path, default_state_dir
+from .connection import Denials, connect, servers_from_env
 from .constants import (
     DEFAULT_ACK_WAIT,
+    DEFAULT_DRAIN_TIMEOUT,
     DEFAULT_HEARTBEAT_INTERVAL,
     DEFAULT_MAX_DELIVER,
     DEFAULT_MAX_IN_FLIGHT,
@@ -42,17 +44,16 @@ from .constants import (
     STREAM_NAME,
 )
 from .dispatch import Dispatcher, MessageHandler
-from .errors import (
-    MeshError,
-    MeshTimeout,
-    NotRegistered,
-    PermissionDenied,
-)
+from .errors import AgentClosed, MeshError, MeshTimeout, NotRegistered, PermissionDenied
 from .handles import deliver_subject, durable_name, inbox_filter, reply_prefix, validate_handle
 from .jetstream import ensure_bucket, ensure_consumer, ensure_stream, remove_inbox
-from .registry import Record, Registry, find_matches, matches_tags
+from .operation import JS_TIMEOUT, operation
+from .presence import Presence
+from .registry import Registry, find_matches, matches_tags
+from .room_methods import RoomMethods
+from .rooms import Rooms
 from .sender import Sender
-from .sessions import SessionStore
+from .sessions import SessionBook, SessionStore
 from .types import (
     HandleEntry,
     HandleMatch,
@@ -63,6 +64,7 @@ from .types import (
     Registered,
     Resolved,
     Sent,
+    SessionInfo,
 )
 
 __all__ = ["AsyncAgent", "MessageHandler"]
@@ -71,45 +73,37 @@ log = logging.getLogger(__name__)
 
 H = TypeVar("H", bound=MessageHandler)
 
-#: nats-py's default JetStream API timeout, seconds.
-_JS_TIMEOUT = 5.0
+#: Session records ``list_sessions`` reads at once.
+_LIST_CONCURRENCY = 32
 
 
-@contextlib.contextmanager
-def _nats_errors(what: str) -> Iterator[None]:
-    """Turn nats-py errors into the mesh's own (MeshTimeout, MeshError); MeshErrors pass through."""
-    try:
-        yield
-    except MeshError:
-        raise
-    except nats.errors.TimeoutError as exc:
-        raise MeshTimeout(f"{what}: NATS did not answer within {_JS_TIMEOUT}s", timeout=_JS_TIMEOUT) from exc
-    except nats.errors.Error as exc:
-        raise MeshError(f"{what}: {type(exc).__name__}: {exc}") from exc
-
-
-class AsyncAgent:
+class AsyncAgent(RoomMethods):
     """An agent on the mesh, addressed by ``handle``.
 
-    ``servers``: NATS URL(s). ``auth``: credentials and TLS (:class:`~mesh.auth.NatsAuth`); a
-    server that refuses them makes ``start()`` raise AuthenticationError at once. ``max_in_flight``:
-    concurrent handlers (and the consumer's MaxAckPending). ``max_payload``: limit on a payload,
-    UTF-8 bytes. ``connect_options``: passed to ``nats.connect`` after ``auth``'s options, so they
-    win (callbacks, other auth...); reconnects forever unless they say otherwise.
-    ``max_deliver``: deliveries of one message before it is terminated. ``ack_wait``: seconds
-    before an unacked message is redelivered (slow handlers send in-progress acks every
-    ``ack_wait / 3`` s, so they are not). ``heartbeat_interval``: seconds between registry
-    heartbeats; the handle counts as offline after three missed ones. ``drain_timeout``: seconds
-    ``close()`` waits for running handlers.
+    ``servers``: NATS URL(s); default ``$NATS_URL`` (comma-separated), else ``nats://127.0.0.1:4222``.
+    ``auth``: credentials and TLS (:class:`~mesh.auth.NatsAuth`); a server that refuses them makes
+    ``start()`` raise AuthenticationError at once. ``max_in_flight``: concurrent handlers (and the
+    consumers' MaxAckPending). ``max_payload``: limit on a payload, UTF-8 bytes. ``connect_options``:
+    passed to ``nats.connect`` after ``auth``'s options, so they win (callbacks, other auth...);
+    reconnects forever unless they say otherwise. ``max_deliver``: deliveries of one message before it
+    is terminated. ``ack_wait``: seconds before an unacked message is redelivered (slow handlers send
+    in-progress acks every ``ack_wait / 3`` s, so they are not). ``heartbeat_interval``: seconds between
+    registry heartbeats; the handle counts as offline after three missed ones. ``drain_timeout``:
+    seconds ``close()`` waits for running handlers by default. ``retry_on_error``: a handler exception
+    means "deliver again" (up to ``max_deliver``) instead of "log and drop". ``state_dir``: where the
+    claim file that lets a restarted agent take its handle back at once is kept (default
+    ``$MESH_STATE_DIR``, ``$XDG_STATE_HOME/mesh`` or ``~/.local/state/mesh``); ``reclaim=False``: keep
+    none. ``socket``, ``binary``: tailbus's daemon socket and bridge binary, accepted so tailbus code
+    runs unchanged, and ignored (debug line).
 
-    Raises InvalidHandle for a malformed ``handle``.
+    Raises InvalidHandle for a malformed ``handle``; ValueError for a limit out of range.
     """
 
     def __init__(
         self,
         handle: str,
         *,
-        servers: str | Iterable[str] = "nats://127.0.0.1:4222",
+        servers: str | Iterable[str] | None = None,
         manifest: Manifest | None = None,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         max_payload: int = DEFAULT_MAX_PAYLOAD,
@@ -117,8 +111,13 @@ class AsyncAgent:
         max_deliver: int = DEFAULT_MAX_DELIVER,
         ack_wait: float = DEFAULT_ACK_WAIT,
         heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
-        drain_timeout: float = 30.0,
+        drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
         auth: NatsAuth | None = None,
+        retry_on_error: bool = False,
+        state_dir: str | os.PathLike[str] | None = None,
+        reclaim: bool = True,
+        socket: str | None = None,
+        binary: str | None = None,
     ) -> None:
         self._handle = validate_handle(handle)
         if max_in_flight < 1:
@@ -129,7 +128,16 @@ class AsyncAgent:
             raise ValueError("max_deliver must be >= 1 (or -1 for unlimited)")
         if ack_wait <= 0 or heartbeat_interval <= 0:
             raise ValueError("ack_wait and heartbeat_interval must be > 0")
-        self._servers = [servers] if isinstance(servers, str) else list(servers)
+        if drain_timeout < 0:
+            raise ValueError("drain_timeout must be >= 0")
+        if servers is None:
+            self._servers = servers_from_env()
+        else:
+            self._servers = [servers] if isinstance(servers, str) else list(servers)
+        self._socket, self._binary = socket, binary  # tailbus's; kept so code that prints them still runs
+        if socket is not None or binary is not None:
+            log.debug("mesh agent %s: tailbus options socket=%r binary=%r ignored; connecting to NATS at %s",
+                      self._handle, socket, binary, ", ".join(self._servers))
         self._manifest = manifest
         self._max_in_flight = max_in_flight
         self._max_payload = max_payload
@@ -139,21 +147,25 @@ class AsyncAgent:
         self._max_deliver = max_deliver
         self._ack_wait = float(ack_wait)
         self._heartbeat_interval = float(heartbeat_interval)
-        self._drain_timeout = drain_timeout
-        self._owner = uuid.uuid4().hex
+        self._drain_timeout = float(drain_timeout)
+        self._claim_file = (ClaimFile(claim_path(Path(state_dir) if state_dir is not None else default_state_dir(),
+                                                 self._servers, self._handle)) if reclaim else None)
 
         self._nc: NATS | None = None
         self._js: JetStreamContext | None = None
         self._registry: Registry | None = None
+        self._sessions: SessionStore | None = None
         self._outbox: Sender | None = None
+        self._presence: Presence | None = None
+        self._rooms: Rooms | None = None
+        self._rooms_problem = "the agent is not registered"
         self._sub: Subscription | None = None
-        self._record: Record | None = None
-        self._record_revision = 0
         self._ephemeral = False
+        self._book = SessionBook()
         self._waiters: dict[str, asyncio.Future[Message]] = {}
         self._dispatch = Dispatcher(self._handle, max_in_flight=max_in_flight, max_deliver=max_deliver,
-                                    ack_wait=self._ack_wait, waiters=self._waiters)
-        self._heartbeat_task: asyncio.Task[None] | None = None
+                                    ack_wait=self._ack_wait, waiters=self._waiters, retry_on_error=retry_on_error,
+                                    on_session=self._book.note)
         self._stopped: asyncio.Event | None = None
         self._closed = False
 
@@ -167,7 +179,7 @@ class AsyncAgent:
     @property
     def is_registered(self) -> bool:
         """True between a successful ``register()`` and ``close()``."""
-        return self._record is not None and not self._closed
+        return self._presence is not None and self._presence.record is not None and not self._closed
 
     @property
     def is_connected(self) -> bool:
@@ -189,11 +201,11 @@ class AsyncAgent:
     async def start(self) -> Self:
         """Connect and make sure the stream and KV buckets exist; idempotent.
 
-        Raises AuthenticationError (credentials refused, TLS failed), MeshError (cannot connect,
-        JetStream unavailable).
+        Raises AuthenticationError (credentials refused, TLS failed), PermissionDenied, AgentClosed,
+        MeshError (cannot connect, JetStream unavailable).
         """
         if self._closed:
-            raise MeshError(f"agent {self._handle!r} is closed")
+            raise AgentClosed(self._handle)
         if self._nc is not None:
             return self
         options: dict[str, Any] = {
@@ -228,19 +240,22 @@ class AsyncAgent:
             await nc.close()
             self._nc = None
             raise MeshError(f"JetStream unavailable at {self._servers}: {type(exc).__name__}: {exc}") from exc
-        self._registry = registry
+        self._registry, self._sessions = registry, sessions
+        self._presence = Presence(self._handle, registry=registry, denials=self._denials,
+                                  interval=self._heartbeat_interval, claim_file=self._claim_file)
         self._outbox = Sender(self._handle, nc=nc, js=js, registry=registry, sessions=sessions,
                               denials=self._denials, max_payload=self._max_payload)
         log.debug("mesh agent %s connected to %s", self._handle, nc.connected_url)
         return self
 
-    async def close(self) -> None:
+    async def close(self, *, grace: float | None = None) -> None:
         """Drain and disconnect; idempotent.
 
-        Stops taking deliveries, waits up to ``drain_timeout`` s for running handlers (the rest are
-        nak'ed for redelivery), fails pending ``request()`` calls, then marks the handle offline
-        (keeping its durable inbox) or, for an ephemeral handle, removes its registry entry, its
-        consumer and whatever is left in its inbox.
+        Stops taking deliveries, waits up to ``grace`` s (default ``drain_timeout``, 5 s) for running
+        handlers (the rest are cancelled and their messages nak'ed, so delivered again at once to the
+        next holder of the handle), fails pending ``request()`` calls with AgentClosed, then marks the
+        handle offline (keeping its durable inbox) or, for an ephemeral handle, removes its registry
+        entry, its consumers and whatever is left in its inbox.
         """
         if self._closed:
             return
@@ -249,20 +264,18 @@ class AsyncAgent:
             self._stopped.set()
         for session, fut in list(self._waiters.items()):
             if not fut.done():
-                fut.set_exception(MeshError(f"agent {self._handle!r} closed while waiting on {session}"))
+                fut.set_exception(AgentClosed(self._handle, f"while waiting on session {session}"))
         self._waiters.clear()
-        if self._heartbeat_task is not None:
-            self._heartbeat_task.cancel()
-            await asyncio.gather(self._heartbeat_task, return_exceptions=True)
-            self._heartbeat_task = None
+        if self._presence is not None:
+            await self._presence.stop_heartbeat()
         if self._sub is not None:
-            try:  # stop deliveries; what is already buffered is nak'ed (see _on_delivery) for quick redelivery
+            try:  # stop deliveries; what is already buffered is nak'ed (see Dispatcher) for quick redelivery
                 await asyncio.wait_for(self._sub.drain(), 5.0)
             except (nats.errors.Error, TimeoutError, OSError) as exc:
                 log.debug("mesh agent %s: draining the inbox subscription failed: %s", self._handle,
                           type(exc).__name__)
             self._sub = None
-        await self._dispatch.drain(self._drain_timeout)
+        await self._dispatch.drain(self._drain_timeout if grace is None else grace)
         await self._release_handle()
         self._closed = True
         nc, self._nc = self._nc, None
@@ -292,34 +305,25 @@ class AsyncAgent:
     # ── registration ────────────────────────────────────────────────
 
     async def register(self, *, manifest: Manifest | None = None, ephemeral: bool = False) -> Registered:
-        """Claim the handle, publish the manifest, bind the durable inbox and start heartbeating.
+        """Claim the handle, publish the manifest, bind the durable inbox and room consumer, and start
+        heartbeating.
 
         The first claim wins: raises HandleTaken while another live agent holds the handle. A
-        handle whose owner stopped heartbeating (crashed) can be claimed again; its durable inbox
-        is resumed, so queued messages are delivered. ``ephemeral=True``: ``close()`` removes
-        the registry entry, the consumer and the leftover inbox (for short-lived CLI clients).
-        Set ``on_message`` first if this agent serves requests. Calling it again re-publishes.
+        handle whose owner closed, or stopped heartbeating, can be claimed again; and the same agent
+        restarting on the same host (same claim file, see ``state_dir``) takes it back at once. Its
+        durable inbox is resumed, so queued messages are delivered. ``ephemeral=True``: ``close()``
+        removes the registry entry, the consumer and the leftover inbox (for short-lived CLI clients;
+        they do not take part in rooms). Set ``on_message`` first if this agent serves requests.
+        Calling it again re-publishes. Raises PermissionDenied, MeshError.
         """
         await self.start()
-        with _nats_errors(f"register {self._handle!r}"):
+        with operation("register", f"register {self._handle!r}"):
             return await self._register(manifest if manifest is not None else self._manifest, ephemeral)
 
     async def _register(self, manifest: Manifest | None, ephemeral: bool) -> Registered:
-        assert self._js is not None and self._registry is not None and self._nc is not None
-        now = time.time()
-        record = Record(
-            handle=self._handle,
-            owner=self._owner,
-            manifest=manifest,
-            registered_at=now,
-            heartbeat_at=now,
-            ttl=3 * self._heartbeat_interval,
-            online=True,
-            ephemeral=ephemeral,
-        )
-        revision = await self._denials.guard(self._registry.claim(record), "publish",
-                                             [f"$KV.{REGISTRY_BUCKET}.{self._handle}"])
-        self._record, self._record_revision, self._ephemeral = record, revision, ephemeral
+        assert self._js is not None and self._nc is not None and self._presence is not None
+        await self._presence.claim(manifest, ephemeral=ephemeral)
+        self._ephemeral = ephemeral
         self._manifest = manifest
         try:
             consumer_api = f"$JS.API.CONSUMER.CREATE.{STREAM_NAME}.{durable_name(self._handle)}." \
@@ -328,25 +332,25 @@ class AsyncAgent:
                 ensure_consumer(self._js, self._handle, max_in_flight=self._max_in_flight,
                                 max_deliver=self._max_deliver, ack_wait=self._ack_wait),
                 "publish", [consumer_api])
+            if not ephemeral:
+                await self._attach_rooms()
             if self._sub is None:
                 subject = deliver_subject(self._handle)
                 nc = self._nc
 
                 async def subscribe() -> Subscription:
                     sub = await nc.subscribe(subject, queue=self._handle, cb=self._dispatch.on_delivery)
-                    await nc.flush(int(_JS_TIMEOUT))  # a denied subscription is reported before the PONG
+                    await nc.flush(int(JS_TIMEOUT))  # a denied subscription is reported before the PONG
                     await asyncio.sleep(0)
                     return sub
 
                 self._sub = await self._denials.guard(subscribe(), "subscribe", [subject])
         except Exception:
-            self._record = None
-            await self._registry.remove(self._handle, self._owner)
+            await self._presence.withdraw()
             raise
-        if self._heartbeat_task is None:
-            self._heartbeat_task = asyncio.create_task(self._heartbeat_loop(), name=f"mesh-heartbeat-{self._handle}")
-        log.info("mesh agent %s registered (ephemeral=%s, max_in_flight=%d)", self._handle, ephemeral,
-                 self._max_in_flight)
+        self._presence.start_heartbeat()
+        log.info("mesh agent %s registered (ephemeral=%s, max_in_flight=%d, rooms=%s)", self._handle, ephemeral,
+                 self._max_in_flight, "yes" if self._rooms is not None else "no")
         return Registered(handle=self._handle, ephemeral=ephemeral)
 
     # ── sessions ────────────────────────────────────────────────────
@@ -364,18 +368,26 @@ class AsyncAgent:
         ``trace_id``: the caller's, or a new uuid4 when None/empty; every message of the session
         carries it. Raises InvalidHandle, HandleNotFound (never registered), PayloadTooLarge,
         NotRegistered, MeshTimeout. Delivery to an offline (registered) handle waits in its inbox.
+        Replies in the session reach ``on_message`` only after this has returned (as in tailbus).
         """
-        with _nats_errors(f"open_session to {to!r}"):
-            return await self._sender().open(str(uuid.uuid4()), to, payload, content_type=content_type,
-                                             trace_id=trace_id)
+        with operation("open", f"open_session to {to!r}"):
+            outbox = self._sender()
+            session = str(uuid.uuid4())
+            self._book.note(session)
+            self._dispatch.hold(session)  # its replies reach on_message only after this returns
+            try:
+                return await outbox.open(session, to, payload, content_type=content_type, trace_id=trace_id)
+            finally:
+                self._dispatch.release(session)
 
     async def send(self, session: str, payload: str, *, content_type: str = "text/plain") -> Sent:
         """Send ``payload`` to the other participant of ``session`` (either side may send).
 
         Raises SessionNotFound, NotParticipant, SessionClosed, PayloadTooLarge, NotRegistered.
         """
-        with _nats_errors(f"send in {session}"):
+        with operation("send", f"send in {session}"):
             message_id, seq = await self._sender().message(session, payload, content_type, "message")
+        self._book.note(session)
         return Sent(message_id=message_id, sequence=seq)
 
     async def resolve(self, session: str, payload: str = "", *, content_type: str = "text/plain") -> Resolved:
@@ -384,8 +396,9 @@ class AsyncAgent:
         Raises SessionNotFound, NotParticipant, SessionClosed (already resolved),
         PayloadTooLarge, NotRegistered.
         """
-        with _nats_errors(f"resolve {session}"):
+        with operation("resolve", f"resolve {session}"):
             message_id, seq = await self._sender().message(session, payload, content_type, "session_resolve")
+        self._book.note(session)
         return Resolved(message_id=message_id, sequence=seq)
 
     async def request(
@@ -403,44 +416,75 @@ class AsyncAgent:
         (later messages of the session then go to ``on_message``). The waiter exists before the
         open is published, so a fast answer is never missed; the answer arrives in this agent's
         durable inbox like any other message and is not passed to ``on_message``. Raises
-        MeshTimeout (``.timeout``) if nothing arrives within ``timeout`` s (the session stays
-        open), plus everything ``open_session`` raises.
+        MeshTimeout (``.timeout``) if nothing arrives within ``timeout`` s (the session stays open,
+        and whatever arrives in it later is dropped with a debug line), AgentClosed when the agent
+        closes meanwhile, plus everything ``open_session`` raises.
         """
         outbox = self._sender()
         session = str(uuid.uuid4())
         fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._waiters[session] = fut
+        self._book.note(session)
+        answered = False
         try:
-            with _nats_errors(f"request to {to!r}"):
+            with operation("open", f"request to {to!r}"):
                 await outbox.open(session, to, payload, content_type=content_type, trace_id=trace_id)
             try:
-                return await asyncio.wait_for(fut, timeout)
+                reply = await asyncio.wait_for(fut, timeout)
             except TimeoutError:
                 if fut.done() and not fut.cancelled() and fut.exception() is None:
+                    answered = True
                     return fut.result()
-                raise MeshTimeout(
-                    f"no reply from {to!r} in session {session} within {timeout}s", timeout=timeout
-                ) from None
+                err = MeshTimeout(f"no reply from {to!r} in session {session} within {timeout}s", timeout=timeout)
+                err.request_type = "open"
+                raise err from None
+            answered = True
+            return reply
         finally:
             self._waiters.pop(session, None)
+            if not answered:
+                self._dispatch.abandon(session)
+
+    async def list_sessions(self) -> list[SessionInfo]:
+        """The sessions this agent has taken part in since it started (opened, sent or received in; the
+        1,024 most recent), with their state as stored now (``"open"`` or ``"resolved"``), oldest
+        first. Sessions whose record expired (7 days) are left out. Raises NotRegistered."""
+        self._sender()
+        sessions = self._sessions
+        assert sessions is not None
+        slots = asyncio.Semaphore(_LIST_CONCURRENCY)
+
+        async def read(session: str) -> SessionInfo | None:
+            async with slots:
+                state = await sessions.current(session)
+            if state is None:
+                return None
+            return SessionInfo(session=session, from_handle=state.from_handle, to_handle=state.to_handle,
+                               state="resolved" if state.resolved else "open", trace_id=state.trace_id)
+
+        with operation("sessions", "list_sessions"):
+            found = await asyncio.gather(*(read(s) for s in self._book.ids()))
+        return [info for info in found if info is not None]
 
     # ── discovery ───────────────────────────────────────────────────
 
     async def introspect(self, handle: str) -> Introspected:
-        """The handle's manifest and liveness; ``found=False`` if it is not registered."""
+        """The handle's manifest and liveness; ``found=False`` if it is not registered (an offline handle
+        is found, with ``online=False``: messages to it wait in its inbox)."""
         validate_handle(handle)
         registry = await self._registry_ready()
-        with _nats_errors(f"introspect {handle!r}"):
+        with operation("introspect", f"introspect {handle!r}"):
             current = await registry.get(handle)
         if current is None:
             return Introspected(handle=handle, found=False)
         record = current[0]
         return Introspected(handle=handle, found=True, manifest=record.manifest, online=record.is_live())
 
-    async def list_handles(self, *, tags: Iterable[str] | None = None, online_only: bool = False) -> list[HandleEntry]:
-        """Registered handles (sorted) whose manifest has every tag in ``tags``."""
+    async def list_handles(self, *, tags: Iterable[str] | None = None, online_only: bool = True) -> list[HandleEntry]:
+        """Registered handles (sorted) whose manifest has every tag in ``tags``; only live ones unless
+        ``online_only=False``."""
         registry = await self._registry_ready()
-        with _nats_errors("list_handles"):
+        with operation("list", "list_handles"):
             records = await registry.all()
         now = time.time()
         required = tuple(tags or ())
@@ -462,11 +506,12 @@ class AsyncAgent:
         command_name: str = "",
         version: str = "",
         limit: int = 0,
-        online_only: bool = False,
+        online_only: bool = True,
     ) -> list[HandleMatch]:
-        """Ranked discovery with tailbus's scoring (see ``mesh.registry.find_matches``)."""
+        """Ranked discovery with tailbus's scoring (see ``mesh.registry.find_matches``); only live
+        handles unless ``online_only=False``."""
         registry = await self._registry_ready()
-        with _nats_errors("find_handles"):
+        with operation("find", "find_handles"):
             records = await registry.all()
         now = time.time()
         entries = {r.handle: (r.manifest, r.is_live(now)) for r in records}
@@ -478,15 +523,18 @@ class AsyncAgent:
     # ── handlers ────────────────────────────────────────────────────
 
     def on_message(self, fn: H) -> H:
-        """Decorator: set the handler for incoming messages (sync handlers run on a worker thread)."""
+        """Decorator: set the handler for incoming messages and room events (sync handlers run on worker
+        threads, those of one session or room one at a time, in order)."""
         self._dispatch.handler = fn
         return fn
 
     # ── internals ───────────────────────────────────────────────────
 
     def _sender(self) -> Sender:
-        """The sender, once registered; raises NotRegistered before ``register()`` and after ``close()``."""
-        if self._record is None or self._closed or self._outbox is None:
+        """The sender, once registered; raises NotRegistered before ``register()``, AgentClosed after ``close()``."""
+        if self._closed:
+            raise AgentClosed(self._handle)
+        if not self.is_registered or self._outbox is None:
             raise NotRegistered(self._handle)
         return self._outbox
 
@@ -495,43 +543,19 @@ class AsyncAgent:
         assert self._registry is not None
         return self._registry
 
-    # ── internals: registry ─────────────────────────────────────────
-
-    async def _heartbeat_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._heartbeat_interval)
-            record, registry = self._record, self._registry
-            if record is None or registry is None:
-                return
-            try:
-                fresh = replace(record, heartbeat_at=time.time())
-                revision = await registry.heartbeat(fresh, self._record_revision)
-            except asyncio.CancelledError:
-                raise
-            except (nats.errors.Error, MeshError, TimeoutError, OSError) as exc:
-                log.debug("mesh agent %s: heartbeat failed (%s); retrying", self._handle, type(exc).__name__)
-                continue
-            if revision is None:
-                log.error("mesh agent %s: handle was claimed by another agent; heartbeats stopped", self._handle)
-                return
-            self._record, self._record_revision = fresh, revision
-
     async def _release_handle(self) -> None:
-        record, self._record = self._record, None
-        if record is None or self._registry is None or self._js is None:
+        presence, js = self._presence, self._js
+        if presence is None or js is None:
             return
         try:
+            await presence.release(remove=self._ephemeral)
             if self._ephemeral:
-                await self._registry.remove(self._handle, self._owner)
                 durable = durable_name(self._handle)
-                await self._denials.guard(remove_inbox(self._js, self._handle), "publish", [
+                await self._denials.guard(remove_inbox(js, self._handle, rooms=self._rooms is not None), "publish", [
                     f"$JS.API.CONSUMER.INFO.{STREAM_NAME}.{durable}",
                     f"$JS.API.CONSUMER.DELETE.{STREAM_NAME}.{durable}",
                     f"$JS.API.STREAM.PURGE.{STREAM_NAME}",
                 ])
-            else:
-                offline = replace(record, heartbeat_at=time.time(), online=False)
-                await self._registry.heartbeat(offline, self._record_revision)
         except (nats.errors.Error, MeshError, TimeoutError, OSError) as exc:
             log.warning("mesh agent %s: could not update the registry or remove the inbox on close: %s",
                         self._handle, exc if isinstance(exc, PermissionDenied) else type(exc).__name__)

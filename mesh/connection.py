@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import ssl
 from collections.abc import Awaitable, Callable, Iterable
@@ -24,9 +25,10 @@ from typing import Any, Literal, TypeVar
 import nats.errors
 from nats.aio.client import Client as NATS
 
+from .constants import DEFAULT_SERVERS, NATS_URL_ENV
 from .errors import AuthenticationError, MeshError, PermissionDenied
 
-__all__ = ["Denials", "connect"]
+__all__ = ["Denials", "connect", "servers_from_env"]
 
 log = logging.getLogger("mesh.agent")
 
@@ -172,3 +174,9 @@ async def _abandon(nc: NATS, attempt: asyncio.Future[None]) -> None:
         await attempt
     with contextlib.suppress(Exception):
         await nc.close()
+
+
+def servers_from_env() -> list[str]:
+    """``$NATS_URL`` split at commas (as NATS's own tools read it), else ``["nats://127.0.0.1:4222"]``."""
+    urls = [u.strip() for u in os.environ.get(NATS_URL_ENV, "").split(",") if u.strip()]
+    return urls or [DEFAULT_SERVERS]

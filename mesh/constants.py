@@ -44,7 +44,46 @@ DEFAULT_MAX_DELIVER: Final = 5
 DEFAULT_ACK_WAIT: Final = 30.0
 #: Default seconds between heartbeats; a handle is offline after 3 missed heartbeats.
 DEFAULT_HEARTBEAT_INTERVAL: Final = 5.0
-#: Seconds a failed handler's message waits before it is redelivered.
+#: Default seconds ``close()`` waits for running handlers before cancelling them (their messages are
+#: nak'ed, so redelivered at once to the next holder of the handle).
+DEFAULT_DRAIN_TIMEOUT: Final = 5.0
+#: Seconds a message waits before it is redelivered after a handler asked for a retry.
 NAK_DELAY: Final = 1.0
 
 MESSAGE_TYPES: Final = ("session_open", "message", "session_resolve")
+
+#: Where an agent connects when ``servers`` is not given: ``$NATS_URL`` (comma-separated URLs, the
+#: convention of NATS's own tools), else this.
+NATS_URL_ENV: Final = "NATS_URL"
+DEFAULT_SERVERS: Final = "nats://127.0.0.1:4222"
+#: Directory of an agent's claim files (see mesh.claim): ``$MESH_STATE_DIR``, else
+#: ``$XDG_STATE_HOME/mesh``, else ``~/.local/state/mesh``.
+STATE_DIR_ENV: Final = "MESH_STATE_DIR"
+
+# ── rooms ───────────────────────────────────────────────────────────
+
+#: The stream holding every member's copy of every room event: ``mesh.room.<member>.<room_id>.<poster>``.
+#: The member first, so that a server can let each user read only its own copies; the poster last, so
+#: that it can let each user post only as itself.
+ROOMS_STREAM: Final = "MESH_ROOMS"
+ROOM_PREFIX: Final = "mesh.room."
+#: Durable consumer of a member's room events: ``rooms_<handle>`` (delivers to ``mesh.deliver.<handle>``).
+ROOMS_DURABLE_PREFIX: Final = "rooms_"
+#: Short-lived pull consumer ``replay_<handle>`` that ``replay_room`` reads a member's copies with.
+REPLAY_PREFIX: Final = "replay_"
+#: KV bucket of room records (title, members, status, last room_seq, usage and limits).
+ROOMS_BUCKET: Final = "mesh_rooms"
+#: Room events, and room records not changed for this long, expire after 30 days.
+ROOMS_MAX_AGE: Final = 30 * 24 * 3600.0
+#: Upper bound of the rooms stream (1 GiB); when full, posts are refused (discard new), never dropped.
+ROOMS_STREAM_MAX_BYTES: Final = 1024 * 1024 * 1024
+#: Default limits of one room: events (tailbus keeps the last 10,000) and payload bytes posted.
+DEFAULT_ROOM_MAX_EVENTS: Final = 10_000
+DEFAULT_ROOM_MAX_BYTES: Final = 16 * 1024 * 1024
+#: The most members a room may have (each post is copied to every member).
+MAX_ROOM_MEMBERS: Final = 256
+#: The longest room title, in UTF-8 bytes.
+MAX_ROOM_TITLE: Final = 1024
+#: A room id: what ``create_room`` makes (a uuid4) or anything of these characters (one NATS token).
+ROOM_ID_RE: Final = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+ROOM_EVENT_TYPES: Final = ("message_posted", "member_joined", "member_left", "room_closed")

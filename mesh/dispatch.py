@@ -1,13 +1,32 @@
-"""The receiving side of an agent: decode, hand to a request() waiter or the handler, ack.
+"""The receiving side of an agent: decode, check, hand to a request() waiter or the handler, ack.
 
-One Dispatcher per agent. The subscription callback (``on_delivery``) runs sequentially, so it only
-decodes and dispatches; handlers run as tasks, at most ``max_in_flight`` at a time (a semaphore,
-matching the consumer's MaxAckPending). Acks: ``ack`` after the handler returned; ``nak`` with
-``NAK_DELAY`` when it raised; ``term`` after the last allowed delivery, for undecodable bytes and
-for an envelope whose sender or recipient differs from its subject ``mesh.inbox.<to>.<from>``;
-``in_progress`` every ``ack_wait / 3`` s while a handler runs; an immediate ``nak`` for anything
-delivered while the agent is closing. Deliveries that do not come from this handle's own durable
-consumer are ignored (not acked).
+One Dispatcher per agent, fed by two durable consumers that deliver to the same subject: the inbox
+(``inbox_<handle>`` of ``MESH_INBOX``: session messages) and the room events (``rooms_<handle>`` of
+``MESH_ROOMS``). Deliveries from any other consumer are ignored (not acked). The subscription callback
+(``on_delivery``) runs sequentially, so it only decodes and dispatches; handlers run as tasks, at most
+``max_in_flight`` at a time (a semaphore, matching the consumers' MaxAckPending).
+
+What happens to a delivery (see docs/mesh.md, "Semantics"):
+
+* handler returned: ``ack``;
+* handler raised :class:`~mesh.errors.Retry` (or anything, with ``retry_on_error``): ``nak`` with its
+  delay, ``term`` after the last allowed delivery;
+* handler raised anything else: logged once with its traceback, ``term`` (dropped, as tailbus does);
+* the process dies first: no ack, so the server redelivers after ``ack_wait``; while the handler
+  runs, ``in_progress`` every ``ack_wait / 3`` s keeps it from being redelivered early;
+* no handler set: ``ack`` (a ``session_open`` is logged as a warning, the rest at debug);
+* a message in a session whose ``request()`` gave up: ``ack``, a debug line;
+* undecodable bytes, an envelope whose sender or recipient differs from its subject, a room event
+  whose sender is not (and was not) a member of its room: ``term`` and a warning;
+* this agent's own room events: ``ack`` (tailbus does not deliver them to their sender either);
+* anything delivered while the agent is closing: ``nak`` at once, for the next holder of the handle.
+
+A reply in a session this agent is opening waits until ``open_session()`` has returned to its caller
+(tailbus's daemon answers the open before it forwards any reply), so code that files the session id
+right after ``open_session()`` returns always finds it there when the reply comes.
+
+Sync handlers of one session (or room) take turns, in delivery order (:class:`~mesh.lanes.Lanes`);
+async handlers start in delivery order and interleave at their awaits.
 """
 
 from __future__ import annotations
@@ -16,60 +35,94 @@ import asyncio
 import inspect
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 import nats.errors
 from nats.aio.msg import Msg
 
-from .constants import NAK_DELAY, STREAM_NAME
+from .constants import NAK_DELAY, ROOMS_STREAM, STREAM_NAME
 from .envelope import decode_envelope, envelope_to_message
-from .errors import EnvelopeError, MeshError
-from .handles import durable_name, parse_inbox_subject
-from .types import Message
+from .errors import EnvelopeError, MeshError, Retry
+from .handles import durable_name, parse_inbox_subject, parse_room_subject, rooms_durable_name
+from .lanes import Lanes
+from .rooms.wire import decode_room_event
+from .types import Message, RoomEvent
 
 __all__ = ["Dispatcher", "MessageHandler"]
 
 log = logging.getLogger("mesh.agent")
 
-#: ``def handler(msg: Message) -> None`` or ``async def handler(msg: Message) -> None``.
-MessageHandler = Callable[[Message], Awaitable[None]] | Callable[[Message], None]
+#: ``def handler(msg) -> None`` or ``async def handler(msg) -> None``; ``msg`` is a Message or, for a
+#: room member, a RoomEvent (as in tailbus). A handler typed for Message only is accepted too.
+MessageHandler = (Callable[[Message], Awaitable[None]] | Callable[[Message], None]
+                  | Callable[[Message | RoomEvent], Awaitable[None]] | Callable[[Message | RoomEvent], None])
+#: Why a room event cannot be genuine, or None (see Rooms.verify).
+RoomCheck = Callable[[RoomEvent], Awaitable[str | None]]
+
+#: How many sessions whose request() gave up are remembered (their late messages are dropped).
+_ABANDONED_LIMIT = 10_000
 
 
 class Dispatcher:
     """Runs one agent's deliveries: waiters first, then the handler under the in-flight limit."""
 
     def __init__(self, handle: str, *, max_in_flight: int, max_deliver: int, ack_wait: float,
-                 waiters: dict[str, asyncio.Future[Message]]) -> None:
+                 waiters: dict[str, asyncio.Future[Message]], retry_on_error: bool = False,
+                 on_session: Callable[[str], None] | None = None) -> None:
         self._handle = handle
-        self._durable = durable_name(handle)
+        self._sources = {(STREAM_NAME, durable_name(handle)), (ROOMS_STREAM, rooms_durable_name(handle))}
         self._max_in_flight = max_in_flight
         self._max_deliver = max_deliver
         self._ack_wait = ack_wait
+        self._retry_on_error = retry_on_error
         self._waiters = waiters
+        self._on_session = on_session
         self.handler: MessageHandler | None = None
+        self.check_room: RoomCheck | None = None
         self.closing = False
+        self._abandoned: OrderedDict[str, None] = OrderedDict()
+        self._opening: dict[str, asyncio.Event] = {}
+        self._lanes = Lanes()
         self._slots = asyncio.Semaphore(max_in_flight)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._in_flight: set[int] = set()
+        self._in_flight: set[tuple[str, int]] = set()
         self._executor: ThreadPoolExecutor | None = None
 
     @property
     def running(self) -> int:
-        """Handlers running right now."""
+        """Handlers running (or waiting for their turn) right now."""
         return len(self._tasks)
+
+    def abandon(self, session: str) -> None:
+        """``request()`` gave up on ``session``: its later messages are dropped (debug line), not handled."""
+        self._abandoned[session] = None
+        self._abandoned.move_to_end(session)
+        while len(self._abandoned) > _ABANDONED_LIMIT:
+            self._abandoned.popitem(last=False)
+
+    def hold(self, session: str) -> None:
+        """``open_session()`` is opening ``session``: its replies wait for :meth:`release`."""
+        self._opening[session] = asyncio.Event()
+
+    def release(self, session: str) -> None:
+        """The open returned: replies waiting on ``session`` run once the opener's task next yields."""
+        gate = self._opening.pop(session, None)
+        if gate is not None:
+            gate.set()
 
     async def drain(self, timeout: float) -> None:
         """Wait up to ``timeout`` s for running handlers; cancel (and nak) the rest."""
         self.closing = True
         if self._tasks:
-            _done, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+            _done, pending = await asyncio.wait(set(self._tasks), timeout=max(timeout, 0.0))
             for task in pending:
                 task.cancel()
             if pending:
-                log.warning("mesh agent %s: %d handlers still running after %.1fs; cancelled",
-                            self._handle, len(pending), timeout)
+                log.warning("mesh agent %s: %d handlers still running after %.1fs; cancelled (their messages "
+                            "are delivered again)", self._handle, len(pending), timeout)
                 await asyncio.gather(*pending, return_exceptions=True)
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
@@ -87,8 +140,8 @@ class Dispatcher:
         except (nats.errors.Error, ValueError, IndexError, AttributeError):
             log.warning("mesh agent %s: delivery with a non-JetStream reply subject ignored", self._handle)
             return
-        if consumer != self._durable or stream != STREAM_NAME:
-            # Not from this handle's inbox (say another user pointed its consumer at our deliver
+        if (stream, consumer) not in self._sources:
+            # Not from this handle's consumers (say another user pointed its consumer at our deliver
             # subject): neither handled nor acked, the ack subject belongs to someone else.
             log.warning("mesh agent %s: delivery from consumer %s of stream %s ignored", self._handle,
                         consumer, stream)
@@ -96,13 +149,36 @@ class Dispatcher:
         if self.closing:
             await self._safe(msg.nak())  # redelivered at once to whoever holds the handle next
             return
+        routed = (self._room_item(msg, stream_seq) if stream == ROOMS_STREAM
+                  else self._inbox_item(msg, stream_seq))
+        if isinstance(routed, Awaitable):
+            await routed  # acked or terminated: nothing to run
+            return
+        item, key = routed
+        if (stream, stream_seq) in self._in_flight:
+            return  # redelivered while its handler still runs; that handler will ack it
+        if isinstance(item, RoomEvent) and not await self._genuine(msg, item):
+            return  # checked here, in delivery order (a room's record is cached after its first event)
+        await self._slots.acquire()
+        if self.closing:
+            self._slots.release()
+            await self._safe(msg.nak())
+            return
+        handler = self.handler
+        turn = self._lanes.enter(key) if handler is not None and not inspect.iscoroutinefunction(handler) else None
+        self._in_flight.add((stream, stream_seq))
+        gate = self._opening.get(key) if isinstance(item, Message) else None
+        task = asyncio.create_task(self._run(msg, item, key, turn, gate, (stream, stream_seq), delivered))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _inbox_item(self, msg: Msg, stream_seq: int) -> tuple[Message, str] | Awaitable[None]:
         try:
             env = decode_envelope(msg.data)
         except EnvelopeError as exc:
             log.warning("mesh agent %s: rejected undecodable message (stream seq %d, %d bytes): %s",
                         self._handle, stream_seq, len(msg.data), exc)
-            await self._safe(msg.term())
-            return
+            return self._safe(msg.term())
         route = parse_inbox_subject(msg.subject)
         if route != (self._handle, env.from_handle) or env.to_handle != self._handle:
             # The subject names the sender the server let publish (see docs/mesh.md, "Security"); an
@@ -110,63 +186,111 @@ class Dispatcher:
             log.warning("mesh agent %s: rejected message %s (stream seq %d): sent on %s but the envelope "
                         "says from %s to %s", self._handle, env.message_id, stream_seq, msg.subject,
                         env.from_handle, env.to_handle)
-            await self._safe(msg.term())
-            return
+            return self._safe(msg.term())
         message = envelope_to_message(env)
+        if self._on_session is not None:
+            self._on_session(env.session_id)
         waiter = self._waiters.get(env.session_id)
         if waiter is not None and env.type != "session_open":
             del self._waiters[env.session_id]
             if not waiter.done():
                 waiter.set_result(message)
-            await self._safe(msg.ack())
-            return
-        if stream_seq in self._in_flight:
-            return  # redelivered while its handler still runs; that handler will ack it
-        await self._slots.acquire()
-        if self.closing:
-            self._slots.release()
-            await self._safe(msg.nak())
-            return
-        self._in_flight.add(stream_seq)
-        task = asyncio.create_task(self._run_handler(msg, message, stream_seq, delivered))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+            return self._safe(msg.ack())
+        if env.type != "session_open" and env.session_id in self._abandoned:
+            log.debug("mesh agent %s: dropped %s %s in session %s: its request() gave up waiting", self._handle,
+                      env.type, env.message_id, env.session_id)
+            return self._safe(msg.ack())
+        return message, env.session_id
 
-    async def _run_handler(self, msg: Msg, message: Message, stream_seq: int, delivered: int) -> None:
+    def _room_item(self, msg: Msg, stream_seq: int) -> tuple[RoomEvent, str] | Awaitable[None]:
+        try:
+            event = decode_room_event(msg.data)
+        except EnvelopeError as exc:
+            log.warning("mesh agent %s: rejected undecodable room event (stream seq %d, %d bytes): %s",
+                        self._handle, stream_seq, len(msg.data), exc)
+            return self._safe(msg.term())
+        if parse_room_subject(msg.subject) != (self._handle, event.room_id, event.sender_handle):
+            log.warning("mesh agent %s: rejected room event %s (stream seq %d): sent on %s but it says room %s "
+                        "from %s", self._handle, event.event_id, stream_seq, msg.subject, event.room_id,
+                        event.sender_handle)
+            return self._safe(msg.term())
+        if event.sender_handle == self._handle:
+            return self._safe(msg.ack())  # our own copy, kept for replays only
+        return event, event.room_id
+
+    async def _run(self, msg: Msg, item: Message | RoomEvent, key: str, turn: asyncio.Future[None] | None,
+                   gate: asyncio.Event | None, ref: tuple[str, int], delivered: int) -> None:
         keepalive = asyncio.create_task(self._keep_alive(msg))
         started = time.monotonic()
         try:
-            handler = self.handler
+            handler = cast(Callable[[Any], Any] | None, self.handler)
             if handler is None:
-                raise MeshError("no on_message handler is set")
+                opening = isinstance(item, Message) and item.message_type == "session_open"
+                log.log(logging.WARNING if opening else logging.DEBUG,
+                        "mesh agent %s: no on_message handler is set; dropped %s", self._handle, _describe(item))
+                await self._safe(msg.ack())
+                return
+            if gate is not None:
+                await gate.wait()
+            if turn is not None:
+                await turn
             if inspect.iscoroutinefunction(handler):
-                await handler(message)
+                await handler(item)
             else:
-                result = await asyncio.get_running_loop().run_in_executor(self._get_executor(), handler, message)
+                result = await asyncio.get_running_loop().run_in_executor(self._get_executor(), handler, item)
                 if inspect.isawaitable(result):
                     await result
         except asyncio.CancelledError:
             await self._safe(msg.nak())
             raise
+        except Retry as exc:
+            await self._retry(msg, item, delivered, exc.delay, exc)
         except Exception as exc:
-            final = self._max_deliver != -1 and delivered >= self._max_deliver
-            log.error(
-                "mesh agent %s: handler failed on message %s (session %s, delivery %d/%s): %s%s",
-                self._handle, message.message_id, message.session, delivered,
-                self._max_deliver if self._max_deliver != -1 else "inf", type(exc).__name__,
-                "; giving up (terminated)" if final else "; will be redelivered",
-                exc_info=exc if not isinstance(exc, MeshError) else None,
-            )
-            await self._safe(msg.term() if final else msg.nak(delay=NAK_DELAY))
+            if self._retry_on_error:
+                await self._retry(msg, item, delivered, NAK_DELAY, exc)
+            else:
+                log.error("mesh agent %s: handler failed on %s: %s; dropped (raise mesh.Retry to have it "
+                          "delivered again)", self._handle, _describe(item), type(exc).__name__,
+                          exc_info=exc if not isinstance(exc, MeshError) else None)
+                await self._safe(msg.term())
         else:
             await self._safe(msg.ack())
             if log.isEnabledFor(logging.DEBUG):
-                log.debug("mesh agent %s: handled %s (session %s) in %.2f ms", self._handle,
-                          message.message_id, message.session, (time.monotonic() - started) * 1e3)
+                log.debug("mesh agent %s: handled %s in %.2f ms", self._handle, _describe(item),
+                          (time.monotonic() - started) * 1e3)
         finally:
             keepalive.cancel()
-            self._in_flight.discard(stream_seq)
+            if turn is not None:
+                self._lanes.leave(key, turn)
+            self._in_flight.discard(ref)
             self._slots.release()
+
+    async def _genuine(self, msg: Msg, event: RoomEvent) -> bool:
+        """Check a room event against its room's record; terminate (False) one from a non-member."""
+        if self.check_room is None:
+            return True
+        try:
+            reason = await self.check_room(event)
+        except (MeshError, nats.errors.Error, TimeoutError, OSError) as exc:
+            log.warning("mesh agent %s: cannot read room %s to check event %s (%s); retrying in %.0fs",
+                        self._handle, event.room_id, event.event_id, type(exc).__name__, NAK_DELAY)
+            await self._safe(msg.nak(delay=NAK_DELAY))
+            return False
+        if reason is not None:
+            log.warning("mesh agent %s: rejected room event %s: %s", self._handle, event.event_id, reason)
+            await self._safe(msg.term())
+            return False
+        return True
+
+    async def _retry(self, msg: Msg, item: Message | RoomEvent, delivered: int, delay: float,
+                     exc: BaseException) -> None:
+        final = self._max_deliver != -1 and delivered >= self._max_deliver
+        log.log(logging.ERROR if final else logging.WARNING,
+                "mesh agent %s: handler failed on %s (delivery %d/%s): %s%s", self._handle, _describe(item),
+                delivered, self._max_deliver if self._max_deliver != -1 else "inf", type(exc).__name__,
+                "; giving up (terminated)" if final else f"; delivered again in {delay:g}s",
+                exc_info=exc if not isinstance(exc, MeshError) else None)
+        await self._safe(msg.term() if final else msg.nak(delay=max(delay, 0.0)))
 
     async def _keep_alive(self, msg: Msg) -> None:
         """Send in-progress acks every ``ack_wait / 3`` s while the handler runs."""
@@ -186,3 +310,11 @@ class Dispatcher:
             await op
         except (nats.errors.Error, TimeoutError, OSError) as exc:  # the server redelivers after ack_wait
             log.debug("mesh agent %s: ack operation failed: %s", self._handle, type(exc).__name__)
+
+
+def _describe(item: Message | RoomEvent) -> str:
+    """Ids for a log line (never the payload)."""
+    if isinstance(item, RoomEvent):
+        return f"room event {item.event_id} ({item.event_type} #{item.room_seq} in room {item.room_id} " \
+               f"from {item.sender_handle})"
+    return f"{item.message_type} {item.message_id} (session {item.session}, from {item.from_handle})"

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 __all__ = [
+    "AgentClosed",
+    "AlreadyRegisteredError",
     "AuthenticationError",
+    "BinaryNotFoundError",
+    "BridgeDiedError",
+    "BridgeError",
     "EnvelopeError",
     "HandleNotFound",
     "HandleTaken",
@@ -12,16 +17,36 @@ __all__ = [
     "MeshTimeout",
     "NotParticipant",
     "NotRegistered",
+    "NotRegisteredError",
+    "NotRoomMember",
     "PayloadTooLarge",
     "PermissionDenied",
+    "Retry",
+    "RoomClosed",
+    "RoomFull",
+    "RoomNotFound",
     "ServerError",
     "SessionClosed",
     "SessionNotFound",
+    "TailbusError",
 ]
 
 
 class MeshError(Exception):
-    """Root of every error ``mesh`` raises on purpose."""
+    """Root of every error ``mesh`` raises on purpose.
+
+    ``request_type``: the operation that failed, named as tailbus's bridge names it (``"open"``,
+    ``"send"``, ``"post_room"``, ``"replay_room"`` ...; ``""`` outside an agent method). ``error``: the
+    message. With these two, code written for tailbus's ``BridgeError`` (an alias of this class) reads
+    a mesh error the same way.
+    """
+
+    request_type: str = ""
+
+    @property
+    def error(self) -> str:
+        """The error message (tailbus's ``BridgeError.error``)."""
+        return str(self)
 
 
 class InvalidHandle(MeshError, ValueError):
@@ -108,6 +133,66 @@ class MeshTimeout(MeshError, TimeoutError):
         self.timeout = timeout
 
 
+class AgentClosed(MeshError):
+    """The agent was closed: its pending ``request()`` calls and any later operation fail with this."""
+
+    def __init__(self, handle: str, what: str = "") -> None:
+        super().__init__(f"agent {handle!r} is closed" + (f" ({what})" if what else ""))
+        self.handle = handle
+
+
+class RoomNotFound(MeshError):
+    """No room with this id exists (never created, malformed id, or expired after 30 days unchanged)."""
+
+    def __init__(self, room_id: str) -> None:
+        super().__init__(f"room {room_id[:140]!r} does not exist")
+        self.room_id = room_id
+
+
+class RoomClosed(MeshError):
+    """The room was closed: it refuses posts and joins (members may still replay and leave)."""
+
+    def __init__(self, room_id: str) -> None:
+        # "room ... is closed" is the wording tailbus's daemon uses; tailbus agents match on it.
+        super().__init__(f"room {room_id!r} is closed and accepts no more posts or members")
+        self.room_id = room_id
+
+
+class NotRoomMember(MeshError):
+    """The handle is not a member of the room (it may ``join_room`` first, unless the room is closed)."""
+
+    def __init__(self, room_id: str, handle: str) -> None:
+        super().__init__(f"handle {handle!r} is not a member of room {room_id!r}")
+        self.room_id = room_id
+        self.handle = handle
+
+
+class RoomFull(MeshError):
+    """The room reached one of its limits; nothing was posted. ``limit`` names which: ``"max_events"``
+    (events retained), ``"max_bytes"`` (payload bytes posted) or ``"max_members"``; ``value`` is that
+    limit. Close the room and open a new one, or create rooms with larger limits."""
+
+    def __init__(self, room_id: str, limit: str, value: int) -> None:
+        super().__init__(f"room {room_id!r} is full: it reached its {limit} of {value}; close it and create "
+                         "a new room (create_room takes max_events and max_bytes)")
+        self.room_id = room_id
+        self.limit = limit
+        self.value = value
+
+
+class Retry(MeshError):
+    """Raised by a handler to have its message delivered again after ``delay`` seconds.
+
+    Any other exception from a handler is logged and the message dropped (as tailbus does); a process
+    that dies before its handler returns still gets the message redelivered. After ``max_deliver``
+    deliveries the message is given up (terminated) and an error is logged. (Like arq's ``Retry``.)
+    """
+
+    def __init__(self, delay: float = 1.0, reason: str = "") -> None:
+        super().__init__(f"handler asked for a retry in {delay:g}s" + (f": {reason}" if reason else ""))
+        self.delay = delay
+
+
 class ServerError(MeshError):
     """The embedded nats-server could not be found, started, or died; carries its last log lines."""
 
@@ -147,3 +232,20 @@ class PermissionDenied(MeshError):
         self.handle = handle
         self.operation = operation
         self.subject = subject
+
+
+# ── tailbus's names, for code written against tailbus's SDK ────────────────
+#: tailbus's root error.
+TailbusError = MeshError
+#: tailbus raises it for every error its daemon returns (unknown handle, closed room ...): here, every
+#: MeshError, with ``.error`` and ``.request_type``.
+BridgeError = MeshError
+#: tailbus: the bridge process exited. Here: the agent was closed under a pending call.
+BridgeDiedError = AgentClosed
+#: tailbus: an operation before ``register()``.
+NotRegisteredError = NotRegistered
+#: tailbus: ``register()`` called twice. Here registering again re-publishes; the nearest failure is
+#: another live agent holding the handle.
+AlreadyRegisteredError = HandleTaken
+#: tailbus: the ``tailbus`` binary is missing. Here: the ``nats-server`` binary of an embedded server.
+BinaryNotFoundError = ServerError

@@ -1,9 +1,18 @@
-"""Handle validation and the NATS names derived from a handle (pure, no I/O)."""
+"""Handle and room-id validation and the NATS names derived from them (pure, no I/O)."""
 
 from __future__ import annotations
 
-from .constants import DELIVER_PREFIX, DURABLE_PREFIX, HANDLE_RE, INBOX_PREFIX
-from .errors import InvalidHandle
+from .constants import (
+    DELIVER_PREFIX,
+    DURABLE_PREFIX,
+    HANDLE_RE,
+    INBOX_PREFIX,
+    REPLAY_PREFIX,
+    ROOM_ID_RE,
+    ROOM_PREFIX,
+    ROOMS_DURABLE_PREFIX,
+)
+from .errors import InvalidHandle, RoomNotFound
 
 __all__ = [
     "deliver_subject",
@@ -11,8 +20,15 @@ __all__ = [
     "inbox_filter",
     "inbox_subject",
     "parse_inbox_subject",
+    "parse_room_subject",
+    "replay_consumer_name",
     "reply_prefix",
+    "room_filter",
+    "room_replay_filter",
+    "room_subject",
+    "rooms_durable_name",
     "validate_handle",
+    "validate_room_id",
 ]
 
 
@@ -64,3 +80,52 @@ def reply_prefix(handle: str) -> str:
     ``_INBOX.>``, so an agent cannot read the API replies meant for another.
     """
     return f"_INBOX.{handle}"
+
+
+def validate_room_id(room_id: str) -> str:
+    """Return ``room_id`` unchanged if it can be a room id (one NATS token of ``[A-Za-z0-9_-]``, at most
+    128 characters); raises RoomNotFound otherwise, since no such room can exist."""
+    if not isinstance(room_id, str) or ROOM_ID_RE.fullmatch(room_id) is None:
+        raise RoomNotFound(room_id if isinstance(room_id, str) else repr(room_id))
+    return room_id
+
+
+def room_subject(member: str, room_id: str, poster: str) -> str:
+    """``mesh.room.<member>.<room_id>.<poster>``: ``member``'s copy of an event ``poster`` sent to the room.
+
+    The member comes first so that a NATS server can let each user read only its own copies
+    (``mesh.room.<own handle>.>``), the poster last so that it can let each user write only as itself
+    (``mesh.room.*.*.<own handle>``); see examples/nats-server.conf.
+    """
+    return f"{ROOM_PREFIX}{member}.{room_id}.{poster}"
+
+
+def room_filter(member: str) -> str:
+    """``mesh.room.<member>.>``: every room event copied to ``member`` (its durable consumer's filter)."""
+    return f"{ROOM_PREFIX}{member}.>"
+
+
+def room_replay_filter(member: str, room_id: str) -> str:
+    """``mesh.room.<member>.<room_id>.*``: ``member``'s copies of one room's events (what a replay reads)."""
+    return f"{ROOM_PREFIX}{member}.{room_id}.*"
+
+
+def parse_room_subject(subject: str) -> tuple[str, str, str] | None:
+    """``mesh.room.<member>.<room_id>.<poster>`` -> ``(member, room_id, poster)``; None for anything else."""
+    if not subject.startswith(ROOM_PREFIX):
+        return None
+    parts = subject[len(ROOM_PREFIX):].split(".")
+    if len(parts) != 3 or not (HANDLE_RE.fullmatch(parts[0]) and ROOM_ID_RE.fullmatch(parts[1])
+                               and HANDLE_RE.fullmatch(parts[2])):
+        return None
+    return parts[0], parts[1], parts[2]
+
+
+def rooms_durable_name(handle: str) -> str:
+    """``rooms_<handle>``: the durable consumer that delivers ``handle``'s room events."""
+    return ROOMS_DURABLE_PREFIX + handle
+
+
+def replay_consumer_name(handle: str) -> str:
+    """``replay_<handle>``: the short-lived consumer ``replay_room`` reads ``handle``'s copies with."""
+    return REPLAY_PREFIX + handle

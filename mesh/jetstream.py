@@ -6,7 +6,14 @@
 * One durable push consumer per registered handle: ``inbox_<handle>``, filter
   ``mesh.inbox.<handle>.*``, delivered to ``mesh.deliver.<handle>`` in queue group ``<handle>``,
   explicit ack, ``MaxAckPending = max_in_flight``, ``MaxDeliver``, ``AckWait``.
-* KV buckets ``mesh_registry`` (no expiry) and ``mesh_sessions`` (7 day expiry).
+* KV buckets ``mesh_registry`` (no expiry), ``mesh_sessions`` (7 day expiry) and ``mesh_rooms``
+  (30 days after a room's last change).
+* Stream ``MESH_ROOMS``: subjects ``mesh.room.>`` (``mesh.room.<member>.<room_id>.<poster>``, one copy
+  per member), file storage, limits retention (copies stay for replay after they are acked), duplicate
+  window 2 min, max age 30 days, max 1 GiB with discard-new.
+* Per registered handle, a durable push consumer ``rooms_<handle>`` on it, filter
+  ``mesh.room.<handle>.>``, delivered to the same ``mesh.deliver.<handle>`` as the inbox; and, during a
+  ``replay_room``, a pull consumer ``replay_<handle>`` filtered on one room's copies.
 """
 
 from __future__ import annotations
@@ -32,15 +39,33 @@ from .constants import (
     DUPLICATE_WINDOW,
     INBOX_PREFIX,
     REGISTRY_BUCKET,
+    ROOM_PREFIX,
+    ROOMS_BUCKET,
+    ROOMS_MAX_AGE,
+    ROOMS_STREAM,
+    ROOMS_STREAM_MAX_BYTES,
     SESSIONS_BUCKET,
     SESSIONS_MAX_AGE,
     STREAM_MAX_AGE,
     STREAM_MAX_BYTES,
     STREAM_NAME,
 )
-from .handles import deliver_subject, durable_name, inbox_filter
+from .handles import deliver_subject, durable_name, inbox_filter, room_filter, rooms_durable_name
 
-__all__ = ["ensure_bucket", "ensure_consumer", "ensure_stream", "remove_inbox"]
+__all__ = [
+    "ensure_bucket",
+    "ensure_consumer",
+    "ensure_rooms_consumer",
+    "ensure_rooms_stream",
+    "ensure_stream",
+    "remove_inbox",
+]
+
+_BUCKETS: dict[str, tuple[str, float | None]] = {
+    REGISTRY_BUCKET: ("mesh handle registry", None),
+    SESSIONS_BUCKET: ("mesh session state", SESSIONS_MAX_AGE),
+    ROOMS_BUCKET: ("mesh room records", ROOMS_MAX_AGE),
+}
 
 log = logging.getLogger(__name__)
 
@@ -69,14 +94,37 @@ async def ensure_stream(js: JetStreamContext) -> None:
         await js.stream_info(STREAM_NAME)  # lost a creation race: fine if it exists now
 
 
+async def ensure_rooms_stream(js: JetStreamContext) -> None:
+    """Create the ``MESH_ROOMS`` stream unless it exists (an existing stream is used as is)."""
+    try:
+        await js.stream_info(ROOMS_STREAM)
+        return
+    except nats.js.errors.NotFoundError:
+        pass
+    config = StreamConfig(
+        name=ROOMS_STREAM,
+        description="mesh room events, one copy per member (mesh.room.<member>.<room_id>.<poster>)",
+        subjects=[ROOM_PREFIX + ">"],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.NEW,
+        max_age=ROOMS_MAX_AGE,
+        max_bytes=ROOMS_STREAM_MAX_BYTES,
+        duplicate_window=DUPLICATE_WINDOW,
+    )
+    try:
+        await js.add_stream(config)
+    except nats.js.errors.BadRequestError:
+        await js.stream_info(ROOMS_STREAM)
+
+
 async def ensure_bucket(js: JetStreamContext, bucket: str) -> KeyValue:
     """Open the KV bucket, creating it (file storage, history 1) on first use."""
     try:
         return await js.key_value(bucket)
     except nats.js.errors.BucketNotFoundError:
         pass
-    ttl = SESSIONS_MAX_AGE if bucket == SESSIONS_BUCKET else None
-    description = {REGISTRY_BUCKET: "mesh handle registry", SESSIONS_BUCKET: "mesh session state"}.get(bucket)
+    description, ttl = _BUCKETS.get(bucket, (None, None))
     try:
         return await js.create_key_value(
             KeyValueConfig(bucket=bucket, description=description, history=1, ttl=ttl,
@@ -112,18 +160,46 @@ async def ensure_consumer(
     await js.add_consumer(STREAM_NAME, config)
 
 
-async def remove_inbox(js: JetStreamContext, handle: str) -> None:
-    """Delete the handle's durable consumer and purge what is left in its inbox (ephemeral handles).
+async def ensure_rooms_consumer(js: JetStreamContext, handle: str, *, max_in_flight: int, max_deliver: int,
+                                ack_wait: float) -> None:
+    """Create (or update in place) the handle's durable consumer of its room events.
+
+    Deliver-all: a handle that registers for the first time gets the copies members sent it before.
+    """
+    name = rooms_durable_name(handle)
+    await js.add_consumer(ROOMS_STREAM, ConsumerConfig(
+        name=name,
+        durable_name=name,
+        description=f"mesh room events of {handle}",
+        filter_subject=room_filter(handle),
+        deliver_subject=deliver_subject(handle),
+        deliver_group=handle,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=ack_wait,
+        max_deliver=max_deliver,
+        max_ack_pending=max_in_flight,
+    ))
+
+
+async def remove_inbox(js: JetStreamContext, handle: str, *, rooms: bool = False) -> None:
+    """Delete the handle's durable consumers (the rooms consumer too when ``rooms``) and purge what is
+    left in its inbox (ephemeral handles).
 
     The purge (which needs the ``$JS.API.STREAM.PURGE.MESH_INBOX`` permission, one that lets a user
-    purge any inbox, so locked-down servers do not grant it) runs only when messages are left.
+    purge any inbox, so locked-down servers do not grant it) runs only when messages are left. Its
+    room copies are left to expire with the rooms stream, for the same reason.
     """
     try:
         info = await js.consumer_info(STREAM_NAME, durable_name(handle))
     except nats.js.errors.NotFoundError:
-        return
-    with contextlib.suppress(nats.js.errors.NotFoundError):
-        await js.delete_consumer(STREAM_NAME, durable_name(handle))
-    if info.num_pending or info.num_ack_pending:
+        info = None
+    if info is not None:
         with contextlib.suppress(nats.js.errors.NotFoundError):
-            await js.purge_stream(STREAM_NAME, subject=inbox_filter(handle))
+            await js.delete_consumer(STREAM_NAME, durable_name(handle))
+        if info.num_pending or info.num_ack_pending:
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await js.purge_stream(STREAM_NAME, subject=inbox_filter(handle))
+    if rooms:
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await js.delete_consumer(ROOMS_STREAM, rooms_durable_name(handle))

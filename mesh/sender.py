@@ -27,7 +27,7 @@ from .registry import Registry
 from .sessions import SessionStore
 from .types import MessageType, Opened
 
-__all__ = ["Sender"]
+__all__ = ["Sender", "publish"]
 
 log = logging.getLogger("mesh.agent")
 
@@ -58,8 +58,8 @@ class Sender:
         """Create the session record and publish its first message. Raises InvalidHandle,
         HandleNotFound, PayloadTooLarge, PermissionDenied, MeshTimeout."""
         validate_handle(to)
-        self._check_payload(payload, content_type)
-        await self._require_handle(to)
+        self.check_payload(payload, content_type)
+        await self.require_handle(to)
         trace = trace_id or str(uuid.uuid4())
         await self._denials.guard(self._sessions.open(session, self._handle, to, trace), "publish",
                                   [f"$KV.{SESSIONS_BUCKET}.{session}"])
@@ -82,7 +82,7 @@ class Sender:
         """Take the session's next sequence (resolving it if ``kind`` says so) and publish; returns
         ``(message_id, sequence)``. Raises SessionNotFound, NotParticipant, SessionClosed,
         PayloadTooLarge, PermissionDenied, MeshTimeout."""
-        self._check_payload(payload, content_type)
+        self.check_payload(payload, content_type)
         state = await self._denials.guard(
             self._sessions.advance(session, self._handle, resolve=kind == "session_resolve"),
             "publish", [f"$KV.{SESSIONS_BUCKET}.{session}"])
@@ -101,7 +101,9 @@ class Sender:
         await self._publish(env)
         return env.message_id, env.sequence
 
-    def _check_payload(self, payload: str, content_type: str) -> None:
+    def check_payload(self, payload: str, content_type: str, *, overhead: int = 0) -> int:
+        """The payload's size in UTF-8 bytes; raises PayloadTooLarge if it is over ``max_payload``, or if
+        its envelope (plus ``overhead`` bytes more than a session envelope) would be over the server's."""
         if not isinstance(payload, str):
             raise TypeError(f"payload must be str, got {type(payload).__name__}")
         if not isinstance(content_type, str):
@@ -109,11 +111,13 @@ class Sender:
         size = len(payload.encode("utf-8"))
         if size > self._max_payload:
             raise PayloadTooLarge(size, self._max_payload)
-        server_limit = self._nc.max_payload - _ENVELOPE_OVERHEAD - len(content_type.encode("utf-8"))
+        server_limit = self._nc.max_payload - _ENVELOPE_OVERHEAD - overhead - len(content_type.encode("utf-8"))
         if self._nc.max_payload > 0 and size > server_limit:
             raise PayloadTooLarge(size, max(server_limit, 0))
+        return size
 
-    async def _require_handle(self, handle: str) -> None:
+    async def require_handle(self, handle: str) -> None:
+        """Raises HandleNotFound unless ``handle`` is registered (positive answers are cached for 5 s)."""
         expires = self._known.get(handle)
         now = time.monotonic()
         if expires is not None and expires > now:
@@ -127,22 +131,27 @@ class Sender:
 
     async def _publish(self, env: Envelope) -> None:
         """Publish with ``Nats-Msg-Id = message_id``, retried (stored once) on timeouts."""
-        data = encode_envelope(env)
-        headers = {"Nats-Msg-Id": env.message_id}
-        subject = inbox_subject(env.to_handle, env.from_handle)
-        for attempt in range(1, _PUBLISH_ATTEMPTS + 1):
-            try:
-                await self._denials.guard(
-                    self._js.publish(subject, data, headers=headers, timeout=_PUBLISH_TIMEOUT), "publish", [subject])
-                return
-            except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
-                if attempt == _PUBLISH_ATTEMPTS:
-                    raise MeshTimeout(
-                        f"publish of {env.message_id} to {env.to_handle!r} not acknowledged "
-                        f"({type(exc).__name__})", timeout=_PUBLISH_TIMEOUT * _PUBLISH_ATTEMPTS,
-                    ) from exc
-                log.info("mesh agent %s: publish %s attempt %d failed (%s); retrying", self._handle,
-                         env.message_id, attempt, type(exc).__name__)
-                await asyncio.sleep(0.2 * attempt)
-            except nats.js.errors.APIError as exc:
-                raise MeshError(f"publish of {env.message_id} to {env.to_handle!r} refused: {exc}") from exc
+        await publish(self._js, self._denials, handle=self._handle, subject=inbox_subject(env.to_handle, env.from_handle),
+                      data=encode_envelope(env), msg_id=env.message_id, what=f"{env.message_id} to {env.to_handle!r}")
+
+
+async def publish(js: JetStreamContext, denials: Denials, *, handle: str, subject: str, data: bytes, msg_id: str,
+                  what: str) -> None:
+    """Publish ``data`` on ``subject`` with ``Nats-Msg-Id = msg_id``; a timeout is retried (the stream stores
+    the message once). Raises PermissionDenied at once when the server denies the subject, MeshTimeout
+    after 3 unacknowledged attempts, MeshError when the stream refuses it (full, no such stream)."""
+    headers = {"Nats-Msg-Id": msg_id}
+    for attempt in range(1, _PUBLISH_ATTEMPTS + 1):
+        try:
+            await denials.guard(js.publish(subject, data, headers=headers, timeout=_PUBLISH_TIMEOUT), "publish",
+                                [subject])
+            return
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
+            if attempt == _PUBLISH_ATTEMPTS:
+                raise MeshTimeout(f"publish of {what} not acknowledged ({type(exc).__name__})",
+                                  timeout=_PUBLISH_TIMEOUT * _PUBLISH_ATTEMPTS) from exc
+            log.info("mesh agent %s: publish %s attempt %d failed (%s); retrying", handle, msg_id, attempt,
+                     type(exc).__name__)
+            await asyncio.sleep(0.2 * attempt)
+        except nats.js.errors.APIError as exc:
+            raise MeshError(f"publish of {what} refused: {exc}") from exc

@@ -23,10 +23,12 @@ from nats.js.kv import KeyValue
 
 from .errors import MeshError, NotParticipant, SessionClosed, SessionNotFound
 
-__all__ = ["SessionState", "SessionStore"]
+__all__ = ["SessionBook", "SessionState", "SessionStore"]
 
 _MAX_CAS_ATTEMPTS = 50
 _CACHE_SIZE = 4096
+#: Sessions ``list_sessions()`` remembers per agent (the most recent ones).
+_BOOK_SIZE = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +102,20 @@ class SessionStore:
         while len(self._cache) > _CACHE_SIZE:
             self._cache.popitem(last=False)
 
+    async def current(self, session: str) -> SessionState | None:
+        """The session as it is now (a resolved one from the cache, since it cannot change), or None if
+        it does not exist (any more)."""
+        cached = self._cache.get(session)
+        if cached is not None and cached[0].resolved:
+            return cached[0]
+        try:
+            state, revision = await self.get(session)
+        except SessionNotFound:
+            self._cache.pop(session, None)
+            return None
+        self._remember(state, revision)
+        return state
+
     def forget(self, session: str) -> None:
         """Drop a session from the local cache (e.g. after it resolved)."""
         self._cache.pop(session, None)
@@ -150,3 +166,21 @@ class SessionStore:
             self._remember(new, new_revision)  # a resolved state is terminal: later writes fail locally
             return new
         raise MeshError(f"session {session!r}: too much contention on the session record")
+
+
+class SessionBook:
+    """The ids of the sessions one agent took part in since it started (opened, sent, received), the
+    ``_BOOK_SIZE`` most recent ones, oldest first: what ``list_sessions()`` reports on."""
+
+    def __init__(self, limit: int = _BOOK_SIZE) -> None:
+        self._limit = limit
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def note(self, session: str) -> None:
+        self._ids[session] = None
+        self._ids.move_to_end(session)
+        while len(self._ids) > self._limit:
+            self._ids.popitem(last=False)
+
+    def ids(self) -> list[str]:
+        return list(self._ids)

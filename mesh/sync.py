@@ -1,14 +1,15 @@
 """SyncAgent: the AsyncAgent API, blocking, for scripts. One event loop runs on a private thread.
 
-Handlers given to ``on_message`` should be plain functions: they run on worker threads and may call
-the blocking methods (``send``, ``resolve``, ``request`` ...) of the same SyncAgent. Calling a
-blocking method from the agent's own loop thread (an ``async def`` handler) raises MeshError
-instead of deadlocking.
+Handlers given to ``on_message`` should be plain functions: they run on worker threads (those of one
+session or room one at a time, in order) and may call the blocking methods (``send``, ``resolve``,
+``request``, ``post_room_message`` ...) of the same SyncAgent. Calling a blocking method from the
+agent's own loop thread (an ``async def`` handler) raises MeshError instead of deadlocking.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Coroutine, Iterable, Mapping
 from types import TracebackType
@@ -18,12 +19,15 @@ from .agent import AsyncAgent, MessageHandler
 from .auth import NatsAuth
 from .constants import (
     DEFAULT_ACK_WAIT,
+    DEFAULT_DRAIN_TIMEOUT,
     DEFAULT_HEARTBEAT_INTERVAL,
     DEFAULT_MAX_DELIVER,
     DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_MAX_PAYLOAD,
+    DEFAULT_ROOM_MAX_BYTES,
+    DEFAULT_ROOM_MAX_EVENTS,
 )
-from .errors import MeshError
+from .errors import AgentClosed, MeshError
 from .types import (
     HandleEntry,
     HandleMatch,
@@ -33,7 +37,11 @@ from .types import (
     Opened,
     Registered,
     Resolved,
+    RoomEvent,
+    RoomInfo,
+    RoomPosted,
     Sent,
+    SessionInfo,
 )
 
 __all__ = ["SyncAgent"]
@@ -49,7 +57,7 @@ class SyncAgent:
         self,
         handle: str,
         *,
-        servers: str | Iterable[str] = "nats://127.0.0.1:4222",
+        servers: str | Iterable[str] | None = None,
         manifest: Manifest | None = None,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         max_payload: int = DEFAULT_MAX_PAYLOAD,
@@ -57,14 +65,21 @@ class SyncAgent:
         max_deliver: int = DEFAULT_MAX_DELIVER,
         ack_wait: float = DEFAULT_ACK_WAIT,
         heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
-        drain_timeout: float = 30.0,
+        drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
         auth: NatsAuth | None = None,
+        retry_on_error: bool = False,
+        state_dir: str | os.PathLike[str] | None = None,
+        reclaim: bool = True,
+        socket: str | None = None,
+        binary: str | None = None,
     ) -> None:
         self._agent = AsyncAgent(
             handle, servers=servers, manifest=manifest, max_in_flight=max_in_flight, max_payload=max_payload,
             connect_options=connect_options, max_deliver=max_deliver, ack_wait=ack_wait,
             heartbeat_interval=heartbeat_interval, drain_timeout=drain_timeout, auth=auth,
+            retry_on_error=retry_on_error, state_dir=state_dir, reclaim=reclaim, socket=socket, binary=binary,
         )
+        self._socket, self._binary = socket, binary  # tailbus's; kept so code that prints them still runs
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name=f"mesh-sync-{handle}", daemon=True)
         self._thread.start()
@@ -76,7 +91,7 @@ class SyncAgent:
             raise MeshError("blocking SyncAgent methods cannot be called from the agent's loop thread")
         if self._closed:
             coro.close()
-            raise MeshError(f"agent {self._agent.handle!r} is closed")
+            raise AgentClosed(self._agent.handle)
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     @property
@@ -99,12 +114,12 @@ class SyncAgent:
         self._call(self._agent.start())
         return self
 
-    def close(self) -> None:
-        """Drain, disconnect and stop the loop thread; idempotent."""
+    def close(self, *, grace: float | None = None) -> None:
+        """Drain (up to ``grace`` s, default ``drain_timeout``), disconnect and stop the loop thread; idempotent."""
         if self._closed:
             return
         try:
-            self._call(self._agent.close())
+            self._call(self._agent.close(grace=grace))
         finally:
             self._closed = True
             self._loop.call_soon_threadsafe(self._loop.stop)
@@ -156,7 +171,11 @@ class SyncAgent:
         """See AsyncAgent.introspect."""
         return self._call(self._agent.introspect(handle))
 
-    def list_handles(self, *, tags: Iterable[str] | None = None, online_only: bool = False) -> list[HandleEntry]:
+    def list_sessions(self) -> list[SessionInfo]:
+        """See AsyncAgent.list_sessions."""
+        return self._call(self._agent.list_sessions())
+
+    def list_handles(self, *, tags: Iterable[str] | None = None, online_only: bool = True) -> list[HandleEntry]:
         """See AsyncAgent.list_handles."""
         return self._call(self._agent.list_handles(tags=tags, online_only=online_only))
 
@@ -169,7 +188,7 @@ class SyncAgent:
         command_name: str = "",
         version: str = "",
         limit: int = 0,
-        online_only: bool = False,
+        online_only: bool = True,
     ) -> list[HandleMatch]:
         """See AsyncAgent.find_handles."""
         return self._call(
@@ -177,6 +196,46 @@ class SyncAgent:
                                      command_name=command_name, version=version, limit=limit,
                                      online_only=online_only)
         )
+
+    def create_room(self, title: str, members: Iterable[str] | None = None, *, trace_id: str | None = None,
+                    max_events: int = DEFAULT_ROOM_MAX_EVENTS, max_bytes: int = DEFAULT_ROOM_MAX_BYTES) -> str:
+        """See AsyncAgent.create_room."""
+        return self._call(self._agent.create_room(title, members, trace_id=trace_id, max_events=max_events,
+                                                  max_bytes=max_bytes))
+
+    def join_room(self, room_id: str) -> bool:
+        """See AsyncAgent.join_room."""
+        return self._call(self._agent.join_room(room_id))
+
+    def invite_to_room(self, room_id: str, handle: str) -> bool:
+        """See AsyncAgent.invite_to_room."""
+        return self._call(self._agent.invite_to_room(room_id, handle))
+
+    def leave_room(self, room_id: str) -> bool:
+        """See AsyncAgent.leave_room."""
+        return self._call(self._agent.leave_room(room_id))
+
+    def post_room_message(self, room_id: str, payload: str, *, content_type: str = "text/plain",
+                          trace_id: str | None = None) -> RoomPosted:
+        """See AsyncAgent.post_room_message."""
+        return self._call(self._agent.post_room_message(room_id, payload, content_type=content_type,
+                                                        trace_id=trace_id))
+
+    def list_rooms(self) -> list[RoomInfo]:
+        """See AsyncAgent.list_rooms."""
+        return self._call(self._agent.list_rooms())
+
+    def list_room_members(self, room_id: str) -> list[str]:
+        """See AsyncAgent.list_room_members."""
+        return self._call(self._agent.list_room_members(room_id))
+
+    def replay_room(self, room_id: str, *, since_seq: int = 0) -> list[RoomEvent]:
+        """See AsyncAgent.replay_room."""
+        return self._call(self._agent.replay_room(room_id, since_seq=since_seq))
+
+    def close_room(self, room_id: str) -> bool:
+        """See AsyncAgent.close_room."""
+        return self._call(self._agent.close_room(room_id))
 
     def on_message(self, fn: H) -> H:
         """Decorator: set the handler (plain functions run on worker threads)."""

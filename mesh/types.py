@@ -10,7 +10,9 @@ __all__ = [
     "CommandSpec",
     "HandleEntry",
     "HandleInfo",
+    "HandleList",
     "HandleMatch",
+    "HandleMatches",
     "Introspected",
     "Manifest",
     "Message",
@@ -18,10 +20,26 @@ __all__ = [
     "Opened",
     "Registered",
     "Resolved",
+    "RoomCreated",
+    "RoomEvent",
+    "RoomEventType",
+    "RoomInfo",
+    "RoomList",
+    "RoomMembers",
+    "RoomOpResult",
+    "RoomPosted",
+    "RoomReplay",
+    "RoomStatus",
     "Sent",
+    "SessionInfo",
+    "SessionList",
+    "SessionState",
 ]
 
 MessageType = Literal["session_open", "message", "session_resolve"]
+RoomEventType = Literal["message_posted", "member_joined", "member_left", "room_closed"]
+RoomStatus = Literal["open", "closed"]
+SessionState = Literal["open", "resolved"]
 
 
 def _strs(value: Any, field: str) -> tuple[str, ...]:
@@ -207,3 +225,126 @@ class HandleMatch:
     score: int = 0
     match_reasons: tuple[str, ...] = ()
     online: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HandleList:
+    """tailbus's wrapper of ``list_handles`` entries (``list_handles`` itself returns the list)."""
+
+    entries: tuple[HandleEntry, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class HandleMatches:
+    """tailbus's wrapper of ``find_handles`` matches (``find_handles`` itself returns the list)."""
+
+    matches: tuple[HandleMatch, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """One session of ``list_sessions()``: its participants, ``state`` (``"open"`` or ``"resolved"``) and
+    trace id (an addition to tailbus's fields)."""
+
+    session: str
+    from_handle: str
+    to_handle: str
+    state: SessionState
+    trace_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionList:
+    """tailbus's wrapper of ``list_sessions`` (``list_sessions`` itself returns the list)."""
+
+    sessions: tuple[SessionInfo, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RoomEvent:
+    """One event of a room, as delivered to ``on_message`` and returned by ``replay_room``.
+
+    Fields as in tailbus: ``room_seq`` is the event's 1-based position in the room (unique and
+    increasing, assigned under the room record's compare-and-set); ``sender_handle`` posted it or made
+    the change; ``subject_handle`` is the member who joined or left (``""`` otherwise); ``event_type``
+    is ``message_posted``, ``member_joined``, ``member_left`` or ``room_closed``; ``trace_id`` is the
+    poster's, else the room's; ``sent_at`` is seconds since the epoch (float, the sender's clock);
+    ``members`` are the members after the event. Added: ``title``, the room's title.
+    """
+
+    room_id: str
+    room_seq: int
+    sender_handle: str
+    subject_handle: str
+    payload: str
+    content_type: str
+    event_type: RoomEventType
+    trace_id: str
+    event_id: str
+    sent_at: float
+    members: tuple[str, ...] = ()
+    title: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RoomInfo:
+    """A room as ``list_rooms`` returns it (tailbus's fields; ``home_node_id`` is always ``""``, a
+    room lives in JetStream, not on a node). ``next_seq`` is the sequence the next event gets;
+    ``created_at``/``updated_at`` are seconds since the epoch. Added: the room's ``trace_id`` and its
+    limits (``max_events``, ``max_bytes``)."""
+
+    room_id: str
+    title: str
+    created_by: str
+    home_node_id: str
+    members: tuple[str, ...]
+    status: RoomStatus
+    next_seq: int
+    created_at: float
+    updated_at: float
+    trace_id: str = ""
+    max_events: int = 0
+    max_bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RoomPosted:
+    """Result of ``post_room_message``: the event's id and its ``room_seq``."""
+
+    event_id: str
+    room_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class RoomCreated:
+    """tailbus's result type of creating a room (``create_room`` itself returns the room id)."""
+
+    room_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RoomReplay:
+    """tailbus's wrapper of ``replay_room`` (``replay_room`` itself returns the list of events)."""
+
+    events: tuple[RoomEvent, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RoomMembers:
+    """tailbus's wrapper of ``list_room_members`` (which itself returns the list of handles)."""
+
+    members: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RoomList:
+    """tailbus's wrapper of ``list_rooms`` (which itself returns the list of RoomInfo)."""
+
+    rooms: tuple[RoomInfo, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RoomOpResult:
+    """tailbus's result of join/leave/close (those methods themselves return the bool)."""
+
+    ok: bool

@@ -4,6 +4,7 @@ a fixed clock (:data:`NOW`)."""
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -37,6 +38,19 @@ class CountingEmbedder(HashingEmbedder):
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         self.encoded += len(texts)
         return super().encode(texts)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _mesh_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Agents keep their claim files (mesh.claim) in a directory of this test run, not in the home
+    directory; subprocesses started by tests inherit it."""
+    previous = os.environ.get("MESH_STATE_DIR")
+    os.environ["MESH_STATE_DIR"] = str(tmp_path_factory.mktemp("mesh-state"))
+    yield
+    if previous is None:
+        os.environ.pop("MESH_STATE_DIR", None)
+    else:
+        os.environ["MESH_STATE_DIR"] = previous
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import nats
 import nats.js.errors
 import pytest
 
-from mesh import Envelope, Message, NatsServer, encode_envelope
+from mesh import Envelope, Message, NatsServer, Retry, encode_envelope
 from mesh.constants import STREAM_NAME
 from mesh.handles import durable_name, inbox_filter, inbox_subject
 from tests.mesh.helpers import Factory, inbox, next_msg
@@ -50,9 +50,64 @@ async def test_a_message_to_an_offline_agent_waits_and_is_delivered_when_it_retu
     assert await stored_for(nats_url, "memory") == 0  # acked messages leave the work queue
 
 
-async def test_a_handler_that_raises_gets_the_message_again(mesh_agent: Factory,
-                                                            caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_handler_that_raises_is_logged_once_and_its_message_dropped(
+    mesh_agent: Factory, nats_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     worker = await mesh_agent("worker", register=False)
+    seen: list[Message] = []
+
+    @worker.on_message
+    async def broken(msg: Message) -> None:
+        seen.append(msg)
+        if msg.payload != "fine":
+            raise RuntimeError("bug in the handler")
+
+    await worker.register()
+    sender = await mesh_agent("sender")
+    with caplog.at_level(logging.ERROR, logger="mesh.agent"):
+        opened = await sender.open_session("worker", "secret-payload-text")
+        for _ in range(200):  # terminated: gone from the work queue, so it can never come back
+            if seen and await stored_for(nats_url, "worker") == 0:
+                break
+            await asyncio.sleep(0.02)
+        marker = await sender.open_session("worker", "fine")
+        for _ in range(200):
+            if len(seen) == 2:
+                break
+            await asyncio.sleep(0.02)
+    assert [m.message_id for m in seen] == [opened.message_id, marker.message_id]  # delivered once, not again
+    assert caplog.text.count("handler failed") == 1 and "dropped" in caplog.text
+    assert "RuntimeError: bug in the handler" in caplog.text  # with its traceback
+    assert "secret-payload-text" not in caplog.text  # payloads are never logged
+    assert await stored_for(nats_url, "worker") == 0
+
+
+async def test_a_handler_that_raises_retry_gets_the_message_again(mesh_agent: Factory,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    worker = await mesh_agent("worker", register=False)
+    seen: list[tuple[Message, float]] = []
+    done = asyncio.Event()
+
+    @worker.on_message
+    async def flaky(msg: Message) -> None:
+        seen.append((msg, time.monotonic()))
+        if len(seen) == 1:
+            raise Retry(delay=0.3, reason="database busy")
+        done.set()
+
+    await worker.register()
+    sender = await mesh_agent("sender")
+    with caplog.at_level(logging.WARNING, logger="mesh.agent"):
+        opened = await sender.open_session("worker", "secret-payload-text")
+        await asyncio.wait_for(done.wait(), 10)
+    assert [m.message_id for m, _ in seen] == [opened.message_id, opened.message_id]
+    assert seen[1][1] - seen[0][1] >= 0.25  # the delay it asked for
+    assert "delivered again in 0.3s" in caplog.text
+    assert "secret-payload-text" not in caplog.text
+
+
+async def test_retry_on_error_redelivers_any_exception(mesh_agent: Factory) -> None:
+    worker = await mesh_agent("worker", register=False, retry_on_error=True)
     seen: list[Message] = []
     done = asyncio.Event()
 
@@ -60,20 +115,18 @@ async def test_a_handler_that_raises_gets_the_message_again(mesh_agent: Factory,
     async def flaky(msg: Message) -> None:
         seen.append(msg)
         if len(seen) == 1:
-            raise RuntimeError("transient failure")
+            raise OSError("disk hiccup")
         done.set()
 
     await worker.register()
     sender = await mesh_agent("sender")
-    with caplog.at_level(logging.ERROR, logger="mesh.agent"):
-        opened = await sender.open_session("worker", "secret-payload-text")
-        await asyncio.wait_for(done.wait(), 10)
+    opened = await sender.open_session("worker", "again please")
+    await asyncio.wait_for(done.wait(), 10)
     assert [m.message_id for m in seen] == [opened.message_id, opened.message_id]
-    assert "handler failed" in caplog.text and "will be redelivered" in caplog.text
-    assert "secret-payload-text" not in caplog.text  # payloads are never logged
 
 
-async def test_a_poison_message_is_given_up_after_max_deliver(mesh_agent: Factory, nats_url: str) -> None:
+async def test_a_poison_message_is_given_up_after_max_deliver(mesh_agent: Factory, nats_url: str,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
     worker = await mesh_agent("worker", register=False, max_deliver=2)
     attempts: dict[str, int] = {}
     good = asyncio.Event()
@@ -82,24 +135,26 @@ async def test_a_poison_message_is_given_up_after_max_deliver(mesh_agent: Factor
     async def picky(msg: Message) -> None:
         attempts[msg.payload] = attempts.get(msg.payload, 0) + 1
         if msg.payload == "poison":
-            raise ValueError("cannot handle this")
+            raise Retry(delay=0.05)
         good.set()
 
     await worker.register()
     sender = await mesh_agent("sender")
-    await sender.open_session("worker", "poison")
-    for _ in range(100):
-        if attempts.get("poison") == 2:
-            break
-        await asyncio.sleep(0.05)
-    await sender.open_session("worker", "fine")
-    await asyncio.wait_for(good.wait(), 10)
-    for _ in range(100):  # terminated: gone from the work queue, so it can never come back
-        if await stored_for(nats_url, "worker") == 0:
-            break
-        await asyncio.sleep(0.05)
+    with caplog.at_level(logging.ERROR, logger="mesh.agent"):
+        await sender.open_session("worker", "poison")
+        for _ in range(200):
+            if attempts.get("poison") == 2:
+                break
+            await asyncio.sleep(0.02)
+        await sender.open_session("worker", "fine")
+        await asyncio.wait_for(good.wait(), 10)
+        for _ in range(100):  # terminated: gone from the work queue, so it can never come back
+            if await stored_for(nats_url, "worker") == 0:
+                break
+            await asyncio.sleep(0.05)
     assert await stored_for(nats_url, "worker") == 0
     assert attempts == {"poison": 2, "fine": 1}
+    assert "giving up (terminated)" in caplog.text
 
 
 async def test_garbage_is_rejected_logged_and_the_agent_keeps_going(
@@ -252,16 +307,21 @@ async def test_discovery(mesh_agent: Factory) -> None:
     assert not (await deploy.introspect("nobody")).found
     assert (await deploy.introspect("gone")).online is False
 
-    assert [e.handle for e in await deploy.list_handles()] == ["deploy", "gone", "memory"]
+    # Offline handles are left out unless asked for (as tailbus lists only connected agents).
+    assert [e.handle for e in await deploy.list_handles()] == ["deploy", "memory"]
+    everyone = await deploy.list_handles(online_only=False)
+    assert [(e.handle, e.online) for e in everyone] == [("deploy", True), ("gone", False), ("memory", True)]
     assert [e.handle for e in await deploy.list_handles(tags=["memory"])] == ["memory"]
-    assert [e.handle for e in await deploy.list_handles(tags=["ops"], online_only=True)] == ["deploy", "memory"]
 
     matches = await deploy.find_handles(capabilities=["recall"], domains=["ops"], command_name="ask")
     assert [(m.handle, m.score) for m in matches] == [("memory", 150)]
     assert matches[0].match_reasons == ("capability:recall", "domain:ops", "command:ask")
-    ranked = await deploy.find_handles(tags=["ops"], limit=2)
+    ranked = await deploy.find_handles(tags=["ops"], limit=2, online_only=False)
     assert [m.handle for m in ranked] == ["deploy", "gone"]
-    assert [m.handle for m in await deploy.find_handles(capabilities=["recall"], online_only=True)] == ["memory"]
+    assert [m.handle for m in await deploy.find_handles(tags=["ops"], limit=2)] == ["deploy", "memory"]
+    assert [m.handle for m in await deploy.find_handles(capabilities=["recall"])] == ["memory"]
+    offline = await deploy.find_handles(capabilities=["recall"], online_only=False)
+    assert [(m.handle, m.online) for m in offline] == [("gone", False), ("memory", True)]
 
 
 async def test_reconnects_after_a_server_restart_without_losing_durable_messages(

@@ -223,8 +223,8 @@ async def test_a_closed_handle_can_be_claimed_again_at_once(mesh_agent: Factory)
 
 async def test_a_crashed_owner_is_replaced_after_its_heartbeat_expires(mesh_agent: Factory) -> None:
     crashed = await mesh_agent("worker", heartbeat_interval=0.1)
-    assert crashed._heartbeat_task is not None
-    crashed._heartbeat_task.cancel()  # stop heartbeating without a clean close, like a crash
+    assert crashed._presence is not None
+    await crashed._presence.stop_heartbeat()  # stop heartbeating without a clean close, like a hung process
     successor = await mesh_agent("worker", register=False)
     for _ in range(50):
         try:

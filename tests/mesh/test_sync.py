@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from mesh import HandleNotFound, Manifest, MeshError, Message, SessionClosed, SyncAgent
+from mesh import HandleNotFound, Manifest, MeshError, Message, RoomClosed, RoomEvent, SessionClosed, SyncAgent
 
 
 def test_sync_agents_round_trip(nats_url: str) -> None:
@@ -52,3 +52,31 @@ def test_blocking_call_from_the_loop_thread_is_refused(nats_url: str) -> None:
         script.register()
         assert script.request("memory", "hi", timeout=10).payload == "the async way"
         assert len(errors) == 1 and "loop thread" in str(errors[0])
+
+
+def test_sync_agents_in_a_room(nats_url: str) -> None:
+    with SyncAgent("lead", servers=nats_url) as lead, SyncAgent("scribe", servers=nats_url) as scribe:
+        seen: list[tuple[int, str]] = []
+        done = threading.Event()
+
+        @scribe.on_message
+        def take_notes(msg: Message | RoomEvent) -> None:  # a plain function on a worker thread
+            if isinstance(msg, RoomEvent) and msg.event_type == "message_posted":
+                seen.append((msg.room_seq, msg.payload))
+                if msg.payload == "last":
+                    scribe.post_room_message(msg.room_id, f"noted {len(seen)}")  # blocking call from a handler
+                    done.set()
+
+        lead.register()
+        scribe.register()
+        room_id = lead.create_room("sync room", ["scribe"])
+        for text in ("first", "second", "last"):
+            lead.post_room_message(room_id, text)
+        assert done.wait(10)
+        assert seen == [(1, "first"), (2, "second"), (3, "last")]  # one room's sync handlers take turns, in order
+        assert [e.payload for e in lead.replay_room(room_id, since_seq=3)] == ["noted 3"]
+        assert [r.room_id for r in scribe.list_rooms()] == [room_id]
+        assert scribe.list_room_members(room_id) == ["lead", "scribe"]
+        assert lead.close_room(room_id)
+        with pytest.raises(RoomClosed):
+            scribe.post_room_message(room_id, "too late")
