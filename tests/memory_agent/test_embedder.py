@@ -450,6 +450,14 @@ def test_exports_run_where_torch_is_not_installed(tmp_path: Path) -> None:
     folder = models / "all-MiniLM-L6-v2-onnx"
     assert sorted(p.name for p in folder.iterdir()) == ["export.json", "model.onnx", "tokenizer.json"]
 
+    # `memory-agent export-onnx` (what the Dockerfile runs) finds it up to date and keeps it.
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    cli = [sys.executable, "-m", "memory_agent", "export-onnx", "--models-dir", str(models)]
+    done = subprocess.run(cli, capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert done.returncode == 0 and f"(onnx, 384 dims): reused cached export {folder}" in done.stdout, done.stderr
+    refused = subprocess.run([*cli, "--backend", "torch"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+    assert refused.returncode == 2 and "use one of onnx, onnx-int8" in refused.stderr
+
     # Without torch and the source weights the same export runs as it is, with the same vectors.
     run = _run_without_torch(models, "onnx")
     assert run["imported"] == [] and run["prebuilt"] is True and run["name"] == DEFAULT_MODEL_NAME
