@@ -146,8 +146,8 @@ def load_embedder(config: EmbeddingConfig, *, data_dir: Path) -> Embedder:
     """The embedder ``config`` describes: its ``model``, ``backend``, ``device`` and ``threads``.
 
     Blocking (loads the model; the first start with an ONNX backend also exports it, a few seconds,
-    into ``embedding.models_dir``, by default ``<data_dir>/models/``). The result's ``name`` is the model name stored with each vector:
-    the same for ``torch`` and ``onnx``, ``<name>+onnx-int8`` for int8 (see
+    into ``embedding.models_dir``, by default ``<data_dir>/models/``). The result's ``name`` is the
+    model name stored with each vector: the same for ``torch`` and ``onnx``, ``<name>+onnx-int8`` for int8 (see
     :mod:`memory_agent.embedder_onnx`). Raises ``ConfigError`` when the model or backend cannot load.
     """
     model = config.model or None

@@ -308,7 +308,7 @@ def read_export(
                 f"which can saturate on this {quantization.isa} CPU: export it on this kind of machine, "
                 'or use backend = "onnx"'
             )
-        quantization = Quantization(str(made["isa"]), bool(made["per_channel"]), bool(made["reduce_range"]))
+        quantization = Quantization(str(made.get("isa")), bool(made.get("per_channel")), bool(made.get("reduce_range")))
     try:
         tokenizer_ok = sha256_file(folder / TOKENIZER_FILE) == manifest.get("tokenizer_sha256")
     except OSError as exc:
@@ -316,11 +316,13 @@ def read_export(
     if not tokenizer_ok:
         raise ConfigError(f"the export in {folder} is corrupt ({TOKENIZER_FILE} checksum mismatch)")
     pooling = model.get("pooling")
-    if pooling not in ("mean", "cls"):
-        raise ConfigError(f"the export in {folder} names no pooling (mean or cls)")
-    source = SourceModel(folder, name, int(model["dim"]), int(model["max_seq_length"]), pooling,
-                         str(manifest.get("source_sha256")))
-    return source, quantization
+    try:
+        dim, max_len = int(model["dim"]), int(model["max_seq_length"])
+    except (KeyError, TypeError, ValueError):
+        dim = max_len = 0
+    if pooling not in ("mean", "cls") or dim < 1 or max_len < 1:
+        raise ConfigError(f"the manifest in {folder} lacks the model's dim, max_seq_length or pooling: export it again")
+    return SourceModel(folder, name, dim, max_len, pooling, str(manifest.get("source_sha256"))), quantization
 
 
 def pool(hidden: np.ndarray, attention_mask: np.ndarray, pooling: str) -> np.ndarray:

@@ -405,6 +405,11 @@ def test_an_unusable_export_says_why(tmp_path: Path) -> None:
     (fp32 / "export.json").write_text(json.dumps(manifest))
     with pytest.raises(ConfigError, match="export it again"):
         read_export(fp32, DEFAULT_MODEL_NAME, "onnx", None)
+    manifest["model"] = {"name": DEFAULT_MODEL_NAME, "dim": "many", "pooling": "mean"}
+    manifest["tokenizer_sha256"] = sha256_file(fp32 / "tokenizer.json")
+    (fp32 / "export.json").write_text(json.dumps(manifest))
+    with pytest.raises(ConfigError, match="lacks the model's dim, max_seq_length or pooling"):
+        read_export(fp32, DEFAULT_MODEL_NAME, "onnx", None)
 
 
 # Runs in a fresh interpreter where torch, transformers, sentence-transformers, the bundled weights and onnx
