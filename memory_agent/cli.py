@@ -182,6 +182,34 @@ def check(config: ConfigOpt = None, nats_url: NatsOpt = None, timeout: TimeoutOp
     typer.echo(f"ok: @{s['handle']} up {s['uptime_s']:.0f} s, {s['events']} events")
 
 
+@app.command("export-onnx")
+def export_onnx(config: ConfigOpt = None, data_dir: DataOpt = None,
+                backend: Annotated[str | None, typer.Option(
+                    help='"onnx" (fp32) or "onnx-int8". Default: embedding.backend if it is one of them, else "onnx".')] = None,
+                models_dir: Annotated[Path | None, typer.Option(
+                    "--models-dir", help="Where to write it. Default: embedding.models_dir, else <data_dir>/models.")] = None) -> None:
+    """Export the embedding model to ONNX now (needs torch), so an install without torch can run it.
+
+    The daemon exports on its first start by itself; this is for images and read-only deployments (the Dockerfile runs it at build time). An export already in place and up to date is kept.
+    """
+    from memory_agent.embedding.base import load_embedder
+    from memory_agent.embedding.onnx import ONNX_BACKENDS
+
+    cfg = _config(config, data_dir=data_dir)
+    chosen = backend or (cfg.embedding.backend if cfg.embedding.backend in ONNX_BACKENDS else "onnx")
+    if chosen not in ONNX_BACKENDS:
+        _fail(f"--backend {chosen!r}: use one of {', '.join(ONNX_BACKENDS)}", code=2)
+    update: dict[str, Any] = {"backend": chosen}
+    if models_dir is not None:
+        update["models_dir"] = str(models_dir)
+    _logging(cfg.log_level)
+    try:
+        embedder: Any = load_embedder(cfg.embedding.model_copy(update=update), data_dir=cfg.data_dir)
+    except MemoryAgentError as exc:
+        _fail(str(exc))
+    typer.echo(f"{embedder.name} ({chosen}, {embedder.dim} dims): {embedder.cache_status}")
+
+
 @app.command()
 def reindex(config: ConfigOpt = None, data_dir: DataOpt = None,
             rebuild_only: Annotated[bool, typer.Option(

@@ -56,7 +56,10 @@ class EmbeddingConfig(_Section):
     """How the model runs: ``torch`` (sentence-transformers), ``onnx`` (the same weights exported to ONNX,
     fp32, run by ONNX Runtime; vectors interchangeable with torch's) or ``onnx-int8`` (that export with
     dynamically quantised int8 weights: faster, vectors of its own, so switching to or from it needs
-    ``memory-agent reindex``). ONNX exports are cached under ``<data_dir>/models/``."""
+    ``memory-agent reindex``). ONNX exports are cached under ``models_dir``."""
+    models_dir: str = ""
+    """Directory of the ONNX exports (``<name>-<backend>/``); empty = ``<data_dir>/models``. An install
+    without torch (the container image) runs an export made at build time from here."""
     device: str = "cpu"
     """Torch device (``torch`` backend only; the ONNX backends run on the CPU)."""
     threads: int = Field(default=0, ge=0, le=256)

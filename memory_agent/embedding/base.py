@@ -44,8 +44,8 @@ def load_embedder(config: EmbeddingConfig, *, data_dir: Path) -> Embedder:
     """The embedder ``config`` describes: its ``model``, ``backend``, ``device`` and ``threads``.
 
     Blocking (loads the model; the first start with an ONNX backend also exports it, a few seconds,
-    into ``<data_dir>/models/``). The result's ``name`` is the model name stored with each vector:
-    the same for ``torch`` and ``onnx``, ``<name>+onnx-int8`` for int8 (see
+    into ``embedding.models_dir``, by default ``<data_dir>/models/``). The result's ``name`` is the model
+    name stored with each vector: the same for ``torch`` and ``onnx``, ``<name>+onnx-int8`` for int8 (see
     :mod:`memory_agent.embedding.onnx`). Raises ``ConfigError`` when the model or backend cannot load.
     """
     model = config.model or None
@@ -61,4 +61,5 @@ def load_embedder(config: EmbeddingConfig, *, data_dir: Path) -> Embedder:
             'set device = "cpu" or backend = "torch"',
             key="embedding.device",
         )
-    return OnnxEmbedder(model, backend=config.backend, models_dir=Path(data_dir) / "models", threads=config.threads)
+    models_dir = Path(config.models_dir) if config.models_dir else Path(data_dir) / "models"
+    return OnnxEmbedder(model, backend=config.backend, models_dir=models_dir, threads=config.threads)

