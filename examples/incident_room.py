@@ -6,8 +6,12 @@ types and constructor), on the mesh.
     python examples/incident_room.py --nats-url nats://127.0.0.1:4222
 
 Every specialist reads the room before it answers (``replay_room``) and posts its finding with the
-turn's id as trace id; the orchestrator waits for the answers as room events, replays the whole room into
-a markdown report, closes the room and answers the session that asked for it.
+turn's id as trace id; the orchestrator waits for the answers as room events, posts the room's decision,
+replays the whole room into a markdown report, closes the room and answers the session that asked for it.
+
+When @memory is on the mesh (``memory-agent run``), the orchestrator invites it into the room: @memory
+stores every post, and afterwards anyone can ask it about the room ("What did the incident room decide
+about the rollback?"); the example asks that at the end.
 """
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ SPECIALISTS: dict[str, tuple[str, str]] = {
     "billing-agent": ("billing.account.lookup", "no account-level anomaly: every region is affected"),
     "status-agent": ("support.status.draft", "We are investigating elevated checkout errors."),
 }
+
+
+DECISION = "Decision: rollback of payments to v2.30 now; restore the connection pool to 50 before v2.32."
 
 
 def specialist(handle: str, capability: str, finding: str) -> AsyncAgent:
@@ -81,12 +88,18 @@ def orchestrator() -> AsyncAgent:
             matches = await agent.find_handles(capabilities=[capability], limit=1)
             if matches:
                 found.append((matches[0].handle, capability))
-        room_id = await agent.create_room(f"{incident['incident_id']} {incident['title']}",
-                                          [handle for handle, _ in found], trace_id=incident["incident_id"])
-        print(f"orchestrator: room {room_id[:8]} opened with {len(found)} specialists")
+        # @memory remembers the rooms it is invited to (and only those).
+        memory = await agent.introspect("memory")
+        members = [handle for handle, _ in found] + (["memory"] if memory.found and memory.online else [])
+        room_id = await agent.create_room(f"{incident['incident_id']} {incident['title']}", members,
+                                          trace_id=incident["incident_id"])
+        print(f"orchestrator: room {room_id[:8]} opened with {len(found)} specialists"
+              + (" and @memory" if "memory" in members else ""))
         await agent.post_room_message(room_id, json.dumps({"kind": "incident", **incident}),
                                       content_type="application/json")
         await asyncio.gather(*(ask(room_id, incident["incident_id"], h, c) for h, c in found))
+        await agent.post_room_message(room_id, json.dumps({"kind": "decision", "content": DECISION}),
+                                      content_type="application/json")
         events = await agent.replay_room(room_id)
         await agent.close_room(room_id)
         await agent.resolve(msg.session, report(incident, events), content_type="text/markdown")
@@ -112,6 +125,8 @@ def report(incident: dict[str, Any], events: list[RoomEvent]) -> str:
         body = json.loads(event.payload) if event.content_type == "application/json" else {}
         if body.get("kind") == "solver_reply":
             lines.append(f"- #{event.room_seq} @{event.sender_handle} ({body['capability']}): {body['content']}")
+        elif body.get("kind") == "decision":
+            lines += ["", "## Decision", body["content"]]
     return "\n".join(lines)
 
 
@@ -129,6 +144,10 @@ async def demo(url: str) -> None:
         print(reply.payload)
         [room] = await agents[-1].list_rooms()
         print(f"room {room.room_id[:8]}: {room.status}, {len(room.members)} members, next seq {room.next_seq}")
+        if "memory" in room.members:
+            answer = await support.request("memory", "What did the incident room decide about the rollback?",
+                                           timeout=60)
+            print(f"@memory: {answer.payload}")
     finally:
         for agent in [support, *reversed(agents)]:
             await agent.close()

@@ -35,7 +35,7 @@ from memory_agent.retention import Eraser, sweep_forever
 from memory_agent.store.events import EventStore
 from memory_agent.tools.datadir import lock_data_dir
 from memory_agent.wire import error_reply
-from mesh import AsyncAgent, Manifest, Message
+from mesh import AsyncAgent, Manifest, Message, RoomEvent
 from mesh.constants import DEFAULT_HEARTBEAT_INTERVAL
 from mesh.errors import HandleTaken, PayloadTooLarge, ServerError, SessionClosed, SessionNotFound
 from mesh.server import NatsServer
@@ -291,14 +291,15 @@ class MemoryDaemon:
         assert self._store is not None, "start() first"
         return self._store
 
-    async def _on_message(self, msg: Message) -> None:
-        """Answer one mesh message to @memory by resolving its session with the handlers' reply.
+    async def _on_message(self, msg: Message | RoomEvent) -> None:
+        """Answer one mesh message to @memory by resolving its session with the handlers' reply (a room
+        event is stored and needs none).
 
         Raises (so the message is redelivered) only when a report could not be stored.
         """
         assert self._handlers is not None, "start() first"
         reply = await self._handlers.handle(msg)
-        if reply is not None:
+        if reply is not None and isinstance(msg, Message):
             await self._reply(msg, reply.payload, content_type=reply.content_type)
 
     async def _forgotten(self, count: int) -> None:

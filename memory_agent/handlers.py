@@ -2,7 +2,8 @@
 
 :class:`Handlers` reads a payload by the wire contract (:func:`memory_agent.wire.classify`) and routes
 it: a report to ingest, a question to the answerer, an operation (``stats``, ``forget``) to its
-handler. Bad input gets an error reply saying how to fix it; an internal failure gets a short reply
+handler. A ``RoomEvent`` (@memory is a member of a room: it was invited, it never joins by itself) is
+stored as a report (:func:`memory_agent.wire.room_report`) and needs no reply. Bad input gets an error reply saying how to fix it; an internal failure gets a short reply
 with an error id that the log line also carries (never a Python exception text). Storage errors of a
 report propagate, so the daemon leaves the message unacknowledged and it is redelivered.
 """
@@ -17,9 +18,20 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from memory_agent.errors import AccessDenied, QueryError, ReportError, excerpt, internal_error_id
+from memory_agent.query.text import clip
 from memory_agent.retention import check_admin, parse_forget
-from memory_agent.wire import Operation, Question, Report, build_event, classify, error_reply, stored_reply
-from mesh import Message
+from memory_agent.wire import (
+    ROOM_EVENTS_KEPT,
+    Operation,
+    Question,
+    Report,
+    build_event,
+    classify,
+    error_reply,
+    room_report,
+    stored_reply,
+)
+from mesh import Message, RoomEvent
 
 if TYPE_CHECKING:
     from memory_agent.config import Config
@@ -78,11 +90,15 @@ class Handlers:
         self._on_forgotten = on_forgotten
         self._clock = clock
 
-    async def handle(self, msg: Message) -> Reply | None:
-        """The reply to ``msg``, or ``None`` when there is nothing to answer (a session's resolve).
+    async def handle(self, msg: Message | RoomEvent) -> Reply | None:
+        """The reply to ``msg``, or ``None`` when there is nothing to answer (a session's resolve, a room
+        event).
 
         Raises the storage error of a report that could not be stored (so it is redelivered).
         """
+        if isinstance(msg, RoomEvent):
+            await self._room_event(msg)
+            return None
         if msg.message_type == "session_resolve":
             return None
         started = time.perf_counter()
@@ -122,6 +138,27 @@ class Handlers:
             event = replace(event, sender_verified=True)
         # Storage errors propagate: the message is not acked and will be redelivered.
         return Reply(stored_reply(await self._ingestor.ingest(event)))
+
+    async def _room_event(self, msg: RoomEvent) -> None:
+        """Store a room's posted message (or its closing) as a report; log being invited."""
+        if msg.event_type == "member_joined" and msg.subject_handle == self._config.handle:
+            log.info("invited to room %s (%s) by @%s", msg.room_id, clip(msg.title, 80), msg.sender_handle)
+        if msg.event_type not in ROOM_EVENTS_KEPT:
+            return
+        try:
+            event = build_event(
+                room_report(msg), message_id=msg.event_id, session=msg.room_id, from_handle=msg.sender_handle,
+                trace_id=msg.trace_id or msg.room_id, sent_at=msg.sent_at, received_at=self._clock(),
+                tz=self._config.tz,
+            )
+        except ReportError as exc:
+            log.warning("room %s event %s from @%s not stored: %s", msg.room_id, msg.room_seq, msg.sender_handle, exc)
+            return
+        if self._config.security.authenticated_senders:  # the poster is in the subject the server allowed
+            event = replace(event, sender_verified=True)
+        result = await self._ingestor.ingest(event)  # storage errors propagate: redelivered
+        log.debug("room %s event %s stored as #%d (duplicate=%s)", msg.room_id, msg.room_seq, result.id,
+                  result.duplicate)
 
     async def _question(self, msg: Message, question: Question) -> Reply:
         try:

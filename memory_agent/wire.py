@@ -19,12 +19,14 @@ from dateutil import parser as dateparser
 
 from memory_agent.errors import QueryError, ReportError, excerpt
 from memory_agent.types import Filters, InsertResult, NewEvent
+from mesh import RoomEvent
 
 __all__ = [
     "MAX_EVENT_CHARS",
     "MAX_LIMIT",
     "MAX_QUESTION_CHARS",
     "QUESTION_MODES",
+    "ROOM_EVENTS_KEPT",
     "Operation",
     "Question",
     "QuestionMode",
@@ -37,6 +39,7 @@ __all__ = [
     "indexed_text",
     "iso_utc",
     "parse_time",
+    "room_report",
     "service_name",
     "stored_reply",
 ]
@@ -328,6 +331,38 @@ def event_name(value: Any) -> str:
 def service_name(value: Any) -> str | None:
     """A report's top-level ``"service"`` when it is a non-empty string (stripped), else ``None``."""
     return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+#: Room events @memory keeps: a posted message, and the room closing. Membership changes are logged only.
+ROOM_EVENTS_KEPT = ("message_posted", "room_closed")
+
+
+def room_report(event: RoomEvent) -> Report:
+    """The report @memory stores for a room event it was sent as a member (``message_posted``,
+    ``room_closed``): ``{"event": "room_message" | "room_closed", "room_id", "room_title", "room_seq",
+    "content_type", "message"}``; ``message`` is the posted payload, parsed when it is a JSON object
+    (text otherwise, absent for ``room_closed``). The caller stores it with the poster as
+    ``from_handle``, the event's id as ``message_id`` (a redelivery is stored once), its trace id (the
+    post's, else the room's) and its send time as ``occurred_at``."""
+    payload: dict[str, Any] = {
+        "event": "room_message" if event.event_type == "message_posted" else event.event_type,
+        "room_id": event.room_id,
+        "room_title": event.title,
+        "room_seq": event.room_seq,
+    }
+    if event.event_type == "message_posted":
+        payload["content_type"] = event.content_type
+        message: Any = event.payload
+        if event.payload.lstrip().startswith("{"):
+            try:
+                parsed = json.loads(event.payload, parse_constant=_reject_constant, parse_float=_finite_float,
+                                    parse_int=_whole_number)
+            except (ValueError, RecursionError):
+                parsed = None
+            if isinstance(parsed, dict):
+                message = parsed
+        payload["message"] = message
+    return Report(payload=payload)
 
 
 def indexed_text(event: str, payload: dict[str, Any]) -> str:

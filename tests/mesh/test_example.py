@@ -33,9 +33,10 @@ def test_incident_room_runs(nats_url: str) -> None:
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "opened with 5 specialists" in out
-    assert "# INC-7: Checkout errors (sev2)" in out and "11 room events, trace INC-7" in out
+    assert "# INC-7: Checkout errors (sev2)" in out and "12 room events, trace INC-7" in out
     findings = [line for line in out.splitlines() if line.startswith("- #")]
     assert sorted(line.split("@")[1].split(" ")[0] for line in findings) == [
         "billing-agent", "logs-agent", "metrics-agent", "release-agent", "status-agent"]
     assert "payments v2.31 rolled out at 09:10" in out
-    assert ": closed, 6 members, next seq 13" in out
+    assert ": closed, 6 members, next seq 14" in out
+    assert "## Decision" in out and "@memory" not in out  # no @memory on this mesh: not invited
