@@ -396,7 +396,7 @@ def events(config: ConfigOpt = None, data_dir: DataOpt = None,
             typer.echo(event_line(e))
     shown = len(listing.events)
     more = f" (showing {shown}: raise --limit or narrow the window)" if listing.total > shown else ""
-    typer.echo(f"{listing.total} events{more}", err=True)
+    typer.echo(f"{listing.total} event{'' if listing.total == 1 else 's'}{more}", err=True)
 
 
 @app.command()

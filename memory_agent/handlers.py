@@ -226,7 +226,7 @@ class Handlers:
     def _log_answer(msg: Message, answer: Answer, seconds: float) -> None:
         window = _describe_window(answer.window)
         total = len(answer.events) if answer.total is None else answer.total
-        log.info("question %s from @%s answered: %s, window %s, %d results in %.1f ms", msg.message_id,
+        log.info("question %s from @%s answered: %s, window %s, %d result(s) in %.1f ms", msg.message_id,
                  msg.from_handle, answer.intent, window, total, seconds * 1000,
                  extra={"kind": "question", "message_id": msg.message_id, "sender": msg.from_handle,
                         "result": "answered", "intent": answer.intent, "window": window, "results": total,

@@ -178,7 +178,7 @@ async def test_one_info_line_per_report_and_question_never_the_payload(start_dae
     assert stored.duration_ms >= 0 and stored.sender == "deploy"  # type: ignore[attr-defined]
     assert "rejected (ReportError on 'event')" in rejected.getMessage()
     assert answered.intent == "list" and answered.results == 1  # type: ignore[attr-defined]
-    assert "answered: list, window 2026-11-21T00:00:00Z..2026-11-22T00:00:00Z, 1 results" in answered.getMessage()
+    assert "answered: list, window 2026-11-21T00:00:00Z..2026-11-22T00:00:00Z, 1 result(s)" in answered.getMessage()
     assert all(SECRET not in r.getMessage() for r in caplog.records)
 
 
