@@ -12,7 +12,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 import pytest
 
 from mesh.server import NatsServer
@@ -110,7 +109,7 @@ async def test_report_as_ask_stats_events_and_check(start_daemon, nats_server: N
     done = await cli("events", "--data-dir", data, env=env)
     lines = done.stdout.splitlines()
     assert done.returncode == 0 and len(lines) == 2 and done.stderr.strip() == "2 events"
-    assert re.match(rf"#\d+  2026-11-21T08:00:00Z  @cli-[0-9a-f]{{8}}  flaky_test  trace ci-7  test=test_login", lines[0])
+    assert re.match(r"#\d+  2026-11-21T08:00:00Z  @cli-[0-9a-f]{8}  flaky_test  trace ci-7  test=test_login", lines[0])
     assert lines[1] == f"#{event_id}  2026-11-20T14:00:00Z  @ops  rollback  trace t-81  service=api"
     done = await cli("events", "--data-dir", data, "--event", "rollback", "--json", env=env)
     [listed] = json.loads(done.stdout)

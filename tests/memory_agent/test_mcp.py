@@ -3,8 +3,6 @@ and they reach a real daemon on a real nats-server."""
 
 from __future__ import annotations
 
-
-import json
 import os
 import sys
 from pathlib import Path

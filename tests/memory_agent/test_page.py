@@ -9,6 +9,7 @@ refreshes the README's screenshot.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -118,7 +119,7 @@ async def test_the_page_searches_and_draws_a_trace_timeline(nats_url, make_daemo
             assert heads == ["@monitor reported anomaly", "@deploy reported rollback", "@triage reported root_cause"]
             assert "Trace t-81: 3 events" in await page.text_content("#timeline-title")
             boxes = [await items.nth(i).bounding_box() for i in range(3)]
-            assert all(a is not None and b is not None and a["y"] < b["y"] for a, b in zip(boxes, boxes[1:], strict=False))
+            assert all(a is not None and b is not None and a["y"] < b["y"] for a, b in itertools.pairwise(boxes))
 
             shot = os.environ.get("MEMORY_PAGE_SCREENSHOT")
             target = Path(shot) if shot else tmp_path / "timeline-page.png"
