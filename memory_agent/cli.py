@@ -137,8 +137,9 @@ def run(config: ConfigOpt = None, nats_url: NatsOpt = None, data_dir: DataOpt = 
     daemon = MemoryDaemon(cfg)
 
     def started(d: MemoryDaemon) -> None:
-        page = f"; metrics, health and the timeline page at {d.http_url}" if d.http_url else ""
-        typer.echo(f"@{cfg.handle} is up. Agents connect to: {d.nats_url}{page}", err=True)
+        typer.echo(f"@{cfg.handle} is up. Agents connect to: {d.nats_url}", err=True)
+        if d.http_url:
+            typer.echo(f"Metrics, health and the timeline page: {d.http_url}", err=True)
 
     try:
         asyncio.run(daemon.async_run(on_started=started))

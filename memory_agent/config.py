@@ -325,7 +325,8 @@ class HttpConfig(_Section):
 
     listen: str = "127.0.0.1:9464"
     """``HOST:PORT`` to listen on (9464 is the port OpenTelemetry's Prometheus exporter uses); empty = no
-    HTTP listener. On an address other than loopback the page needs a token (``token_env``/``token_file``)."""
+    HTTP listener. On an address other than loopback the timeline page is served only with a token
+    (``token_env``/``token_file``); metrics and health are served either way."""
     token_env: str = ""
     """Name of the environment variable holding the page's token (the token itself never goes in a file)."""
     token_file: str = ""
@@ -351,16 +352,15 @@ class HttpConfig(_Section):
     def token(self) -> str | None:
         """The page's token from ``token_env`` or ``token_file``; ``None`` when neither is set.
 
-        Raises ConfigError naming the key when the variable is unset or the file unreadable or empty, and
-        when the listener is bound beyond loopback without a token.
+        Raises ConfigError naming the key when the variable is unset or the file unreadable or empty.
         """
-        value: str | None = None
         if self.token_env:
             value = os.environ.get(self.token_env, "").strip()
             if not value:
                 raise ConfigError(f"http.token_env names the environment variable {self.token_env}, which is not "
                                   "set or empty", key="http.token_env")
-        elif self.token_file:
+            return value
+        if self.token_file:
             try:
                 value = Path(self.token_file).read_text().strip()
             except OSError as exc:
@@ -368,13 +368,14 @@ class HttpConfig(_Section):
                                   key="http.token_file") from None
             if not value:
                 raise ConfigError(f"http.token_file {self.token_file} is empty", key="http.token_file")
-        address = self.address
-        if value is None and address is not None and not is_loopback(address[0]):
-            raise ConfigError(
-                f"http.listen = {self.listen!r} is reachable from other hosts, so the timeline page needs a "
-                "token: set http.token_env or http.token_file (or listen on 127.0.0.1)", key="http.listen")
-        return value
+            return value
+        return None
 
+    @property
+    def page_needs_token(self) -> bool:
+        """True when the listener is reachable from other hosts: the page is served only with a token then."""
+        address = self.address
+        return address is not None and not is_loopback(address[0])
 
 
 class Config(BaseSettings):

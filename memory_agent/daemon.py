@@ -128,8 +128,15 @@ class MemoryDaemon:
         auth = cfg.nats.auth()  # ConfigError when a named secret is missing
         address = cfg.http.address
         if address is not None:
+            token = cfg.http.token()  # ConfigError when the named variable or file is missing
+            page: PageApi | None = PageApi(self, clock=self._clock)
+            if token is None and cfg.http.page_needs_token:
+                page = None
+                log.warning("the timeline page is off: http.listen = %s is reachable from other hosts and no token "
+                            "is set (http.token_env or http.token_file); /metrics, /healthz and /readyz are served",
+                            cfg.http.listen)
             self._http = HttpServer(host=address[0], port=address[1], status=self.status, metrics=self.metrics,
-                                    page=PageApi(self, clock=self._clock), token=cfg.http.token())
+                                    page=page, token=token)
             await self._http.start()  # ConfigError when the port is taken
         if cfg.security.admins and not cfg.security.authenticated_senders:
             log.warning("security.admins is checked against the handle a message claims: without "

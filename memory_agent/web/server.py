@@ -11,9 +11,10 @@ Routes (GET only; anything else is 405):
 
 Health and metrics read :class:`memory_agent.status.DaemonStatus`, which takes no I/O, so they answer
 at once however many reports wait in the inbox. The page and its API show what agents reported, so when
-a token is configured (required off loopback, see :class:`memory_agent.config.HttpConfig`) the API needs
-it, as ``Authorization: Bearer <token>`` or ``?token=`` (the page's files hold no data); health and
-metrics carry no event data and never do.
+a token is configured the API needs it, as ``Authorization: Bearer <token>`` or ``?token=`` (the page's
+files hold no data); off loopback without a token the daemon serves no page at all
+(:attr:`memory_agent.config.HttpConfig.page_needs_token`). Health and metrics carry no event data and
+need no token.
 
 aiohttp rather than Starlette on uvicorn: ``AppRunner``/``TCPSite`` start and stop a server inside a
 running loop and leave signal handling to the daemon, while uvicorn's ``Server.serve()`` installs its own
@@ -90,7 +91,9 @@ class HttpServer:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics_page)
-        if self._page is not None:
+        if self._page is None:
+            app.router.add_get("/", self._page_off)
+        else:
             page = self._page
             app.router.add_get("/", self._index)
             app.router.add_get("/static/{name}", self._static)
@@ -161,6 +164,11 @@ class HttpServer:
         return response
 
     # --- the page ---------------------------------------------------------------------------
+
+    async def _page_off(self, request: web.Request) -> web.Response:
+        return web.Response(status=403, text="The timeline page is off: this listener is reachable from other hosts "
+                            "and no token is set. Set http.token_env or http.token_file in @memory's config (or "
+                            "listen on 127.0.0.1). /metrics, /healthz and /readyz are served.\n")
 
     async def _index(self, request: web.Request) -> web.StreamResponse:
         return web.FileResponse(STATIC_DIR / "index.html", headers={**_PAGE_HEADERS, "Content-Type": "text/html"})

@@ -11,9 +11,12 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
+from memory_agent.cli import app
 from mesh.server import NatsServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,6 +26,12 @@ pytestmark = pytest.mark.timeout(120)
 
 def _env(**extra: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", **extra}
+
+
+def cli_here(*args: str) -> Any:
+    """The CLI in this process (for commands that need no daemon on this test's loop): faster than a
+    subprocess. Returns click's Result (``exit_code``, ``stdout``, ``stderr``)."""
+    return CliRunner().invoke(app, list(args), catch_exceptions=False)
 
 
 async def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -56,12 +65,12 @@ async def test_the_example_stores_then_finds_its_report_and_runs_again_cleanly(s
 async def test_version_help_and_refusals_before_connecting(tmp_path: Path) -> None:
     from memory_agent import __version__
 
-    done = await cli("--version")
-    assert done.returncode == 0 and done.stdout.strip() == f"memory-agent {__version__}"
-    done = await cli("forget", "--help")
-    assert "Delete the event answers cite as [#ID]" in " ".join(done.stdout.split())
-    done = await cli("ask", "  ")
-    assert done.returncode == 2 and "the question is empty" in done.stderr
+    result = cli_here("--version")
+    assert result.exit_code == 0 and result.stdout.strip() == f"memory-agent {__version__}"
+    result = cli_here("forget", "--help")
+    assert "Delete the event answers cite as [#ID]" in " ".join(result.stdout.split())
+    result = cli_here("ask", "  ")
+    assert result.exit_code == 2 and "the question is empty" in result.stderr
     done = await cli("run", "--nats-url", "foo", "--data-dir", str(tmp_path / "d"))
     assert done.returncode == 1 and done.stderr.count("\n") == 1 and "'foo' is not a NATS URL" in done.stderr
     blocker = tmp_path / "file"
@@ -106,18 +115,18 @@ async def test_report_as_ask_stats_events_and_check(start_daemon, nats_server: N
     assert f"({mb:.1f} MB SQLite" in done.stdout and "write-ahead log" in done.stdout
 
     data = str(daemon.config.data_dir)
-    done = await cli("events", "--data-dir", data, env=env)
-    lines = done.stdout.splitlines()
-    assert done.returncode == 0 and len(lines) == 2 and done.stderr.strip() == "2 events"
-    assert re.match(r"#\d+  2026-11-21T08:00:00Z  @cli-[0-9a-f]{8}  flaky_test  trace ci-7  test=test_login", lines[0])
+    result = cli_here("events", "--data-dir", data)  # reads SQLite read-only: needs no daemon
+    lines = result.stdout.splitlines()
+    assert result.exit_code == 0 and len(lines) == 2 and result.stderr.strip() == "2 events"
+    assert re.match(rf"#\d+  2026-11-21T08:00:00Z  @cli-[0-9a-f]{{8}}  flaky_test  trace ci-7  test=test_login", lines[0])
     assert lines[1] == f"#{event_id}  2026-11-20T14:00:00Z  @ops  rollback  trace t-81  service=api"
-    done = await cli("events", "--data-dir", data, "--event", "rollback", "--json", env=env)
-    [listed] = json.loads(done.stdout)
+    result = cli_here("events", "--data-dir", data, "--event", "rollback", "--json")
+    [listed] = json.loads(result.stdout)
     assert listed["id"] == event_id and listed["payload"]["service"] == "api" and listed["from_handle"] == "ops"
-    done = await cli("events", "--data-dir", data, "--since", "2026-11-21T00:00:00Z", "--limit", "5", env=env)
-    assert done.stdout.count("\n") == 1 and "flaky_test" in done.stdout
-    done = await cli("events", "--data-dir", data, "--last", "soon", env=env)
-    assert done.returncode == 2 and "not a duration" in done.stderr
+    result = cli_here("events", "--data-dir", data, "--since", "2026-11-21T00:00:00Z", "--limit", "5")
+    assert result.stdout.count("\n") == 1 and "flaky_test" in result.stdout
+    result = cli_here("events", "--data-dir", data, "--last", "soon")
+    assert result.exit_code == 2 and "not a duration" in result.stderr
 
     listen = daemon.http_url.removeprefix("http://")
     done = await cli("check", "--listen", listen, env=env)

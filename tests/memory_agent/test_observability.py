@@ -245,15 +245,28 @@ def test_a_malformed_nats_url_is_refused_at_once(url: str) -> None:
         Config(nats_url=url)
 
 
-def test_off_loopback_the_page_needs_a_token(monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(ConfigError, match="needs a token") as err:
-        Config(http={"listen": "0.0.0.0:9464"}).http.token()
-    assert err.value.key == "http.listen"
-    assert Config(http={"listen": "127.0.0.1:9464"}).http.token() is None
+def test_token_sources_and_listen_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Config(http={"listen": "0.0.0.0:9464"}).http.page_needs_token
+    assert not Config(http={"listen": "127.0.0.1:9464"}).http.page_needs_token
+    assert not Config(http={"listen": "[::1]:9464"}).http.page_needs_token
     monkeypatch.setenv("PAGE_TOKEN", "tok-1")
     assert Config(http={"listen": "0.0.0.0:9464", "token_env": "PAGE_TOKEN"}).http.token() == "tok-1"
+    with pytest.raises(ConfigError, match="MISSING_TOKEN, which is not set") as err:
+        Config(http={"token_env": "MISSING_TOKEN"}).http.token()
+    assert err.value.key == "http.token_env"
     with pytest.raises(ValueError, match="HOST:PORT"):
         Config(http={"listen": "9464"})
+
+
+async def test_off_loopback_without_a_token_there_is_no_page_but_metrics(start_daemon, caplog) -> None:  # type: ignore[no-untyped-def]
+    caplog.set_level(logging.WARNING)
+    daemon = await start_daemon(http={"listen": "0.0.0.0:0"})
+    url = daemon.http_url.replace("0.0.0.0", "127.0.0.1")
+    status, text = await get(f"{url}/")
+    assert status == 403 and "timeline page is off" in text
+    assert (await get(f"{url}/api/search"))[0] == 404
+    assert (await get(f"{url}/readyz"))[0] == 200 and (await get(f"{url}/metrics"))[0] == 200
+    assert any("the timeline page is off" in r.getMessage() for r in caplog.records)
 
 
 async def test_the_token_guards_the_api_not_health(start_daemon, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -267,3 +280,20 @@ async def test_the_token_guards_the_api_not_health(start_daemon, monkeypatch) ->
     assert (await get(f"{url}/readyz"))[0] == 200 and (await get(f"{url}/metrics"))[0] == 200
     async with aiohttp.ClientSession() as session, session.post(f"{url}/api/search?token=tok-1") as response:
         assert response.status == 405  # read-only
+
+
+async def test_llm_requests_are_counted_by_result(start_daemon, mesh_agent) -> None:  # type: ignore[no-untyped-def]
+    from tests.memory_agent.fake_openai import fake_openai
+
+    replies = iter(["It rolled back [#1].", "Nothing to cite here."])
+    with fake_openai(lambda body: next(replies)) as (base_url, seen):
+        daemon = await start_daemon(llm={"base_url": base_url, "model": "fake"})
+        deploy = await mesh_agent("deploy")
+        await ask(deploy, json.dumps({"event": "rollback", "occurred_at": "2026-11-21T09:00:00Z"}))
+        for _ in range(2):
+            await ask(deploy, "What rollbacks happened today?", "text/plain")
+        m = await scrape(daemon.http_url)
+    assert len(seen) == 2
+    llm = m["memory_llm_requests_total"]
+    assert llm[(("result", "ok"),)] == 1.0 and llm[(("result", "rejected"),)] == 1.0
+    assert llm[(("result", "error"),)] == 0.0 and m["memory_llm_duration_seconds_count"][()] == 2.0
