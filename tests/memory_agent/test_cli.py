@@ -118,7 +118,7 @@ async def test_report_as_ask_stats_events_and_check(start_daemon, nats_server: N
     result = cli_here("events", "--data-dir", data)  # reads SQLite read-only: needs no daemon
     lines = result.stdout.splitlines()
     assert result.exit_code == 0 and len(lines) == 2 and result.stderr.strip() == "2 events"
-    assert re.match(rf"#\d+  2026-11-21T08:00:00Z  @cli-[0-9a-f]{{8}}  flaky_test  trace ci-7  test=test_login", lines[0])
+    assert re.match(r"#\d+  2026-11-21T08:00:00Z  @cli-[0-9a-f]{8}  flaky_test  trace ci-7  test=test_login", lines[0])
     assert lines[1] == f"#{event_id}  2026-11-20T14:00:00Z  @ops  rollback  trace t-81  service=api"
     result = cli_here("events", "--data-dir", data, "--event", "rollback", "--json")
     [listed] = json.loads(result.stdout)
