@@ -297,3 +297,33 @@ async def test_llm_requests_are_counted_by_result(start_daemon, mesh_agent) -> N
     llm = m["memory_llm_requests_total"]
     assert llm[(("result", "ok"),)] == 1.0 and llm[(("result", "rejected"),)] == 1.0
     assert llm[(("result", "error"),)] == 0.0 and m["memory_llm_duration_seconds_count"][()] == 2.0
+
+
+async def test_alive_but_not_ready_while_another_agent_holds_the_handle(nats_url, mesh_agent, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from memory_agent.daemon import MemoryDaemon
+
+    holder = await mesh_agent("memory")  # a live predecessor: the daemon waits for the handle
+    daemon = MemoryDaemon(Config(data_dir=tmp_path / "data", nats_url=nats_url), embedder=CountingEmbedder(),
+                          clock=lambda: NOW)
+    starting = asyncio.create_task(daemon.start())
+    try:
+        for _ in range(200):
+            if daemon.http_url is not None and daemon.status().store_open:
+                break
+            await asyncio.sleep(0.05)
+        url = daemon.http_url
+        assert url is not None
+        status, body = await get(f"{url}/readyz")
+        assert status == 503 and body["phase"] == "starting"
+        assert body["checks"]["handle"] == {"ok": False, "detail": "@memory not registered"}
+        assert (await get(f"{url}/healthz"))[1]["phase"] == "starting"
+        assert (await get(f"{url}/api/search"))[0] == 503  # the page waits for the daemon to serve
+        await holder.close()  # the holder goes offline: the daemon claims the handle on its next try
+        await asyncio.wait_for(starting, 30)
+        status, body = await get(f"{url}/readyz")
+        assert status == 200 and body["phase"] == "serving"
+    finally:
+        if not starting.done():
+            starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+        await daemon.close()
