@@ -29,7 +29,7 @@ from memory_agent.embedding.base import load_embedder
 from memory_agent.embedding.batching import BatchingEmbedder
 from memory_agent.errors import ConfigError
 from memory_agent.handlers import Handlers
-from memory_agent.inbox import InboxWatcher
+from memory_agent.inbox import InboxCounts, InboxWatcher
 from memory_agent.index.async_index import AsyncIndex
 from memory_agent.index.repair import open_index
 from memory_agent.ingest import Ingestor
@@ -410,7 +410,7 @@ class MemoryDaemon:
             uptime_s=round(self._clock() - self.started_at, 3) if self._phase == "serving" else 0.0,
         )
 
-    def _inbox_counts(self) -> Any:
+    def _inbox_counts(self) -> InboxCounts | None:
         return self._inbox.counts() if self._inbox is not None else None
 
     async def stats(self) -> dict[str, Any]:
