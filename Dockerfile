@@ -67,7 +67,8 @@ ENV PATH=/opt/memory-agent/bin:$PATH \
     MEMORY_AGENT_DATA_DIR=/data \
     MEMORY_AGENT_EMBEDDED_NATS_HOST=0.0.0.0 \
     MEMORY_AGENT_EMBEDDING__BACKEND=${EMBEDDING_BACKEND} \
-    MEMORY_AGENT_EMBEDDING__MODELS_DIR=/opt/memory-agent/models
+    MEMORY_AGENT_EMBEDDING__MODELS_DIR=/opt/memory-agent/models \
+    MEMORY_AGENT_HTTP__LISTEN=0.0.0.0:9464
 
 COPY --from=builder /opt/memory-agent /opt/memory-agent
 RUN useradd --system --uid 10001 --no-create-home --home-dir /data --shell /usr/sbin/nologin memory \
@@ -77,10 +78,12 @@ WORKDIR /data
 VOLUME ["/data"]
 # The embedded nats-server, used while MEMORY_AGENT_NATS_URL is empty (agents connect here).
 EXPOSE 4222
+# Metrics (/metrics) and health (/healthz, /readyz). Bound beyond loopback, the timeline page stays off
+# unless MEMORY_AGENT_HTTP__TOKEN_FILE or MEMORY_AGENT_HTTP__TOKEN_ENV names a token.
+EXPOSE 9464
 
-# Exit 0 only if @memory answers a stats request on the mesh.
-# TODO(issue 13, part 2): once the daemon serves /readyz on [http] listen, check readiness there instead
-# (it does not wait behind a backlog of reports) and EXPOSE the HTTP port.
+# Exit 0 only if @memory is ready (/readyz: NATS connected, handle registered, store open, index loaded,
+# embedder ready or degraded). Readiness never waits behind a backlog of reports.
 HEALTHCHECK --interval=30s --timeout=15s --start-period=60s --retries=3 \
     CMD ["memory-agent", "check", "--timeout", "10"]
 

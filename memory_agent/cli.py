@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -13,8 +12,9 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import typer
 
 from memory_agent.config import Config, load_config
-from memory_agent.errors import MemoryAgentError
-from mesh.errors import AuthenticationError, MeshError, PermissionDenied
+from memory_agent.errors import MemoryAgentError, QueryError
+from memory_agent.logs import LOG_FORMATS, configure_logging
+from mesh.errors import AuthenticationError, HandleTaken, InvalidHandle, MeshError, PermissionDenied
 
 __all__ = ["app", "main"]
 
@@ -26,6 +26,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help texts are plain: "[#ID]" must not be read as markup and vanish
 )
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file (see config.example.toml).")]
@@ -36,6 +37,25 @@ NatsOpt = Annotated[
 DataOpt = Annotated[Path | None, typer.Option("--data-dir", help="Directory for the database, index and embedded nats-server.")]
 TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Seconds to wait for @memory's answer.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+AsOpt = Annotated[str | None, typer.Option(
+    "--as", metavar="HANDLE",
+    help="Handle to use on the mesh (default: nats.client_handle of the config, else cli-<8 hex>).")]
+LogFormatOpt = Annotated[str | None, typer.Option(
+    "--log-format", metavar="text|json", help="Log lines as text or as JSON objects (default: log_format).")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from memory_agent import __version__
+
+        typer.echo(f"memory-agent {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False) -> None:
+    """@memory: remembers what agents on a NATS mesh report, and answers questions about it."""
 
 
 def _config(config: Path | None, **overrides: Any) -> Config:
@@ -55,7 +75,7 @@ def _client_url(cfg: Config) -> str:
     return cfg.nats_url or f"nats://127.0.0.1:{cfg.embedded_nats_port or 4222}"
 
 
-def _talk(cfg: Config, timeout: float, call: Callable[[Any], Awaitable[T]]) -> T:
+def _talk(cfg: Config, timeout: float, call: Callable[[Any], Awaitable[T]], *, as_handle: str | None = None) -> T:
     from memory_agent.client import MemoryClient
 
     try:
@@ -65,12 +85,16 @@ def _talk(cfg: Config, timeout: float, call: Callable[[Any], Awaitable[T]]) -> T
 
     async def go() -> T:
         async with MemoryClient(_client_url(cfg), handle=cfg.handle, timeout=timeout, auth=auth,
-                                client_handle=cfg.nats.client_handle or None) as client:
+                                client_handle=as_handle or cfg.nats.client_handle or None) as client:
             return await call(client)
 
     try:
         return asyncio.run(asyncio.wait_for(go(), timeout + 15))
-    except (AuthenticationError, PermissionDenied) as exc:
+    except QueryError as exc:
+        _fail(str(exc))
+    except HandleTaken as exc:
+        _fail(f"{exc}: another client uses that handle right now; wait, or pick another with --as")
+    except (AuthenticationError, PermissionDenied, InvalidHandle) as exc:
         _fail(f"{type(exc).__name__}: {exc}")
     except (MeshError, OSError) as exc:
         _fail(f"{type(exc).__name__}: {exc} (is `memory-agent run` up, and is --nats-url {_client_url(cfg)} right?)")
@@ -78,22 +102,44 @@ def _talk(cfg: Config, timeout: float, call: Callable[[Any], Awaitable[T]]) -> T
         _fail(f"no answer from @{cfg.handle} at {_client_url(cfg)} within {timeout + 15:.0f} s")
 
 
-def _logging(level: str) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr)
+def _logging(cfg: Config) -> None:
+    configure_logging(cfg.log_level, cfg.log_format)
+
+
+def _log_format(value: str | None) -> str | None:
+    if value is not None and value not in LOG_FORMATS:
+        _fail(f"--log-format must be one of {', '.join(LOG_FORMATS)}, not {value!r}", code=2)
+    return value
 
 
 @app.command()
 def run(config: ConfigOpt = None, nats_url: NatsOpt = None, data_dir: DataOpt = None,
-        log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = None) -> None:
+        port: Annotated[int | None, typer.Option(
+            "--port", help="Port of the embedded nats-server (without --nats-url); 0 = any free port. "
+                           "Default: embedded_nats_port, 4222.")] = None,
+        listen: Annotated[str | None, typer.Option(
+            "--listen", metavar="HOST:PORT",
+            help="HTTP listener for /metrics, /healthz, /readyz and the timeline page; \"\" turns it off. "
+                 "Default: http.listen, 127.0.0.1:9464.")] = None,
+        log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = None,
+        log_format: LogFormatOpt = None) -> None:
     """Run the @memory daemon until SIGINT/SIGTERM (in-flight reports finish or are redelivered)."""
     from memory_agent.daemon import MemoryDaemon
 
-    cfg = _config(config, nats_url=nats_url, data_dir=data_dir, log_level=log_level)
-    _logging(cfg.log_level)
+    if port is not None and not 0 <= port <= 65535:
+        _fail(f"--port must be from 0 to 65535, not {port}", code=2)
+    overrides: dict[str, Any] = {"nats_url": nats_url, "data_dir": data_dir, "log_level": log_level,
+                                 "log_format": _log_format(log_format), "embedded_nats_port": port}
+    if listen is not None:
+        overrides["http"] = _with_listen(config, listen)
+    cfg = _config(config, **overrides)
+    _logging(cfg)
     daemon = MemoryDaemon(cfg)
 
     def started(d: MemoryDaemon) -> None:
         typer.echo(f"@{cfg.handle} is up. Agents connect to: {d.nats_url}", err=True)
+        if d.http_url:
+            typer.echo(f"Metrics, health and the timeline page: {d.http_url}", err=True)
 
     try:
         asyncio.run(daemon.async_run(on_started=started))
@@ -103,25 +149,36 @@ def run(config: ConfigOpt = None, nats_url: NatsOpt = None, data_dir: DataOpt = 
         _fail(f"{type(exc).__name__}: {exc}")
 
 
+def _with_listen(config: Path | None, listen: str) -> dict[str, Any]:
+    """The [http] table with ``listen`` replaced (a flag overrides one key of a table, not the table)."""
+    base = _config(config).http
+    return {**base.model_dump(), "listen": listen}
+
+
 @app.command()
 def ask(question: Annotated[str, typer.Argument(help="A question in plain language.")], config: ConfigOpt = None,
         nats_url: NatsOpt = None, json_out: JsonOpt = False,
         limit: Annotated[int | None, typer.Option(help="Most events to return (with --json).")] = None,
-        timeout: TimeoutOpt = 30.0) -> None:
-    """Ask @memory a question, e.g. "Why did production roll back on Friday?"."""
+        timeout: TimeoutOpt = 30.0, as_handle: AsOpt = None) -> None:
+    """Ask @memory a question, e.g. "Why did production roll back on Friday?"; exits 1 if it is refused."""
+    if not question.strip():
+        _fail("the question is empty: ask e.g. memory-agent ask \"What rollbacks happened today?\"", code=2)
     cfg = _config(config, nats_url=nats_url)
     if json_out:
         query: dict[str, Any] = {"query": question, **({"limit": limit} if limit else {})}
-        typer.echo(json.dumps(_talk(cfg, timeout, lambda c: c.ask_structured(query)), indent=2))
+        reply = _talk(cfg, timeout, lambda c: c.ask_structured(query), as_handle=as_handle)
+        if reply.get("status") == "error":
+            _fail(str(reply.get("error")))
+        typer.echo(json.dumps(reply, indent=2))
     else:
-        typer.echo(_talk(cfg, timeout, lambda c: c.ask(question)))
+        typer.echo(_talk(cfg, timeout, lambda c: c.ask(question), as_handle=as_handle))
 
 
 @app.command()
 def report(event: Annotated[str, typer.Argument(help='One JSON object, e.g. \'{"event": "rollback", "service": "api"}\'.')],
            config: ConfigOpt = None, nats_url: NatsOpt = None,
            trace_id: Annotated[str | None, typer.Option(help="Trace id (default: the payload's, or a new one).")] = None,
-           timeout: TimeoutOpt = 30.0) -> None:
+           timeout: TimeoutOpt = 30.0, as_handle: AsOpt = None) -> None:
     """Report one event to @memory; prints the reply, exits 1 if it was refused."""
     try:
         payload = json.loads(event)
@@ -130,7 +187,7 @@ def report(event: Annotated[str, typer.Argument(help='One JSON object, e.g. \'{"
     if not isinstance(payload, dict):
         _fail("the event must be a JSON object such as '{\"event\": \"rollback\"}'", code=2)
     cfg = _config(config, nats_url=nats_url)
-    reply = _talk(cfg, timeout, lambda c: c.report(payload, trace_id=trace_id))
+    reply = _talk(cfg, timeout, lambda c: c.report(payload, trace_id=trace_id), as_handle=as_handle)
     typer.echo(json.dumps(reply))
     if reply.get("status") != "stored":
         raise typer.Exit(1)
@@ -145,7 +202,9 @@ def stats(config: ConfigOpt = None, nats_url: NatsOpt = None, json_out: JsonOpt 
     if json_out:
         typer.echo(json.dumps(s, indent=2))
         return
-    typer.echo(f"events:  {s['events']} ({s['db_bytes'] / 1e6:.1f} MB SQLite)")
+    size = s["db_bytes"] + s.get("wal_bytes", 0)
+    typer.echo(f"events:  {s['events']} ({size / 1e6:.1f} MB SQLite, {s.get('wal_bytes', 0) / 1e6:.1f} MB of it "
+               "in the write-ahead log)")
     typer.echo(f"index:   {s['index']['size']} vectors, {s['index']['type']}")
     typer.echo(f"model:   {s['model']}")
     typer.echo(f"uptime:  {s['uptime_s']:.0f} s")
@@ -159,27 +218,71 @@ def forget(config: ConfigOpt = None, nats_url: NatsOpt = None,
            event_id: Annotated[int | None, typer.Option("--id", help="Delete the event answers cite as [#ID].")] = None,
            before: Annotated[str | None, typer.Option(
                "--before", help="Delete every event that occurred before this ISO-8601 time.")] = None,
-           timeout: TimeoutOpt = 30.0) -> None:
+           timeout: TimeoutOpt = 30.0, as_handle: AsOpt = None) -> None:
     """Delete events from @memory (SQLite, full-text index and FAISS); prints how many.
 
-    Only for admins: nats.client_handle must be one of @memory's security.admins.
+    Only for admins: the handle (--as, or nats.client_handle) must be one of @memory's security.admins.
     """
     selector = {k: v for k, v in (("trace_id", trace_id), ("id", event_id), ("before", before)) if v is not None}
     if len(selector) != 1:
         _fail("give exactly one of --trace-id, --id or --before", code=2)
     cfg = _config(config, nats_url=nats_url)
-    reply = _talk(cfg, timeout, lambda c: c.forget(**selector))
+    reply = _talk(cfg, timeout, lambda c: c.forget(**selector), as_handle=as_handle)
     typer.echo(json.dumps(reply))
     if reply.get("status") != "forgotten":
         raise typer.Exit(1)
 
 
 @app.command()
-def check(config: ConfigOpt = None, nats_url: NatsOpt = None, timeout: TimeoutOpt = 5.0) -> None:
-    """Health check: exit 0 if @memory answers on the mesh within --timeout, else 1."""
+def check(config: ConfigOpt = None, nats_url: NatsOpt = None, timeout: TimeoutOpt = 5.0,
+          listen: Annotated[str | None, typer.Option(
+              "--listen", metavar="HOST:PORT", help="Where the daemon's HTTP listener is (default: http.listen).")] = None,
+          ) -> None:
+    """Health check: exit 0 if @memory is ready (its /readyz), else 1 naming what is not ready.
+
+    Readiness is answered by the daemon's HTTP listener without waiting behind queued reports. With the
+    listener off (http.listen = "") it asks @memory for its stats over the mesh instead.
+    """
+    from memory_agent.config import parse_listen
+
     cfg = _config(config, nats_url=nats_url)
-    s = _talk(cfg, timeout, lambda c: c.stats())
-    typer.echo(f"ok: @{s['handle']} up {s['uptime_s']:.0f} s, {s['events']} events")
+    try:
+        address = parse_listen(cfg.http.listen if listen is None else listen)
+    except ValueError as exc:
+        _fail(f"--listen: {exc}", code=2)
+    if address is None or address[1] == 0:
+        s = _talk(cfg, timeout, lambda c: c.stats())
+        typer.echo(f"ok: @{s['handle']} up {s['uptime_s']:.0f} s, {s['events']} events (over the mesh: the HTTP "
+                   "listener is off or on a random port)")
+        return
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(address[0], address[0])
+    url = f"http://{f'[{host}]' if ':' in host else host}:{address[1]}/readyz"
+    body = _get_json(url, timeout)
+    checks = body.get("checks", {})
+    if body.get("ready"):
+        details = "; ".join(f"{name}: {check.get('detail')}" for name, check in checks.items())
+        typer.echo(f"ok: @{cfg.handle} ready ({details})")
+        return
+    failing = [f"{k}: {v.get('detail')}" for k, v in checks.items() if not v.get("ok")]
+    _fail(f"not ready ({body.get('phase', '?')}): {'; '.join(failing) or 'starting'}")
+
+
+def _get_json(url: str, timeout: float) -> dict[str, Any]:
+    """GET ``url`` and decode its JSON body (a 503 has one too); exits 1 with one line when unreachable."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return dict(json.loads(response.read()))
+    except urllib.error.HTTPError as exc:
+        try:
+            return dict(json.loads(exc.read()))
+        except ValueError:
+            _fail(f"{url} answered {exc.code} {exc.reason}")
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        _fail(f"no answer from {url} ({reason}): is `memory-agent run` up, and is --listen / http.listen right?")
 
 
 @app.command("export-onnx")
@@ -202,7 +305,7 @@ def export_onnx(config: ConfigOpt = None, data_dir: DataOpt = None,
     update: dict[str, Any] = {"backend": chosen}
     if models_dir is not None:
         update["models_dir"] = str(models_dir)
-    _logging(cfg.log_level)
+    _logging(cfg)
     try:
         embedder: Any = load_embedder(cfg.embedding.model_copy(update=update), data_dir=cfg.data_dir)
     except MemoryAgentError as exc:
@@ -218,7 +321,7 @@ def reindex(config: ConfigOpt = None, data_dir: DataOpt = None,
     from memory_agent.tools.reindex import reindex as do_reindex
 
     cfg = _config(config, data_dir=data_dir)
-    _logging(cfg.log_level)
+    _logging(cfg)
     try:
         summary = asyncio.run(do_reindex(cfg, rebuild_only=rebuild_only))
     except MemoryAgentError as exc:
@@ -259,7 +362,7 @@ def import_(file: Annotated[str, typer.Argument(help="JSON lines written by expo
     from memory_agent.tools.importer import import_events
 
     cfg = _config(config, data_dir=data_dir)
-    _logging(cfg.log_level)
+    _logging(cfg)
     source = sys.stdin.buffer if file == "-" else Path(file)
 
     def bad(line: int, problem: str) -> None:
@@ -270,6 +373,96 @@ def import_(file: Annotated[str, typer.Argument(help="JSON lines written by expo
     except MemoryAgentError as exc:
         _fail(str(exc))
     typer.echo(("dry run, nothing stored: " if dry_run else "") + done.line())
+
+
+@app.command()
+def events(config: ConfigOpt = None, data_dir: DataOpt = None,
+           last: Annotated[str | None, typer.Option(
+               "--last", metavar="DURATION", help="Only events of the last 30m, 24h, 7d, 2w ... (instead of --since).")] = None,
+           since: Annotated[str | None, typer.Option(help="Only events at or after this time (ISO-8601 or unix s).")] = None,
+           until: Annotated[str | None, typer.Option(help="Only events before this time (ISO-8601 or unix s).")] = None,
+           event: Annotated[list[str] | None, typer.Option("--event", help="Only this event type (repeatable).")] = None,
+           service: Annotated[list[str] | None, typer.Option("--service", help="Only this service (repeatable).")] = None,
+           from_handle: Annotated[list[str] | None, typer.Option(
+               "--from", metavar="HANDLE", help="Only events reported by this handle (repeatable).")] = None,
+           trace_id: Annotated[list[str] | None, typer.Option("--trace-id", help="Only this trace (repeatable).")] = None,
+           limit: Annotated[int, typer.Option(help="Most events to print.")] = 50,
+           oldest_first: Annotated[bool, typer.Option("--oldest-first", help="Oldest first (default: newest first).")] = False,
+           json_out: JsonOpt = False) -> None:
+    """List stored events (newest first) in a time window and filters, without exporting them.
+
+    Reads the database read-only, so it is safe while the daemon runs. --json prints a JSON array of
+    events shaped as in answers.
+    """
+    import time
+
+    from memory_agent.query.answer import event_json
+    from memory_agent.tools.listing import event_line, list_events, parse_duration
+    from memory_agent.tools.snapshot import time_bound
+    from memory_agent.types import Filters, TimeWindow
+
+    cfg = _config(config, data_dir=data_dir)
+    if last is not None and since is not None:
+        _fail("give --last or --since, not both", code=2)
+    if limit < 1:
+        _fail(f"--limit must be at least 1, not {limit}", code=2)
+    try:
+        lo = time.time() - parse_duration(last) if last is not None else (
+            None if since is None else time_bound(since, tz=cfg.tz, name="since"))
+        hi = None if until is None else time_bound(until, tz=cfg.tz, name="until")
+        filters = Filters(event=tuple(e.strip().lower() for e in event or ()), service=tuple(service or ()),
+                          from_handle=tuple(h.lstrip("@") for h in from_handle or ()), trace_id=tuple(trace_id or ()))
+        window = None if lo is None and hi is None else TimeWindow(lo, hi)
+        listing = list_events(cfg.db_path, window=window, filters=filters, limit=limit, oldest_first=oldest_first)
+    except ValueError as exc:
+        _fail(f"--last: {exc}", code=2)
+    except MemoryAgentError as exc:
+        _fail(str(exc))
+    if json_out:
+        typer.echo(json.dumps([event_json(e, 1.0) for e in listing.events], indent=2, ensure_ascii=False))
+    else:
+        for e in listing.events:
+            typer.echo(event_line(e))
+    shown = len(listing.events)
+    more = f" (showing {shown}: raise --limit or narrow the window)" if listing.total > shown else ""
+    typer.echo(f"{listing.total} event{'' if listing.total == 1 else 's'}{more}", err=True)
+
+
+@app.command()
+def mcp(config: ConfigOpt = None, nats_url: NatsOpt = None, as_handle: AsOpt = None,
+        timeout: TimeoutOpt = 60.0, log_format: LogFormatOpt = None) -> None:
+    """Serve @memory's tools (report, ask, search, timeline) to an MCP client over stdio.
+
+    Add it to an MCP client's config as the command `memory-agent mcp` (with --nats-url when @memory's
+    NATS is not on 127.0.0.1:4222). It joins the mesh as mcp-<8 hex> unless --as names a handle; logs go
+    to stderr, stdout carries only the protocol.
+    """
+    try:
+        from memory_agent.client import MemoryClient
+        from memory_agent.mcp_server import build_server
+    except ImportError as exc:
+        _fail(f"the MCP server needs the mcp package ({exc.name}): pip install \"mesh-memory[mcp]\"")
+    cfg = _config(config, nats_url=nats_url, log_format=_log_format(log_format))
+    _logging(cfg)
+    try:
+        auth = cfg.nats.auth()
+    except MemoryAgentError as exc:
+        _fail(str(exc))
+
+    async def serve() -> None:
+        async with MemoryClient(_client_url(cfg), handle=cfg.handle, timeout=timeout, auth=auth,
+                                client_handle=as_handle or cfg.nats.client_handle or None, handle_prefix="mcp",
+                                connect_options={"max_reconnect_attempts": -1}) as client:
+            await build_server(client).run_stdio_async()
+
+    try:
+        asyncio.run(serve())
+    except (AuthenticationError, PermissionDenied, InvalidHandle) as exc:
+        _fail(f"{type(exc).__name__}: {exc}")
+    except (MeshError, OSError) as exc:
+        _fail(f"{type(exc).__name__}: {exc} (is `memory-agent run` up, and is --nats-url {_client_url(cfg)} right?)")
+    except KeyboardInterrupt:
+        pass
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """A small client for talking to @memory over the mesh, used by the CLI (any agent can do the same).
 
-It joins the mesh under an ephemeral handle (``cli-<8 hex>`` unless one is given) that is removed
-again on close.
+It joins the mesh under an ephemeral handle (``cli-<8 hex>``, or ``<handle_prefix>-<8 hex>``, unless one
+is given) that is removed again on close.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import uuid
 from types import TracebackType
 from typing import Any
 
+from memory_agent.errors import QueryError
 from mesh import AsyncAgent, Message, NatsAuth
 
 __all__ = ["MemoryClient"]
@@ -35,6 +36,7 @@ class MemoryClient:
         connect_options: dict[str, Any] | None = None,
         auth: NatsAuth | None = None,
         client_handle: str | None = None,
+        handle_prefix: str = "cli",
     ) -> None:
         self.memory_handle = handle
         self.timeout = timeout
@@ -42,7 +44,7 @@ class MemoryClient:
         # retrying forever as a long-running agent does.
         options = {"connect_timeout": 2, "max_reconnect_attempts": 2, "reconnect_time_wait": 0.5}
         options.update(connect_options or {})
-        self._agent = AsyncAgent(client_handle or f"cli-{uuid.uuid4().hex[:8]}", servers=nats_url,
+        self._agent = AsyncAgent(client_handle or f"{handle_prefix}-{uuid.uuid4().hex[:8]}", servers=nats_url,
                                  connect_options=options, auth=auth)
 
     @property
@@ -70,8 +72,14 @@ class MemoryClient:
         )
 
     async def ask(self, question: str) -> str:
-        """A plain-text question; returns @memory's plain-text answer (or its JSON error)."""
-        return (await self.request(question, content_type="text/plain")).payload
+        """A plain-text question; returns @memory's plain-text answer. Raises QueryError with @memory's
+        words when it refuses the question (empty, too long)."""
+        reply = await self.request(question, content_type="text/plain")
+        if reply.content_type.startswith("application/json"):
+            body = json.loads(reply.payload)
+            if isinstance(body, dict) and body.get("status") == "error":
+                raise QueryError(str(body.get("error", "@memory refused the question")))
+        return reply.payload
 
     async def ask_structured(self, query: dict[str, Any]) -> dict[str, Any]:
         """A structured question ``{"query": ..., "limit": ..., ...}``; returns the decoded JSON reply."""

@@ -10,9 +10,11 @@ variables, the TOML file, the defaults below. Top-level keys map to ``MEMORY_AGE
 from __future__ import annotations
 
 import contextvars
+import ipaddress
 import os
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -31,12 +33,16 @@ __all__ = [
     "ENV_PREFIX",
     "Config",
     "EmbeddingConfig",
+    "HttpConfig",
     "IndexConfig",
     "LLMConfig",
     "NatsConfig",
     "RetrievalConfig",
     "SecurityConfig",
+    "is_loopback",
     "load_config",
+    "parse_listen",
+    "validate_nats_urls",
 ]
 
 ENV_PREFIX = "MEMORY_AGENT_"
@@ -260,6 +266,121 @@ class IndexConfig(_Section):
     holding a query word, so a common word costs tens of ms at a million (docs/benchmarks.md#design-scan-costs)."""
 
 
+#: URL schemes nats-py connects with.
+NATS_SCHEMES = ("nats", "tls", "ws", "wss")
+
+
+def validate_nats_urls(value: str) -> str:
+    """``value`` when every comma-separated part is a NATS URL such as ``nats://host:4222`` (``tls``, ``ws``
+    and ``wss`` too); raises ``ValueError`` naming the bad part and the expected form."""
+    for part in (p.strip() for p in value.split(",")):
+        problem = None
+        try:
+            url = urlsplit(part)
+            port = url.port  # ValueError when not a number or out of range
+        except ValueError as exc:
+            problem, url, port = str(exc), None, None
+        if problem is None and url is not None:
+            if url.scheme not in NATS_SCHEMES:
+                problem = f"scheme must be one of {', '.join(s + '://' for s in NATS_SCHEMES)}"
+            elif not url.hostname:
+                problem = "it names no host"
+            elif url.path not in ("", "/") or url.query or url.fragment:
+                problem = "it has a path or query, which NATS URLs do not"
+        if problem is not None or port == 0:
+            raise ValueError(f"{part[:80]!r} is not a NATS URL ({problem or 'port 0'}): "
+                             "write it like nats://127.0.0.1:4222 (several: comma-separated)")
+    return value
+
+
+def parse_listen(value: str) -> tuple[str, int] | None:
+    """``"host:port"`` (``"[::1]:9464"`` for IPv6) as ``(host, port)``; ``None`` for an empty value (off).
+
+    Raises ``ValueError`` saying the expected form. Port 0 means any free port.
+    """
+    value = value.strip()
+    if not value:
+        return None
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not port_text.isdigit() or not host:
+        raise ValueError(f"{value[:80]!r} is not HOST:PORT: write it like 127.0.0.1:9464 (empty turns it off)")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    port = int(port_text)
+    if port > 65535:
+        raise ValueError(f"port {port} of {value[:80]!r} is above 65535")
+    return host, port
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class HttpConfig(_Section):
+    """The daemon's HTTP listener: Prometheus metrics (``/metrics``), liveness (``/healthz``), readiness
+    (``/readyz``) and the read-only timeline page (``/``). See "Observing @memory" in the README."""
+
+    listen: str = "127.0.0.1:9464"
+    """``HOST:PORT`` to listen on (9464 is the port OpenTelemetry's Prometheus exporter uses); empty = no
+    HTTP listener. On an address other than loopback the timeline page is served only with a token
+    (``token_env``/``token_file``); metrics and health are served either way."""
+    token_env: str = ""
+    """Name of the environment variable holding the page's token (the token itself never goes in a file)."""
+    token_file: str = ""
+    """File holding the page's token (surrounding whitespace is stripped)."""
+
+    @field_validator("listen")
+    @classmethod
+    def _valid_listen(cls, value: str) -> str:
+        parse_listen(value)
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _one_token_source(self) -> HttpConfig:
+        if self.token_env and self.token_file:
+            raise ValueError("token_env and token_file are both set: keep one")
+        return self
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """``(host, port)`` to listen on, ``None`` when off."""
+        return parse_listen(self.listen)
+
+    def token(self) -> str | None:
+        """The page's token from ``token_env`` or ``token_file``; ``None`` when neither is set.
+
+        Raises ConfigError naming the key when the variable is unset or the file unreadable or empty.
+        """
+        if self.token_env:
+            value = os.environ.get(self.token_env, "").strip()
+            if not value:
+                raise ConfigError(f"http.token_env names the environment variable {self.token_env}, which is not "
+                                  "set or empty", key="http.token_env")
+            return value
+        if self.token_file:
+            try:
+                value = Path(self.token_file).read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"http.token_file {self.token_file} cannot be read ({exc.strerror})",
+                                  key="http.token_file") from None
+            if not value:
+                raise ConfigError(f"http.token_file {self.token_file} is empty", key="http.token_file")
+            return value
+        return None
+
+    @property
+    def page_needs_token(self) -> bool:
+        """True when the listener is reachable from other hosts: the page is served only with a token then."""
+        address = self.address
+        return address is not None and not is_loopback(address[0])
+
+
 class Config(BaseSettings):
     """Everything the daemon and the CLI need. Build it with :func:`load_config`."""
 
@@ -287,6 +408,8 @@ class Config(BaseSettings):
     index_save_interval: float = Field(default=10.0, gt=0)
     """Seconds between saves of the FAISS file while new vectors arrive (it is also saved on shutdown)."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    """``text``: one readable line per record; ``json``: one JSON object per line (for log collectors)."""
     embedding: EmbeddingConfig = EmbeddingConfig()
     retrieval: RetrievalConfig = RetrievalConfig()
     index: IndexConfig = IndexConfig()
@@ -299,6 +422,12 @@ class Config(BaseSettings):
     """Events deleted per transaction by a sweep; ingest runs between batches."""
     nats: NatsConfig = NatsConfig()
     security: SecurityConfig = SecurityConfig()
+    http: HttpConfig = HttpConfig()
+
+    @field_validator("nats_url")
+    @classmethod
+    def _valid_nats_url(cls, value: str) -> str:
+        return validate_nats_urls(value) if value.strip() else ""
 
     @field_validator("timezone")
     @classmethod

@@ -5,6 +5,11 @@ with what :class:`memory_agent.handlers.Handlers` replies: reports are stored
 (:mod:`memory_agent.ingest`), questions answered (:mod:`memory_agent.query.answer`), operations
 (``{"op": "stats"}``) served. A message is acknowledged on the mesh only after its reply was sent, so a
 crash means redelivery, and redelivery of a stored report answers with its first id.
+
+Beside the mesh it serves HTTP (``[http] listen``, :mod:`memory_agent.web.server`): Prometheus metrics,
+liveness and readiness read from :meth:`MemoryDaemon.status` (no I/O), and the read-only timeline page.
+The listener starts first, so ``/healthz`` answers while the model loads and ``/readyz`` says what is
+not ready yet.
 """
 
 from __future__ import annotations
@@ -24,16 +29,22 @@ from memory_agent.embedding.base import load_embedder
 from memory_agent.embedding.batching import BatchingEmbedder
 from memory_agent.errors import ConfigError
 from memory_agent.handlers import Handlers
+from memory_agent.inbox import InboxCounts, InboxWatcher
 from memory_agent.index.async_index import AsyncIndex
 from memory_agent.index.repair import open_index
 from memory_agent.ingest import Ingestor
-from memory_agent.protocols import Clock, Embedder
+from memory_agent.metrics import MeteredSummarizer, Metrics
+from memory_agent.protocols import Clock, Embedder, Summarizer
 from memory_agent.query.answer import Answerer
 from memory_agent.query.retrieval import HybridRetriever
 from memory_agent.query.summarizer import OpenAISummarizer
 from memory_agent.retention import Eraser, sweep_forever
+from memory_agent.status import DaemonStatus, EmbedderState, Phase
 from memory_agent.store.events import EventStore
 from memory_agent.tools.datadir import lock_data_dir
+from memory_agent.types import Filters
+from memory_agent.web.api import PageApi
+from memory_agent.web.server import HttpServer
 from memory_agent.wire import error_reply
 from mesh import AsyncAgent, Manifest, Message, RoomEvent
 from mesh.constants import DEFAULT_HEARTBEAT_INTERVAL
@@ -89,6 +100,12 @@ class MemoryDaemon:
         self._handlers: Handlers | None = None
         self._dirty = False
         self._stopping = asyncio.Event()
+        self._phase: Phase = "stopped"
+        self._embedder_state: EmbedderState = "loading"
+        self._events = 0
+        self._inbox: InboxWatcher | None = None
+        self._http: HttpServer | None = None
+        self.metrics = Metrics(self.status, inbox=self._inbox_counts)
         self.nats_url = config.nats_url
         self.model_name = ""
         self.started_at = 0.0
@@ -99,6 +116,7 @@ class MemoryDaemon:
     async def start(self) -> None:
         """Open storage, load the model and the index, join the mesh. Raises MemoryAgentError subclasses."""
         cfg = self.config
+        self._phase = "starting"
         self._lock = lock_data_dir(cfg.data_dir)
         try:
             await self._start(cfg)
@@ -108,6 +126,18 @@ class MemoryDaemon:
 
     async def _start(self, cfg: Config) -> None:
         auth = cfg.nats.auth()  # ConfigError when a named secret is missing
+        address = cfg.http.address
+        if address is not None:
+            token = cfg.http.token()  # ConfigError when the named variable or file is missing
+            page: PageApi | None = PageApi(self, clock=self._clock)
+            if token is None and cfg.http.page_needs_token:
+                page = None
+                log.warning("the timeline page is off: http.listen = %s is reachable from other hosts and no token "
+                            "is set (http.token_env or http.token_file); /metrics, /healthz and /readyz are served",
+                            cfg.http.listen)
+            self._http = HttpServer(host=address[0], port=address[1], status=self.status, metrics=self.metrics,
+                                    page=page, token=token)
+            await self._http.start()  # ConfigError when the port is taken
         if cfg.security.admins and not cfg.security.authenticated_senders:
             log.warning("security.admins is checked against the handle a message claims: without "
                         "security.authenticated_senders (and a nats-server that enforces it) any agent can "
@@ -120,7 +150,10 @@ class MemoryDaemon:
                 )
             except ServerError as exc:
                 raise ConfigError(f"[nats]: {exc}") from None
-            await asyncio.to_thread(self._server.start)
+            try:
+                await asyncio.to_thread(self._server.start)
+            except ServerError as exc:
+                raise _embedded_server_error(exc, cfg.embedded_nats_host, cfg.embedded_nats_port) from None
             self.nats_url = self._server.url
             log.info("embedded nats-server with JetStream at %s (store %s)", self.nats_url, cfg.data_dir / "nats")
         embedder = self._embedder_override
@@ -130,7 +163,9 @@ class MemoryDaemon:
             log.info("model %s (%d dims, %s backend) loaded in %.1f s", embedder.name, embedder.dim,
                      cfg.embedding.backend, time.perf_counter() - started)
         self.model_name = embedder.name
+        self._embedder_state = "ready"
         self._store = await EventStore.open(cfg.db_path, fts_max_docs=cfg.index.fts_max_docs, filter_columns=True)
+        self._events = await self._store.count(None, Filters())
         index, self.index_report = await open_index(
             cfg.index_path, self._store, dim=embedder.dim, model=embedder.name, config=cfg.index
         )
@@ -139,10 +174,12 @@ class MemoryDaemon:
             index, vectors=self._store, exact_candidates=cfg.index.exact_candidates, rerank=cfg.index.rerank
         )
         self._batcher = BatchingEmbedder(embedder, max_batch=cfg.embedding.max_batch)
+        summarizer: Summarizer | None = None
         if cfg.llm.enabled:
             self._summarizer = OpenAISummarizer(
                 base_url=cfg.llm.base_url, model=cfg.llm.model, api_key_env=cfg.llm.api_key_env, timeout=cfg.llm.timeout
             )
+            summarizer = MeteredSummarizer(self._summarizer, self.metrics)
             log.info("LLM summarizer: %s at %s", cfg.llm.model, cfg.llm.base_url)
         r = cfg.retrieval
         retriever = HybridRetriever(
@@ -157,7 +194,7 @@ class MemoryDaemon:
             vocabulary=await self._store.vocabulary(),
             default_limit=r.default_limit,
             max_list=r.max_list,
-            summarizer=self._summarizer,
+            summarizer=summarizer,
             summarizer_events=cfg.llm.max_events,
             clock=self._clock,
         )
@@ -174,7 +211,7 @@ class MemoryDaemon:
                               clock=self._clock), name="memory-retention")
         self._handlers = Handlers(
             cfg, ingestor=self._ingestor, answerer=self._answerer, eraser=self._eraser, stats=self.stats,
-            on_forgotten=self._forgotten, clock=self._clock,
+            on_forgotten=self._forgotten, clock=self._clock, observe=self.metrics.observe,
         )
         # A handler exception (a report that could not be stored) leaves the message for redelivery.
         self._agent = AsyncAgent(cfg.handle, servers=self.nats_url, manifest=MANIFEST, max_in_flight=cfg.max_in_flight,
@@ -182,8 +219,12 @@ class MemoryDaemon:
         self._agent.on_message(self._on_message)
         await self._agent.start()
         await self._claim_handle(self._agent)
+        self._inbox = InboxWatcher(self.nats_url, handle=cfg.handle, auth=auth)
+        self._inbox.start()
         self.started_at = self._clock()
-        log.info("@%s serving on %s: %s", cfg.handle, self.nats_url, self.index_report)
+        self._phase = "serving"
+        log.info("@%s serving on %s: %d events, %d vectors (%s)", cfg.handle, self.nats_url, self._events,
+                 len(self._index), self._index.kind)
 
     async def _claim_handle(self, agent: AsyncAgent) -> None:
         """Register the handle. After a crash the old process still holds it until its heartbeat expires
@@ -220,7 +261,15 @@ class MemoryDaemon:
         self._stopping.set()
 
     async def close(self) -> None:
-        """Drain in-flight handlers, flush ingest, save the index, close everything. Idempotent."""
+        """Drain in-flight handlers, flush ingest, save the index, close everything. Idempotent.
+
+        The HTTP listener closes last, so ``/readyz`` says ``stopping`` while the daemon drains.
+        """
+        if self._phase != "stopped":
+            self._phase = "stopping"
+        if self._inbox is not None:
+            await self._inbox.close()
+            self._inbox = None
         if self._agent is not None:
             agent, self._agent = self._agent, None
             with contextlib.suppress(Exception):
@@ -254,9 +303,13 @@ class MemoryDaemon:
         if self._server is not None:
             await asyncio.to_thread(self._server.stop)
             self._server = None
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
         if self._lock is not None:
             self._lock.close()
             self._lock = None
+        self._phase = "stopped"
 
     async def async_run(self, on_started: Callable[[MemoryDaemon], None] | None = None) -> None:
         """start, serve until SIGINT/SIGTERM, close; ``on_started`` is called once serving."""
@@ -290,6 +343,17 @@ class MemoryDaemon:
         """The open event store (after start())."""
         assert self._store is not None, "start() first"
         return self._store
+
+    @property
+    def answerer(self) -> Answerer:
+        """What answers questions (after start())."""
+        assert self._answerer is not None, "start() first"
+        return self._answerer
+
+    @property
+    def http_url(self) -> str | None:
+        """``http://host:port`` of the HTTP listener (the port chosen when ``listen`` asked for 0), or None."""
+        return self._http.url if self._http is not None else None
 
     async def _on_message(self, msg: Message | RoomEvent) -> None:
         """Answer one mesh message to @memory by resolving its session with the handlers' reply (a room
@@ -325,7 +389,31 @@ class MemoryDaemon:
                 f"the answer is {exc.size} bytes, over the mesh's limit of {exc.limit}: ask for fewer events "
                 '(a smaller "limit") or narrow the question with filters or a time window'))
 
-    # --- stats and index ----------------------------------------------------------------------
+    # --- status, stats and index -----------------------------------------------------------------
+
+    def status(self) -> DaemonStatus:
+        """A snapshot without I/O (see :mod:`memory_agent.status`): safe to call from a health check or a
+        scrape however busy the daemon is."""
+        agent, index = self._agent, self._index
+        return DaemonStatus(
+            phase=self._phase,
+            handle=self.config.handle,
+            nats_connected=agent is not None and agent.is_connected,
+            handle_registered=agent is not None and agent.is_registered,
+            store_open=self._store is not None,
+            index_loaded=index is not None,
+            embedder=self._embedder_state,
+            model=self.model_name,
+            events=self._events,
+            index_vectors=len(index) if index is not None else 0,
+            index_kind=index.kind if index is not None else "",
+            embedding_backlog=self._ingestor.queued if self._ingestor is not None else 0,
+            in_flight=agent.in_flight if agent is not None else 0,
+            uptime_s=round(self._clock() - self.started_at, 3) if self._phase == "serving" else 0.0,
+        )
+
+    def _inbox_counts(self) -> InboxCounts | None:
+        return self._inbox.counts() if self._inbox is not None else None
 
     async def stats(self) -> dict[str, Any]:
         """Event count, index size and type, model, uptime (seconds), ingest counters, and the retention
@@ -338,6 +426,7 @@ class MemoryDaemon:
             "nats_url": self.nats_url,
             "events": s.count,
             "db_bytes": s.db_bytes,
+            "wal_bytes": s.wal_bytes,
             "index": {"size": len(self._index), "type": self._index.kind, "path": str(self.config.index_path)},
             "model": self.model_name,
             "uptime_s": round(self._clock() - self.started_at, 3),
@@ -354,9 +443,12 @@ class MemoryDaemon:
 
     def _on_removed(self, count: int) -> None:
         self._dirty = True
+        self._events -= count
 
     def _on_stored(self, events: Any) -> None:
         self._dirty = True
+        self._events += len(events)
+        self.metrics.observe_batch(len(events))
         if self._answerer is not None:
             self._answerer.observe(events)
 
@@ -370,3 +462,16 @@ class MemoryDaemon:
                 except Exception:
                     self._dirty = True
                     log.exception("saving the FAISS index failed; will retry")
+
+
+def _embedded_server_error(exc: ServerError, host: str, port: int) -> ConfigError:
+    """One line for a nats-server that would not start: a taken port names the flag, anything else quotes
+    the server's last error line (its whole log is in data_dir/nats/nats-server.log)."""
+    tail = exc.log_tail or ""
+    if "address already in use" in tail.lower():
+        return ConfigError(
+            f"port {port} of the embedded nats-server is in use ({host}:{port}): stop what uses it, pick another "
+            "with --port PORT (0 = any free port), or join a running NATS with --nats-url", key="embedded_nats_port")
+    errors = [line for line in tail.splitlines() if "[FTL]" in line or "[ERR]" in line]
+    last = (errors or tail.splitlines() or [str(exc).splitlines()[0]])[-1].strip()
+    return ConfigError(f"the embedded nats-server did not start: {last}")

@@ -20,6 +20,7 @@ __all__ = [
     "AccessDenied",
     "ConfigError",
     "DataDirLocked",
+    "DataDirUnusable",
     "EmbedderClosed",
     "EmbedderError",
     "IndexFileError",
@@ -143,6 +144,17 @@ class DataDirLocked(MemoryAgentError):
         super().__init__(f"{path} is in use by another memory-agent (pid {pid}): stop it, or use another --data-dir")
         self.path = path
         self.pid = pid
+
+
+class DataDirUnusable(ConfigError):
+    """The data directory cannot be created or written; ``path`` and ``reason`` (the system's words) say
+    which and why."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"data dir {path} cannot be used ({reason}): fix its permissions, or choose another "
+                         "with --data-dir", key="data_dir")
+        self.path = path
+        self.reason = reason
 
 
 class StoreError(MemoryAgentError):

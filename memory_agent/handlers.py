@@ -6,6 +6,11 @@ handler. A ``RoomEvent`` (@memory is a member of a room: it was invited, it neve
 stored as a report (:func:`memory_agent.wire.room_report`) and needs no reply. Bad input gets an error reply saying how to fix it; an internal failure gets a short reply
 with an error id that the log line also carries (never a Python exception text). Storage errors of a
 report propagate, so the daemon leaves the message unacknowledged and it is redelivered.
+
+Every report stored or rejected and every question answered or refused gets one INFO line (message id,
+sender, result, intent, window, result count, milliseconds; never payload text), with the same values as
+structured fields for ``--log-format json``, and one :class:`Outcome` passed to ``observe`` (the daemon's
+metrics).
 """
 
 from __future__ import annotations
@@ -15,9 +20,16 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from memory_agent.errors import AccessDenied, QueryError, ReportError, excerpt, internal_error_id
+from memory_agent.errors import (
+    AccessDenied,
+    MemoryAgentError,
+    QueryError,
+    ReportError,
+    excerpt,
+    internal_error_id,
+)
 from memory_agent.query.text import clip
 from memory_agent.retention import check_admin, parse_forget
 from memory_agent.wire import (
@@ -28,6 +40,7 @@ from memory_agent.wire import (
     build_event,
     classify,
     error_reply,
+    iso_utc,
     room_report,
     stored_reply,
 )
@@ -37,10 +50,11 @@ if TYPE_CHECKING:
     from memory_agent.config import Config
     from memory_agent.ingest import Ingestor
     from memory_agent.protocols import Clock
-    from memory_agent.query.answer import Answerer
+    from memory_agent.query.answer import Answer, Answerer
     from memory_agent.retention import Eraser
+    from memory_agent.types import TimeWindow
 
-__all__ = ["OPERATIONS", "Handlers", "Reply"]
+__all__ = ["OPERATIONS", "Handlers", "Outcome", "Reply"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +69,38 @@ class Reply:
 
     payload: str
     content_type: str = _JSON
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of one message, for metrics: never ids, handles or payloads (unbounded label values).
+
+    ``kind``: what the message was. ``result``: a report is ``stored``, ``duplicate``, ``rejected`` (bad
+    input, answered with an error) or ``failed`` (storage error: redelivered); a question is
+    ``answered``, ``rejected`` or ``failed`` (internal error); an operation ``ok`` or ``rejected``.
+    ``intent``: a question's (list, count, timeline, why, search), ``none`` when it was not understood;
+    an operation's name when it is a known one. ``seconds``: time spent handling it.
+    """
+
+    kind: Literal["report", "question", "operation"]
+    result: str
+    seconds: float
+    intent: str = "none"
+
+
+def _describe_window(window: TimeWindow | None) -> str:
+    """``2026-11-14T10:00:00Z..now``, ``..2026-11-01T00:00:00Z``, or ``any`` (no window)."""
+    if window is None:
+        return "any"
+    since = "" if window.since is None else iso_utc(window.since)
+    until = "now" if window.until is None else iso_utc(window.until)
+    return f"{since}..{until}"
+
+
+def _rejection(exc: MemoryAgentError) -> str:
+    """What was wrong, without quoting the input: the error kind and the field at fault."""
+    field = getattr(exc, "field", None)
+    return type(exc).__name__ + (f" on {field!r}" if field else "")
 
 
 def _internal_error(what: str, msg: Message) -> Reply:
@@ -81,6 +127,7 @@ class Handlers:
         stats: Callable[[], Awaitable[dict[str, Any]]],
         on_forgotten: Callable[[int], Awaitable[None]],
         clock: Clock,
+        observe: Callable[[Outcome], None] | None = None,
     ) -> None:
         self._config = config
         self._ingestor = ingestor
@@ -89,6 +136,11 @@ class Handlers:
         self._stats = stats
         self._on_forgotten = on_forgotten
         self._clock = clock
+        self._observe = observe
+
+    def _done(self, outcome: Outcome) -> None:
+        if self._observe is not None:
+            self._observe(outcome)
 
     async def handle(self, msg: Message | RoomEvent) -> Reply | None:
         """The reply to ``msg``, or ``None`` when there is nothing to answer (a session's resolve, a room
@@ -105,19 +157,31 @@ class Handlers:
         try:
             request = classify(msg.payload, msg.content_type, tz=self._config.tz)
         except (ReportError, QueryError) as exc:
-            log.info("rejected %s from @%s: %s", msg.message_id, msg.from_handle, exc)
+            kind: Literal["report", "question"] = "question" if isinstance(exc, QueryError) else "report"
+            self._rejected(kind, msg, exc, started)
             return Reply(error_reply(str(exc)))
         if isinstance(request, Report):
-            reply = await self._report(msg, request)
-        elif isinstance(request, Question):
-            reply = await self._question(msg, request)
-        else:
-            reply = await self._operation(msg, request)
-        log.debug("%s from @%s handled in %.1f ms", type(request).__name__, msg.from_handle,
-                  (time.perf_counter() - started) * 1000)
+            return await self._report(msg, request, started)
+        if isinstance(request, Question):
+            return await self._question(msg, request, started)
+        reply, result = await self._operation(msg, request)
+        seconds = time.perf_counter() - started
+        known = request.op if request.op in OPERATIONS else "unknown"
+        self._done(Outcome("operation", result, seconds, intent=known))
+        log.debug("operation %s from @%s: %s in %.1f ms", known, msg.from_handle, result, seconds * 1000)
         return reply
 
-    async def _report(self, msg: Message, report: Report) -> Reply:
+    def _rejected(self, kind: Literal["report", "question"], msg: Message, exc: MemoryAgentError,
+                  started: float) -> None:
+        seconds = time.perf_counter() - started
+        self._done(Outcome(kind, "rejected", seconds))
+        why = _rejection(exc)
+        log.info("%s %s from @%s rejected (%s) in %.1f ms", kind, msg.message_id, msg.from_handle, why,
+                 seconds * 1000, extra={"kind": kind, "message_id": msg.message_id, "sender": msg.from_handle,
+                                        "result": "rejected", "reason": why,
+                                        "duration_ms": round(seconds * 1000, 2)})
+
+    async def _report(self, msg: Message, report: Report, started: float) -> Reply:
         try:
             event = build_event(
                 report,
@@ -130,14 +194,28 @@ class Handlers:
                 tz=self._config.tz,
             )
         except ReportError as exc:
-            log.info("rejected report %s from @%s: %s", msg.message_id, msg.from_handle, exc)
+            self._rejected("report", msg, exc, started)
             return Reply(error_reply(str(exc)))
         except Exception:  # a payload that trips a bug: answer it rather than redeliver it forever
+            self._done(Outcome("report", "failed", time.perf_counter() - started))
             return _internal_error("reading the report", msg)
         if self._config.security.authenticated_senders:
             event = replace(event, sender_verified=True)
-        # Storage errors propagate: the message is not acked and will be redelivered.
-        return Reply(stored_reply(await self._ingestor.ingest(event)))
+        try:
+            result = await self._ingestor.ingest(event)
+        except BaseException:
+            # Storage errors propagate: the message is not acked and will be redelivered.
+            self._done(Outcome("report", "failed", time.perf_counter() - started))
+            raise
+        seconds = time.perf_counter() - started
+        outcome = "duplicate" if result.duplicate else "stored"
+        self._done(Outcome("report", outcome, seconds))
+        log.info("report %s from @%s %s as #%d (trace %s) in %.1f ms", msg.message_id, msg.from_handle, outcome,
+                 result.id, event.trace_id, seconds * 1000,
+                 extra={"kind": "report", "message_id": msg.message_id, "sender": msg.from_handle,
+                        "result": outcome, "event_id": result.id, "trace_id": event.trace_id,
+                        "duration_ms": round(seconds * 1000, 2)})
+        return Reply(stored_reply(result))
 
     async def _room_event(self, msg: RoomEvent) -> None:
         """Store a room's posted message (or its closing) as a report; log being invited."""
@@ -145,6 +223,7 @@ class Handlers:
             log.info("invited to room %s (%s) by @%s", msg.room_id, clip(msg.title, 80), msg.sender_handle)
         if msg.event_type not in ROOM_EVENTS_KEPT:
             return
+        started = time.perf_counter()
         try:
             event = build_event(
                 room_report(msg), message_id=msg.event_id, session=msg.room_id, from_handle=msg.sender_handle,
@@ -152,45 +231,66 @@ class Handlers:
                 tz=self._config.tz,
             )
         except ReportError as exc:
+            self._done(Outcome("report", "rejected", time.perf_counter() - started))
             log.warning("room %s event %s from @%s not stored: %s", msg.room_id, msg.room_seq, msg.sender_handle, exc)
             return
         if self._config.security.authenticated_senders:  # the poster is in the subject the server allowed
             event = replace(event, sender_verified=True)
-        result = await self._ingestor.ingest(event)  # storage errors propagate: redelivered
-        log.debug("room %s event %s stored as #%d (duplicate=%s)", msg.room_id, msg.room_seq, result.id,
-                  result.duplicate)
+        try:
+            result = await self._ingestor.ingest(event)  # storage errors propagate: redelivered
+        except Exception:
+            self._done(Outcome("report", "failed", time.perf_counter() - started))
+            raise
+        seconds = time.perf_counter() - started
+        self._done(Outcome("report", "duplicate" if result.duplicate else "stored", seconds))
+        log.info("room %s event %s from @%s stored as #%d%s in %.1f ms", msg.room_id, msg.room_seq,
+                 msg.sender_handle, result.id, " (duplicate)" if result.duplicate else "", seconds * 1000)
 
-    async def _question(self, msg: Message, question: Question) -> Reply:
+    async def _question(self, msg: Message, question: Question, started: float) -> Reply:
         try:
             answer = await self._answerer.answer(question)
         except Exception:  # a question that breaks answering must not be redelivered forever
+            self._done(Outcome("question", "failed", time.perf_counter() - started))
             return _internal_error("answering", msg)
+        seconds = time.perf_counter() - started
+        self._done(Outcome("question", "answered", seconds, intent=answer.intent))
+        self._log_answer(msg, answer, seconds)
         if question.structured:
             return Reply(json.dumps(answer.to_json(), ensure_ascii=False))
         return Reply(answer.text, content_type="text/plain")
 
-    async def _operation(self, msg: Message, op: Operation) -> Reply:
+    @staticmethod
+    def _log_answer(msg: Message, answer: Answer, seconds: float) -> None:
+        window = _describe_window(answer.window)
+        total = len(answer.events) if answer.total is None else answer.total
+        log.info("question %s from @%s answered: %s, window %s, %d result(s) in %.1f ms", msg.message_id,
+                 msg.from_handle, answer.intent, window, total, seconds * 1000,
+                 extra={"kind": "question", "message_id": msg.message_id, "sender": msg.from_handle,
+                        "result": "answered", "intent": answer.intent, "window": window, "results": total,
+                        "duration_ms": round(seconds * 1000, 2)})
+
+    async def _operation(self, msg: Message, op: Operation) -> tuple[Reply, str]:
         if op.op == "stats":
-            return Reply(json.dumps(await self._stats()))
+            return Reply(json.dumps(await self._stats())), "ok"
         if op.op == "forget":
             return await self._forget(msg, op)
         return Reply(error_reply(
-            f"unknown op {excerpt(op.op)}: the operations are {', '.join(repr(o) for o in OPERATIONS)}"))
+            f"unknown op {excerpt(op.op)}: the operations are {', '.join(repr(o) for o in OPERATIONS)}")), "rejected"
 
-    async def _forget(self, msg: Message, op: Operation) -> Reply:
+    async def _forget(self, msg: Message, op: Operation) -> tuple[Reply, str]:
         """Delete events for an admin (see :mod:`memory_agent.retention`); everyone else gets an error."""
         try:
             check_admin(msg.from_handle, self._config.security.admins)
             request = parse_forget(op.args, tz=self._config.tz)
         except AccessDenied as exc:
             log.warning("forget refused: @%s is not an admin (message %s)", msg.from_handle, msg.message_id)
-            return Reply(error_reply(str(exc)))
+            return Reply(error_reply(str(exc))), "rejected"
         except QueryError as exc:
-            return Reply(error_reply(str(exc)))
+            return Reply(error_reply(str(exc))), "rejected"
         count = await self._eraser.forget(request)  # storage errors propagate: redelivered, then retried
         if count:
             await self._on_forgotten(count)
         log.warning("forget by @%s (%s, by %s): %d events deleted", msg.from_handle,
                     "authenticated" if self._config.security.authenticated_senders else "claimed handle",
                     request.selector, count)
-        return Reply(json.dumps({"status": "forgotten", "count": count}))
+        return Reply(json.dumps({"status": "forgotten", "count": count})), "ok"

@@ -60,6 +60,11 @@ class Ingestor:
         self.duplicates = 0
         self.batches = 0
 
+    @property
+    def queued(self) -> int:
+        """Reports waiting for the worker to take them into a batch (not yet embedded)."""
+        return len(self._pending)
+
     def start(self) -> None:
         if self._worker is None:
             self._worker = asyncio.create_task(self._run(), name="memory-ingest")

@@ -20,6 +20,10 @@ from memory_agent.embedding.hashing import HashingEmbedder
 from mesh import AsyncAgent
 from mesh.server import NatsServer
 
+# Every daemon a test starts (in this process or as a `memory-agent run` subprocess, which inherits the
+# environment) listens for HTTP on a free port, never on the default 9464 that another run may hold.
+os.environ.setdefault("MEMORY_AGENT_HTTP__LISTEN", "127.0.0.1:0")
+
 #: "Now" in every test that fixes the clock: Saturday 2026-11-21 10:00 UTC.
 NOW_DT = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 #: :data:`NOW_DT` in seconds since the epoch, UTC.

@@ -27,6 +27,9 @@ DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
 # fetched at run time (a value already in the environment wins).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# No progress bars from Hugging Face libraries ("Loading weights: 100%|...") in a daemon's log; the
+# commands that show progress (reindex, import, export) draw their own.
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 # OpenMP threads (torch's, faiss's) sleep when idle instead of spinning, read once when the runtime
 # loads: the model shares the cores with the event loop and nats-server (docs/benchmarks.md#design-threads).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -98,7 +98,7 @@ async def open_index(
     of ids. A file that is only behind SQLite (it holds exactly the rows up to its max id) gets the
     newer rows added; anything else is rebuilt from ``store.iter_vectors()`` (no re-embedding; an ivf
     index is first trained on a sample of the stored vectors). Returns the index and one line saying what
-    happened. Raises ``VectorModelMismatch`` (a ``ConfigError``) when SQLite holds vectors of another
+    happened (a fresh, empty store gets ``new flat index for an empty store, ...``). Raises ``VectorModelMismatch`` (a ``ConfigError``) when SQLite holds vectors of another
     model or dimension than ``model``/``dim``. Blocking FAISS work runs in worker threads.
     """
     path = Path(path)
@@ -157,6 +157,8 @@ async def open_index(
     kind, nlist = plan_index(config, summary.count, current=current)
     index = await _build(store, kind=kind, nlist=nlist, dim=dim, model=model, config=config)
     await asyncio.to_thread(index.save, path)
+    if loaded is None and summary.count == 0:  # a fresh data directory: nothing was lost or rebuilt
+        return index, f"new {index.kind} index for an empty store, saved to {path}"
     elapsed = time.perf_counter() - started
     lists = f" with {index.nlist} lists" if index.nlist else ""
     return index, (

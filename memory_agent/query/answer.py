@@ -26,7 +26,7 @@ from memory_agent.query.understand import understand
 from memory_agent.types import Filters, Intent, StoredEvent, TimeWindow, Understanding, Vocabulary
 from memory_agent.wire import Question, iso_utc
 
-__all__ = ["Answer", "Answerer", "ScoredEvent"]
+__all__ = ["Answer", "Answerer", "ScoredEvent", "event_json"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,22 @@ _GENERIC = word_set(
 )
 _HIDDEN_FIELDS = frozenset({"event", "trace_id", "occurred_at"})
 _MAX_FIELD_CHARS = 240
+
+
+def event_json(event: StoredEvent, score: float) -> dict[str, Any]:
+    """One event as answers carry it: ``{"id", "message_id", "trace_id", "from_handle", "sender_verified",
+    "event", "occurred_at" (ISO-8601 UTC), "payload", "score"}`` (the timeline page shows the same)."""
+    return {
+        "id": event.id,
+        "message_id": event.message_id,
+        "trace_id": event.trace_id,
+        "from_handle": event.from_handle,
+        "sender_verified": event.sender_verified,
+        "event": event.event,
+        "occurred_at": iso_utc(event.occurred_at),
+        "payload": event.payload,
+        "score": round(score, 6),
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,20 +80,7 @@ class Answer:
         """The structured-question reply of the wire contract."""
         return {
             "answer": self.text,
-            "events": [
-                {
-                    "id": s.event.id,
-                    "message_id": s.event.message_id,
-                    "trace_id": s.event.trace_id,
-                    "from_handle": s.event.from_handle,
-                    "sender_verified": s.event.sender_verified,
-                    "event": s.event.event,
-                    "occurred_at": iso_utc(s.event.occurred_at),
-                    "payload": s.event.payload,
-                    "score": round(s.score, 6),
-                }
-                for s in self.events
-            ],
+            "events": [event_json(s.event, s.score) for s in self.events],
             "window": None
             if self.window is None
             else {

@@ -350,6 +350,15 @@ class EventStore(EmbeddingRows):
         rows = await self._fetchall(f"SELECT count(*) FROM events WHERE {where}", params)
         return int(rows[0][0])
 
+    async def daily_counts(self, window: TimeWindow | None, filters: Filters) -> list[tuple[str, int, int]]:
+        """``(event, day, count)`` for the events in ``window`` matching ``filters``, by day then event;
+        ``day``: whole days since the epoch, UTC (``occurred_at // 86400``)."""
+        where, params = where_clause(window, filters)
+        rows = await self._fetchall(
+            f"SELECT event, CAST(occurred_at / 86400 AS INTEGER) AS day, count(*) FROM events WHERE {where} "
+            "GROUP BY day, event ORDER BY day, event", params)
+        return [(str(event), int(day), int(n)) for event, day, n in rows]
+
     async def candidate_ids(self, window: TimeWindow | None, filters: Filters) -> np.ndarray | None:
         """Ids (int64, ascending) of events in ``window`` matching ``filters``.
 

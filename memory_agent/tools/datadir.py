@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 from pathlib import Path
 from typing import IO
 
-from memory_agent.errors import DataDirLocked
+from memory_agent.errors import DataDirLocked, DataDirUnusable
 
 __all__ = ["LOCK_FILE", "lock_data_dir"]
 
@@ -19,11 +20,17 @@ def lock_data_dir(data_dir: Path) -> IO[str]:
     """Take the exclusive lock ``<data_dir>/daemon.lock`` (created with the directory if missing); it is
     released when the returned file closes (or the process exits).
 
-    Raises ``DataDirLocked`` naming the pid that holds it, ``OSError`` when the directory cannot be
-    created or written.
+    Raises ``DataDirLocked`` naming the pid that holds it, ``DataDirUnusable`` (a ``ConfigError``) when
+    the directory cannot be created or written.
     """
-    data_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(data_dir / LOCK_FILE, "a+")  # noqa: SIM115 - held for the owner's lifetime
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(data_dir / LOCK_FILE, "a+")  # noqa: SIM115 - held for the owner's lifetime
+        if not os.access(data_dir, os.W_OK):  # the lock file may exist already in a read-only directory
+            handle.close()
+            raise PermissionError(errno.EACCES, "Permission denied")
+    except OSError as exc:
+        raise DataDirUnusable(str(data_dir), exc.strerror or type(exc).__name__) from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

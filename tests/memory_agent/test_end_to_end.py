@@ -46,7 +46,7 @@ def example(name: str, *args: str, env: dict[str, str], timeout: float = 300) ->
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[subprocess.Popen[str], dict[str, str], Path]]:
     data = tmp_path_factory.mktemp("memory-data")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "MEMORY_AGENT_EMBEDDED_NATS_PORT": str(free_port()),
-           "PYTHONPATH": str(ROOT)}
+           "MEMORY_AGENT_HTTP__LISTEN": f"127.0.0.1:{free_port()}", "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "memory_agent", "run", "--data-dir", str(data)], env=env,
                             cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     assert proc.stderr is not None
@@ -61,6 +61,8 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[subproces
         if m := re.search(r"Agents connect to: (nats://\S+)", line):
             url = m.group(1)
     assert url, "daemon did not come up:\n" + "".join(lines)
+    # A start-up log a newcomer reads as normal: no progress bars, no "rebuilt 0 vectors".
+    assert not any("it/s" in line or "Loading weights" in line or "rebuilt 0" in line for line in lines), lines
     env["MEMORY_AGENT_NATS_URL"] = url
     # Keep reading its log so the pipe never fills.
     import threading
@@ -103,7 +105,8 @@ def test_cli_ask_report_stats_check(daemon) -> None:  # type: ignore[no-untyped-
     stats = json.loads(done.stdout)
     assert stats["model"] == "all-MiniLM-L6-v2" and stats["index"]["type"] == "flat"
     assert stats["events"] == stats["index"]["size"] >= 7
-    assert cli("check", env=env).returncode == 0
+    done = cli("check", env=env)  # asks the daemon's /readyz
+    assert done.returncode == 0 and done.stdout.startswith("ok: @memory ready (nats: connected"), done.stderr
 
 
 @pytest.mark.skipif(not LOCOMO.is_file(), reason="needs ../shared/data/locomo/locomo10.json")

@@ -7,10 +7,12 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,7 +54,11 @@ def production(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[
     (directory / "impostor").mkdir()
     configs["impostor"] = toml_file(directory / "impostor" / "cli.toml", server.url, seeds["deploy"],
                                     client_handle="ops")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    with socket.socket() as sock:  # a fixed free port, so `memory-agent check` finds the daemon's /readyz
+        sock.bind(("127.0.0.1", 0))
+        http_port = sock.getsockname()[1]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT),
+           "MEMORY_AGENT_HTTP__LISTEN": f"127.0.0.1:{http_port}"}
     proc = subprocess.Popen([sys.executable, "-m", "memory_agent", "run", "--config", str(memory_cfg)], env=env,
                             cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     assert proc.stderr is not None
@@ -106,3 +112,21 @@ def test_agents_report_as_themselves_and_only_the_admin_forgets(
     done = cli("stats", "--json", config=configs["ops"], env=env)
     assert json.loads(done.stdout)["events"] == 0
     assert re.search(r'"size": 0', done.stdout)
+
+
+def test_readiness_and_the_inbox_metrics_work_under_per_user_permissions(
+    production: tuple[dict[str, Path], dict[str, str]]
+) -> None:
+    """The inbox watcher reads @memory's consumer with @memory's own NATS user, as the example config allows."""
+    configs, env = production
+    done = cli("check", config=configs["ops"], env=env)
+    assert done.returncode == 0 and done.stdout.startswith("ok: @memory ready"), done.stderr
+    url = f"http://{env['MEMORY_AGENT_HTTP__LISTEN']}/metrics"
+    deadline = time.monotonic() + 20
+    while True:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+        if "memory_inbox_pending_messages" in text or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert re.search(r"^memory_inbox_ack_pending_messages \d", text, re.MULTILINE), text[-2000:]
