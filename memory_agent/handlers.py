@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from memory_agent.errors import AccessDenied, QueryError, ReportError, excerpt, internal_error_id
 from memory_agent.retention import check_admin, parse_forget
+from memory_agent.shared.wire import SHARED_OPERATIONS
 from memory_agent.wire import Operation, Question, Report, build_event, classify, error_reply, stored_reply
 from mesh import Message
 
@@ -27,13 +28,14 @@ if TYPE_CHECKING:
     from memory_agent.protocols import Clock
     from memory_agent.query.answer import Answerer
     from memory_agent.retention import Eraser
+    from memory_agent.shared.ops import SharedOps
 
 __all__ = ["OPERATIONS", "Handlers", "Reply"]
 
 log = logging.getLogger(__name__)
 
-#: The operations ``{"op": ...}`` @memory serves.
-OPERATIONS = ("stats", "forget")
+#: The operations ``{"op": ...}`` @memory serves (shared memory's: :mod:`memory_agent.shared.ops`).
+OPERATIONS = ("stats", "forget", *SHARED_OPERATIONS)
 _JSON = "application/json"
 
 
@@ -56,7 +58,8 @@ class Handlers:
     """Routes each message to @memory by the wire contract; see the module docstring.
 
     ``stats`` returns the daemon's statistics; ``on_forgotten(count)`` runs after a forget deleted events
-    (the daemon saves the index). ``clock`` gives seconds since the epoch, UTC.
+    (the daemon saves the index). ``clock`` gives seconds since the epoch, UTC. ``shared`` serves the
+    shared-memory operations (``None``: they are answered with an error saying it is off).
     """
 
     def __init__(
@@ -69,6 +72,7 @@ class Handlers:
         stats: Callable[[], Awaitable[dict[str, Any]]],
         on_forgotten: Callable[[int], Awaitable[None]],
         clock: Clock,
+        shared: SharedOps | None = None,
     ) -> None:
         self._config = config
         self._ingestor = ingestor
@@ -77,6 +81,7 @@ class Handlers:
         self._stats = stats
         self._on_forgotten = on_forgotten
         self._clock = clock
+        self._shared = shared
 
     async def handle(self, msg: Message) -> Reply | None:
         """The reply to ``msg``, or ``None`` when there is nothing to answer (a session's resolve).
@@ -137,8 +142,19 @@ class Handlers:
             return Reply(json.dumps(await self._stats()))
         if op.op == "forget":
             return await self._forget(msg, op)
+        if op.op in SHARED_OPERATIONS:
+            return await self._shared_op(msg, op)
         return Reply(error_reply(
             f"unknown op {excerpt(op.op)}: the operations are {', '.join(repr(o) for o in OPERATIONS)}"))
+
+    async def _shared_op(self, msg: Message, op: Operation) -> Reply:
+        if self._shared is None:
+            return Reply(error_reply(f"{op.op}: shared memory is off in this @memory ([shared] enabled = false)"))
+        try:
+            reply = await self._shared.handle(msg, op.op, op.args)
+        except Exception:  # a request that trips a bug is answered, not redelivered forever
+            return _internal_error(f"serving {op.op}", msg)
+        return Reply(json.dumps(reply, ensure_ascii=False))
 
     async def _forget(self, msg: Message, op: Operation) -> Reply:
         """Delete events for an admin (see :mod:`memory_agent.retention`); everyone else gets an error."""

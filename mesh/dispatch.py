@@ -13,6 +13,7 @@ consumer are ignored (not acked).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import logging
 import time
@@ -24,6 +25,7 @@ import nats.errors
 from nats.aio.msg import Msg
 
 from .constants import NAK_DELAY, STREAM_NAME
+from .context import reset_current_message, set_current_message
 from .envelope import decode_envelope, envelope_to_message
 from .errors import EnvelopeError, MeshError
 from .handles import durable_name, parse_inbox_subject
@@ -135,6 +137,7 @@ class Dispatcher:
     async def _run_handler(self, msg: Msg, message: Message, stream_seq: int, delivered: int) -> None:
         keepalive = asyncio.create_task(self._keep_alive(msg))
         started = time.monotonic()
+        current = set_current_message(message)  # mesh.context: what this handler (and its calls) handles
         try:
             handler = self.handler
             if handler is None:
@@ -142,7 +145,8 @@ class Dispatcher:
             if inspect.iscoroutinefunction(handler):
                 await handler(message)
             else:
-                result = await asyncio.get_running_loop().run_in_executor(self._get_executor(), handler, message)
+                result = await asyncio.get_running_loop().run_in_executor(
+                    self._get_executor(), contextvars.copy_context().run, handler, message)
                 if inspect.isawaitable(result):
                     await result
         except asyncio.CancelledError:
@@ -164,6 +168,7 @@ class Dispatcher:
                 log.debug("mesh agent %s: handled %s (session %s) in %.2f ms", self._handle,
                           message.message_id, message.session, (time.monotonic() - started) * 1e3)
         finally:
+            reset_current_message(current)
             keepalive.cancel()
             self._in_flight.discard(stream_seq)
             self._slots.release()
