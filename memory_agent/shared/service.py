@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +38,7 @@ from memory_agent.protocols import Clock
 from memory_agent.shared.constants import HEADER_MARKER_REASON, SCOPES, STATE_PREFIX, STATE_STREAM, Scope
 from memory_agent.shared.keys import Address, parse_kv_key, validate_scope_id
 from memory_agent.shared.state import Current, StateStore, WrongRevision
-from memory_agent.shared.wire import Action, ChangeEvent, Entry, KvRequest, ok
+from memory_agent.shared.wire import Action, ChangeEvent, KvRequest, ok
 from mesh import Message
 
 __all__ = ["EXPIRY_CONSUMER", "SharedState", "WriteRules"]
@@ -128,7 +128,7 @@ class SharedState:
 
     async def _get(self, msg: Message, request: KvRequest) -> dict[str, Any]:
         candidates = [self.address(msg, request)] if request.scope is not None else self.lookup_order(msg, request)
-        found = await self.first(self._store, candidates)
+        found = await self._store.first(candidates)
         if request.op == "kv.exists":
             return ok(exists=found is not None, key=request.key, scope=found.scope if found else None,
                       scope_id=found.scope_id if found else None, version=found.version if found else 0)
@@ -137,12 +137,6 @@ class SharedState:
                       scope_id=candidates[0].scope_id if request.scope is not None else None, version=0,
                       updated_at=None, updated_by=None, expires_at=None)
         return ok(found=True, **found.to_json())
-
-    @staticmethod
-    async def first(store: StateStore, candidates: Sequence[Address]) -> Entry | None:
-        """The first of ``candidates`` that holds a value (all read at once), or ``None``."""
-        currents = await asyncio.gather(*(store.read(a) for a in candidates))
-        return next((c.entry for c in currents if c.entry is not None), None)
 
     async def _list(self, msg: Message, request: KvRequest) -> dict[str, Any]:
         address = self.address(msg, KvRequest(op=request.op, key="x", scope=request.scope,

@@ -21,7 +21,7 @@ import json
 import logging
 import re
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -192,6 +192,12 @@ class StateStore:
                 return Current(None, 0)
         return _decode_entry(address, msg)
 
+    async def first(self, candidates: Sequence[Address]) -> Entry | None:
+        """The entry of the first of ``candidates`` that holds a value (all read at once), or ``None``: the
+        hierarchical get when they are ordered narrowest first."""
+        currents = await asyncio.gather(*(self.read(a) for a in candidates))
+        return next((c.entry for c in currents if c.entry is not None), None)
+
     async def last_change(self, address: Address) -> ChangeEvent | None:
         """The latest change event of ``address`` still in the changes stream, or ``None``."""
         with _jetstream(f"reading the changes of {address.key!r}"):
@@ -232,42 +238,47 @@ class StateStore:
     async def history(self, address: Address, limit: int) -> list[ChangeEvent]:
         """The last ``limit`` change events of ``address``, newest first (as many as the stream keeps)."""
         kept: deque[ChangeEvent] = deque(maxlen=limit)
-        async for msg in self.replay(address.change_subject, DeliverPolicy.ALL, until_caught_up=True):
+        async for msg in self.replay(address.change_subject, DeliverPolicy.ALL):
             with contextlib.suppress(ValueError):
                 kept.append(ChangeEvent.from_json(json.loads(msg.data), seq=msg.metadata.sequence.stream))
         return list(reversed(kept))
 
-    async def replay(self, subject: str, policy: DeliverPolicy, *, start_time: datetime | None = None,
-                     start_seq: int | None = None, until_caught_up: bool = False) -> AsyncIterator[Msg]:
-        """Messages of ``MEMORY_CHANGES`` on ``subject`` (a filter) through an ordered consumer, from
-        ``policy`` on; with ``until_caught_up`` the iteration ends at the last message stored when it began.
-        Raises SharedMemoryUnavailable (the server's permissions, if any, are checked by the caller)."""
+    async def subscribe_changes(self, subject: str, deliver: Callable[[Msg], Awaitable[None]], *,
+                                policy: DeliverPolicy = DeliverPolicy.NEW, start_time: datetime | None = None,
+                                start_seq: int | None = None) -> JetStreamContext.PushSubscription:
+        """An ordered consumer of ``MEMORY_CHANGES`` on ``subject`` (a filter) calling ``deliver`` for each
+        message, from ``policy`` on (``BY_START_TIME`` with ``start_time``, ``BY_START_SEQUENCE`` with
+        ``start_seq``). Gaps (a reconnect) are healed by the ordered consumer. Raises
+        SharedMemoryUnavailable."""
+        config = ConsumerConfig(deliver_policy=policy, opt_start_time=start_time, opt_start_seq=start_seq,
+                                inactive_threshold=_INACTIVE)
+        with _jetstream("subscribing to shared-memory changes"):
+            return await self._js.subscribe(subject, stream=CHANGES_STREAM, cb=deliver, ordered_consumer=True,
+                                            config=config, idle_heartbeat=5.0)
+
+    async def replay(self, subject: str, policy: DeliverPolicy) -> AsyncIterator[Msg]:
+        """The messages of ``MEMORY_CHANGES`` on ``subject`` stored when it is called, oldest first."""
         queue: asyncio.Queue[Msg] = asyncio.Queue()
 
         async def deliver(msg: Msg) -> None:
             await queue.put(msg)
 
-        with _jetstream("subscribing to shared-memory changes"):
-            config = ConsumerConfig(deliver_policy=policy, opt_start_time=start_time, opt_start_seq=start_seq,
-                                    inactive_threshold=_INACTIVE)
-            sub = await self._js.subscribe(subject, stream=CHANGES_STREAM, cb=deliver, ordered_consumer=True,
-                                           config=config, idle_heartbeat=5.0)
+        sub = await self.subscribe_changes(subject, deliver, policy=policy)
         try:
-            pending: int | None = None
-            if until_caught_up:
-                with _jetstream("reading shared-memory changes"):
-                    info = await sub.consumer_info()
-                delivered = info.delivered.consumer_seq if info.delivered is not None else 0
-                pending = int(info.num_pending or 0) + int(delivered or 0)
-                if pending == 0:
-                    return
+            with _jetstream("reading shared-memory changes"):
+                info = await sub.consumer_info()
+            delivered = info.delivered.consumer_seq if info.delivered is not None else 0
+            total = int(info.num_pending or 0) + int(delivered or 0)
             seen = 0
-            while True:
-                msg = await queue.get()
+            while seen < total:
+                msg = await asyncio.wait_for(queue.get(), _TIMEOUT)
                 seen += 1
                 yield msg
-                if pending is not None and (seen >= pending or msg.metadata.num_pending == 0):
+                if msg.metadata.num_pending == 0:
                     return
+        except TimeoutError:
+            raise SharedMemoryUnavailable(f"reading shared-memory changes: JetStream stopped delivering for "
+                                          f"{_TIMEOUT:.0f} s") from None
         finally:
             with contextlib.suppress(nats.errors.Error, asyncio.TimeoutError):
                 await sub.unsubscribe()

@@ -127,6 +127,18 @@ class Entry:
                 "version": self.version, "updated_at": self.updated_at, "updated_by": self.updated_by,
                 "expires_at": self.expires_at}
 
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Entry:
+        """Inverse of :meth:`to_json` (a ``kv.get`` reply with ``found`` true); raises ``ValueError``."""
+        try:
+            expires = obj.get("expires_at")
+            return cls(scope=validate_scope(obj["scope"]), scope_id=str(obj["scope_id"]), key=str(obj["key"]),
+                       value=obj.get("value"), version=int(obj["version"]), updated_at=float(obj["updated_at"]),
+                       updated_by=str(obj.get("updated_by") or ""),
+                       expires_at=None if expires is None else float(expires))
+        except (KeyError, TypeError, SharedMemoryError) as exc:
+            raise ValueError(f"not a stored value ({exc})") from None
+
 
 @dataclass(frozen=True, slots=True)
 class ChangeEvent:
@@ -186,6 +198,15 @@ class VectorHit:
     def to_json(self) -> dict[str, Any]:
         return {"key": self.key, "score": self.score, "metadata": self.metadata, "updated_at": self.updated_at,
                 "updated_by": self.updated_by}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> VectorHit:
+        """Inverse of :meth:`to_json`; raises ``ValueError``."""
+        try:
+            return cls(key=str(obj["key"]), score=float(obj["score"]), metadata=dict(obj.get("metadata") or {}),
+                       updated_at=float(obj["updated_at"]), updated_by=str(obj.get("updated_by") or ""))
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not a search result ({exc})") from None
 
 
 # ---- requests --------------------------------------------------------------------------------------------
