@@ -73,7 +73,7 @@ SHARED_OPERATIONS: Final = (*KV_OPERATIONS, *VECTOR_OPERATIONS, "outcomes", "rec
 
 Action = Literal["set", "delete", "expire"]
 _NAMESPACE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_MISSING: Final = object()
+_FLOAT32_MAX: Final = float(np.finfo(np.float32).max)
 
 _KV_KEYS: Final[dict[str, frozenset[str]]] = {
     "kv.set": frozenset({"key", "value", "scope", "scope_id", "ttl_s", "if_version", "deadline"}),
@@ -349,9 +349,13 @@ def parse_embedding(value: Any, *, field: str = "embedding") -> np.ndarray:
             bad = next(v for v in value if isinstance(v, bool) or not isinstance(v, (int, float)))
             raise SharedMemoryError(f'"{field}" must hold numbers only, found {excerpt(bad)}', field=field)
         try:
-            vector = np.asarray(value, dtype=np.float32)
+            wide = np.asarray(value, dtype=np.float64)
         except OverflowError:
             raise SharedMemoryError(f'"{field}" holds a number too large for float32', field=field) from None
+        if wide.size and np.isfinite(wide).all() and float(np.abs(wide).max()) > _FLOAT32_MAX:
+            raise SharedMemoryError(f'"{field}" holds NaN or infinite values (or numbers beyond float32)',
+                                    field=field)
+        vector = wide.astype(np.float32)
     else:
         raise SharedMemoryError(
             f'"{field}" must be a list of numbers or {{"base64": ...}}, not {type(value).__name__}', field=field)
