@@ -218,7 +218,8 @@ def export(config: ConfigOpt = None, data_dir: DataOpt = None,
                 done = export_events(cfg.db_path, out, since=lo, until=hi, vectors=not no_vectors)
     except (MemoryAgentError, OSError) as exc:
         _fail(str(exc))
-    typer.echo(f"exported {done.events} events ({done.bytes / 1e6:.1f} MB) in {done.seconds:.1f} s", err=True)
+    vectors = f" and {done.vectors} vectors of vector memory" if done.vectors else ""
+    typer.echo(f"exported {done.events} events{vectors} ({done.bytes / 1e6:.1f} MB) in {done.seconds:.1f} s", err=True)
 
 
 @app.command("import")

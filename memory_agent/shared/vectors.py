@@ -20,6 +20,7 @@ import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,12 +34,19 @@ from memory_agent.index.files import sidecar_path
 from memory_agent.index.flat import FlatIndex
 from memory_agent.index.repair import load_index
 from memory_agent.protocols import Clock
+from memory_agent.shared.snapshot import VectorLine
 from memory_agent.shared.wire import VectorHit, VectorRequest
 from memory_agent.store.schema import migrate
 
 __all__ = ["VectorMemory"]
 
 log = logging.getLogger(__name__)
+
+_UPSERT = (
+    "INSERT INTO vectors (namespace, key, embedding, metadata, updated_at, updated_by) VALUES (?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (namespace, key) DO UPDATE SET embedding = excluded.embedding, metadata = excluded.metadata, "
+    "updated_at = excluded.updated_at, updated_by = excluded.updated_by RETURNING id"
+)
 
 
 def _canonical(value: Any) -> str:
@@ -220,11 +228,7 @@ class VectorMemory:
                         "INSERT INTO vector_namespaces (namespace, dim, created_at) VALUES (?, ?, ?)",
                         (request.namespace, len(vector), now))
                 cursor = await self._conn.execute(
-                    "INSERT INTO vectors (namespace, key, embedding, metadata, updated_at, updated_by) "
-                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (namespace, key) DO UPDATE SET "
-                    "embedding = excluded.embedding, metadata = excluded.metadata, "
-                    "updated_at = excluded.updated_at, updated_by = excluded.updated_by RETURNING id",
-                    (request.namespace, request.key, vector.tobytes(), metadata, now, by))
+                    _UPSERT, (request.namespace, request.key, vector.tobytes(), metadata, now, by))
                 row = await cursor.fetchone()
                 await cursor.close()
                 await self._conn.execute("COMMIT")
@@ -241,6 +245,54 @@ class VectorMemory:
             space.remember(row_id, _Row(request.key, request.metadata, now, by))
             space.dirty = True
         return {"namespace": request.namespace, "key": request.key, "dim": space.dim, "replaced": replaced}
+
+    async def put_many(self, lines: Sequence[VectorLine]) -> int:
+        """Store (or replace) many vectors in one transaction (``memory-agent import``); returns how many.
+        Raises DimensionMismatch, before anything is written, for a vector whose namespace (stored, or
+        earlier in ``lines``) has another dimension."""
+        if not lines:
+            return 0
+        async with self._lock:
+            dims = {name: space.dim for name, space in self._spaces.items()}
+            for line in lines:
+                want = dims.setdefault(line.namespace, len(line.vector))
+                if want != len(line.vector):
+                    raise DimensionMismatch(
+                        f"namespace {line.namespace!r} holds {want}-dimensional vectors; {line.key!r} has "
+                        f"{len(line.vector)}", namespace=line.namespace, expected=want, got=len(line.vector))
+            stored: list[tuple[VectorLine, int]] = []
+            await self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                for name, dim in dims.items():
+                    if name not in self._spaces:
+                        await self._conn.execute("INSERT OR IGNORE INTO vector_namespaces (namespace, dim, created_at) "
+                                                 "VALUES (?, ?, ?)", (name, dim, self._clock()))
+                for line in lines:
+                    cursor = await self._conn.execute(_UPSERT, (
+                        line.namespace, line.key, np.ascontiguousarray(line.vector, dtype="<f4").tobytes(),
+                        json.dumps(line.metadata, ensure_ascii=False, separators=(",", ":")), line.updated_at,
+                        line.updated_by))
+                    row = await cursor.fetchone()
+                    await cursor.close()
+                    assert row is not None
+                    stored.append((line, int(row[0])))
+                await self._conn.execute("COMMIT")
+            except BaseException:
+                await self._conn.execute("ROLLBACK")
+                raise
+            for name in {line.namespace for line, _ in stored}:
+                space = self._spaces.get(name)
+                if space is None:
+                    space = self._spaces[name] = _Namespace(name, dims[name], FlatIndex(dims[name],
+                                                                                       model=self._model(name)))
+                latest = {row_id: line for line, row_id in stored if line.namespace == name}
+                ids = np.fromiter(latest, dtype=np.int64, count=len(latest))
+                matrix = np.vstack([latest[int(i)].vector for i in ids]).astype(np.float32)
+                await self._call(space.index.add, ids, matrix)
+                for row_id, line in latest.items():
+                    space.remember(row_id, _Row(line.key, line.metadata, line.updated_at, line.updated_by))
+                space.dirty = True
+        return len(lines)
 
     async def delete(self, request: VectorRequest) -> bool:
         """Remove ``request.key`` from its namespace; True if it was there. An emptied namespace forgets its
