@@ -323,3 +323,24 @@ async def test_state_survives_a_daemon_restart(nats_url: str, make_daemon: Daemo
     assert await c.get("progress") == {"done": 3}
     assert await c.global_scope.get("runbook") == "v2"
     assert await c.list_keys() == ["progress"]
+
+
+async def test_a_value_that_expires_while_memory_is_down_gets_its_event_when_it_is_back(
+    nats_url: str, make_daemon: DaemonFactory, client: ClientFactory
+) -> None:
+    daemon = await make_daemon(nats_url, clock=time.time)
+    c = await client("cache", workflow_id="t-offline")
+    await c.set("lease", "mine", ttl_s=1)
+    await daemon.close()
+    deadline = time.monotonic() + 10
+    while await c.get("lease") is not None and time.monotonic() < deadline:  # the server expires it alone
+        await asyncio.sleep(0.1)
+    assert await c.get("lease") is None
+    await make_daemon(nats_url, clock=time.time)
+    changes = await eventually(lambda: _expired(c), timeout=10)
+    assert [(h.action, h.previous_data) for h in changes] == [("expire", "mine"), ("set", None)]
+
+
+async def _expired(c: MemoryClient) -> list[ChangeEvent] | None:
+    changes = await c.history("lease")
+    return changes if changes and changes[0].action == "expire" else None
