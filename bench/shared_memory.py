@@ -160,6 +160,27 @@ async def vector_rounds(url: str, queries: np.ndarray, searches: int) -> dict[st
     return timings
 
 
+def faiss_alone(path: Path, queries: np.ndarray, searches: int) -> dict[str, list[float]]:
+    """The exact FAISS scan vector memory does, in this process, on the same vectors (one thread, as the
+    daemon's): how much of a search's time is the scan itself."""
+    import faiss
+
+    from memory_agent.index.flat import FlatIndex
+
+    faiss.omp_set_num_threads(1)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    matrix = np.vstack([np.frombuffer(base64.b64decode(r["embedding"]["base64"]), dtype="<f4") for r in rows])
+    index = FlatIndex(matrix.shape[1])
+    index.add(np.arange(1, len(matrix) + 1), matrix)
+    timings: list[float] = []
+    for i in range(20 + searches):
+        t = time.perf_counter()
+        index.search(queries[i % len(queries)], 10)
+        if i >= 20:
+            timings.append(time.perf_counter() - t)
+    return {"FAISS exact scan alone, in-process (part of vector.search)": timings}
+
+
 def table(kv: dict[str, list[float]], vectors: dict[str, list[float]]) -> list[str]:
     lines = ["| operation | p50 (ms) | p99 (ms) | n |", "|---|---:|---:|---:|"]
     for name, values in [*kv.items(), *vectors.items()]:
@@ -200,6 +221,7 @@ def main() -> None:
                 vectors = asyncio.run(vector_rounds(server.url, queries, args.searches))
             finally:
                 stop_daemon(daemon)
+        vectors.update(faiss_alone(work / "vectors.jsonl", queries, args.searches))
     lines = table(kv, vectors)
     load_after = os.getloadavg()
     lines += ["", f"{args.rounds} rounds after {args.warmup} warm-up rounds; values of about 220 bytes, 50 keys. "

@@ -96,7 +96,9 @@ class ChangeStream:
         return any(p.matches(event.key) for p in self.patterns)
 
     async def start(self) -> Self:
-        """Open the consumers. Raises SharedMemoryUnavailable, or PermissionDenied from ``subscribe``."""
+        """Open the consumers (once). Raises SharedMemoryUnavailable, or PermissionDenied from ``subscribe``."""
+        if self._subs or self._stopped:
+            return self
         if self._since is not None:
             options: dict[str, Any] = {"policy": DeliverPolicy.BY_START_TIME, "start_time": self._since}
         elif self._from_seq is not None:
