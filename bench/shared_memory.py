@@ -38,11 +38,11 @@ import numpy as np
 from nats.js.api import KeyValueConfig, StorageType
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ingest import REPO, append_doc, start_daemon, stop_daemon  # noqa: E402 - one definition of the bench plumbing
+from ingest import REPO, append_doc, start_daemon, stop_daemon
 
-from memory_agent.client import MemoryClient  # noqa: E402
-from mesh import AsyncAgent, NatsServer  # noqa: E402
-from mesh.access import jetstream  # noqa: E402
+from memory_agent.client import MemoryClient
+from mesh import AsyncAgent, NatsServer
+from mesh.access import jetstream
 
 SECTION = "## Shared memory (bench/shared_memory.py)"
 INTRO = (

@@ -37,16 +37,11 @@ from memory_agent.shared.constants import (
 )
 from memory_agent.shared.context import format_context
 from memory_agent.shared.keys import Address, validate_key
+from memory_agent.shared.requests import parse_embedding
 from memory_agent.shared.scoped import ScopedMemory
 from memory_agent.shared.state import StateStore
 from memory_agent.shared.watch import ChangeHandler, ChangeStream, Listener
-from memory_agent.shared.wire import (
-    ChangeEvent,
-    Entry,
-    VectorHit,
-    parse_embedding,
-    raise_for_reply,
-)
+from memory_agent.shared.wire import ChangeEvent, Entry, VectorHit, raise_for_reply
 from mesh import AsyncAgent, Message, NatsAuth
 from mesh.access import guard, jetstream
 from mesh.context import current_trace_id

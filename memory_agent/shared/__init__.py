@@ -2,7 +2,7 @@
 
 The daemon side is :mod:`~memory_agent.shared.service` (kv), :mod:`~memory_agent.shared.vectors`,
 :mod:`~memory_agent.shared.outcomes`, routed by :mod:`~memory_agent.shared.ops`; the wire contract is
-:mod:`~memory_agent.shared.wire`, the key and subject mapping :mod:`~memory_agent.shared.keys`, and
+:mod:`~memory_agent.shared.wire` (with :mod:`~memory_agent.shared.requests`), the key and subject mapping :mod:`~memory_agent.shared.keys`, and
 :mod:`~memory_agent.shared.state` talks to JetStream for both the daemon and the SDK.
 """
 

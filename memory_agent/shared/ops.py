@@ -16,17 +16,8 @@ from typing import TYPE_CHECKING, Any
 from memory_agent.errors import SharedMemoryError
 from memory_agent.query.answer import Answer, ScoredEvent
 from memory_agent.shared.outcomes import outcome_stats
-from memory_agent.shared.wire import (
-    KV_OPERATIONS,
-    SHARED_OPERATIONS,
-    VECTOR_OPERATIONS,
-    error_payload,
-    ok,
-    parse_kv,
-    parse_outcomes,
-    parse_recent,
-    parse_vector,
-)
+from memory_agent.shared.requests import parse_kv, parse_outcomes, parse_recent, parse_vector
+from memory_agent.shared.wire import KV_OPERATIONS, SHARED_OPERATIONS, VECTOR_OPERATIONS, error_payload, ok
 from memory_agent.types import Filters
 from memory_agent.wire import parse_time
 from mesh import Message

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from memory_agent.shared.constants import OUTCOME_EVENT
-from memory_agent.shared.wire import OutcomesRequest
+from memory_agent.shared.requests import OutcomesRequest
 
 __all__ = ["OutcomeStats", "outcome_stats"]
 

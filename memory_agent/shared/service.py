@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -37,8 +38,9 @@ from memory_agent.errors import SharedAccessDenied, SharedMemoryError, ValueTooL
 from memory_agent.protocols import Clock
 from memory_agent.shared.constants import HEADER_MARKER_REASON, SCOPES, STATE_PREFIX, STATE_STREAM, Scope
 from memory_agent.shared.keys import Address, parse_kv_key, validate_scope_id
+from memory_agent.shared.requests import KvRequest
 from memory_agent.shared.state import Current, StateStore, WrongRevision
-from memory_agent.shared.wire import Action, ChangeEvent, KvRequest, ok
+from memory_agent.shared.wire import Action, ChangeEvent, ok
 from mesh import Message
 
 __all__ = ["EXPIRY_CONSUMER", "SharedState", "WriteRules"]
@@ -260,13 +262,19 @@ class SharedState:
                                 description="@memory: TTL expiries of shared memory become expire events")
         sub = None
         while True:
+            started = time.monotonic()
             try:
                 if sub is None:
                     sub = await js.pull_subscribe(STATE_PREFIX + ">", durable=EXPIRY_CONSUMER, stream=STATE_STREAM,
                                                   config=config)
                 msgs = await sub.fetch(256, timeout=5.0)
             except (TimeoutError, nats.errors.TimeoutError):
+                if time.monotonic() - started < 1.0:  # failing fast (say while reconnecting): do not spin
+                    await asyncio.sleep(1.0)
                 continue
+            except nats.errors.ConnectionClosedError:
+                log.debug("shared memory: the connection closed; the expiry watch stops")
+                return
             except (nats.errors.Error, OSError) as exc:
                 log.warning("shared memory: the expiry watch failed (%s); retrying in 2 s", type(exc).__name__)
                 sub = None

@@ -22,7 +22,8 @@ from typing import IO, Any
 import numpy as np
 
 from memory_agent.errors import LineError, SharedMemoryError
-from memory_agent.shared.wire import encode_value, parse_embedding, parse_vector
+from memory_agent.shared.requests import parse_embedding, parse_vector
+from memory_agent.shared.wire import encode_value
 
 __all__ = ["VECTOR_KIND", "VectorLine", "export_vectors", "parse_vector_line", "vector_line_object"]
 

@@ -34,8 +34,9 @@ from memory_agent.index.files import sidecar_path
 from memory_agent.index.flat import FlatIndex
 from memory_agent.index.repair import load_index
 from memory_agent.protocols import Clock
+from memory_agent.shared.requests import VectorRequest
 from memory_agent.shared.snapshot import VectorLine
-from memory_agent.shared.wire import VectorHit, VectorRequest
+from memory_agent.shared.wire import VectorHit
 from memory_agent.store.schema import migrate
 
 __all__ = ["VectorMemory"]

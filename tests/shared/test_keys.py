@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from nats.js.kv import VALID_KEY_RE
 
 from memory_agent.errors import SharedMemoryError, ValueTooLarge
 from memory_agent.shared.keys import (
@@ -18,7 +19,6 @@ from memory_agent.shared.keys import (
     parse_kv_key,
     subject_covers,
 )
-from nats.js.kv import VALID_KEY_RE
 
 printable = st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=40)
 keys = st.lists(printable.filter(lambda t: "." not in t), min_size=1, max_size=4).map(".".join)

@@ -16,7 +16,7 @@ from memory_agent.config import Config
 from memory_agent.errors import DimensionMismatch, SharedMemoryError
 from memory_agent.tools.importer import import_events
 from memory_agent.tools.snapshot import export_events
-from tests.conftest import DaemonFactory, CountingEmbedder
+from tests.conftest import CountingEmbedder, DaemonFactory
 from tests.shared.conftest import ClientFactory
 
 pytestmark = pytest.mark.timeout(60)
@@ -136,7 +136,7 @@ async def test_vector_memory_travels_in_an_export_and_import(
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"kind": "vector", "namespace": "docs", "key": "z", "embedding": {"values": [1, 0]}}) + "\n")
     await copy.close()
-    with pytest.raises(Exception, match="docs.*3-dimensional"):
+    with pytest.raises(Exception, match=r"docs.*3-dimensional"):
         await import_events(target, bad, embedder=CountingEmbedder(), progress=False)
 
 

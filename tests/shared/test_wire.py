@@ -18,16 +18,8 @@ from memory_agent.errors import (
     VersionConflict,
 )
 from memory_agent.shared.context import format_context
-from memory_agent.shared.wire import (
-    ChangeEvent,
-    Entry,
-    encode_value,
-    error_payload,
-    parse_embedding,
-    parse_kv,
-    parse_vector,
-    raise_for_reply,
-)
+from memory_agent.shared.requests import parse_embedding, parse_kv, parse_vector
+from memory_agent.shared.wire import ChangeEvent, Entry, encode_value, error_payload, raise_for_reply
 
 
 def test_a_set_request_is_read_with_its_defaults_left_open() -> None:
