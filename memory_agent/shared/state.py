@@ -65,9 +65,11 @@ log = logging.getLogger(__name__)
 #: Seconds one JetStream request (direct get, publish) may take before the operation is reported unavailable.
 _TIMEOUT = 5.0
 _WRONG_LAST = re.compile(r"wrong last sequence: (\d+)")
-# JetStream's error codes: the expected-last-subject-sequence check failed; the stream is full.
+# JetStream's error codes: the expected-last-subject-sequence check failed; the stream is full ("maximum
+# bytes exceeded"); a message over the bucket's max_value_size.
 _ERR_WRONG_LAST = (10071, 10164)
-_ERR_FULL = 10047
+_ERR_FULL = 10077
+_ERR_TOO_BIG = 10054
 #: Seconds after which the server removes a change subscription's consumer whose client went away.
 _INACTIVE = 30.0
 
@@ -124,8 +126,12 @@ def _jetstream(what: str) -> Iterator[None]:
     except nats.js.errors.APIError as exc:
         if exc.err_code == _ERR_FULL:
             raise SharedMemoryUnavailable(
-                f"{what}: shared memory is full ({exc.description}); delete keys or raise "
-                "[shared] state_max_bytes") from None
+                f"{what}: shared memory is full ({exc.description}); delete keys, or raise the bucket's max bytes "
+                "(set when @memory created it from [shared] state_max_bytes) with the NATS tools") from None
+        if exc.err_code == _ERR_TOO_BIG:
+            raise SharedMemoryUnavailable(
+                f"{what}: JetStream refused the value as larger than the bucket's max_value_size (set when @memory "
+                "created it from [shared] max_value_bytes); raise it with the NATS tools") from None
         raise SharedMemoryUnavailable(f"{what}: JetStream refused ({exc.description or type(exc).__name__})") from None
     except nats.errors.Error as exc:
         raise SharedMemoryUnavailable(f"{what}: NATS error ({type(exc).__name__})") from None

@@ -12,7 +12,12 @@ from typing import Any
 import pytest
 
 from memory_agent.client import MemoryClient
-from memory_agent.errors import SharedAccessDenied, SharedMemoryError, VersionConflict
+from memory_agent.errors import (
+    SharedAccessDenied,
+    SharedMemoryError,
+    SharedMemoryUnavailable,
+    VersionConflict,
+)
 from memory_agent.shared.constants import CHANGES_STREAM
 from memory_agent.shared.wire import ChangeEvent
 from mesh import AsyncAgent, Message
@@ -344,3 +349,17 @@ async def test_a_value_that_expires_while_memory_is_down_gets_its_event_when_it_
 async def _expired(c: MemoryClient) -> list[ChangeEvent] | None:
     changes = await c.history("lease")
     return changes if changes and changes[0].action == "expire" else None
+
+
+async def test_a_full_bucket_refuses_writes_with_a_clear_error(
+    nats_url: str, make_daemon: DaemonFactory, client: ClientFactory
+) -> None:
+    await make_daemon(nats_url, clock=time.time, shared={"state_max_bytes": 1024 * 1024})
+    c = await client("filler", workflow_id="t-full")
+    big = "x" * 200_000
+    with pytest.raises(SharedMemoryUnavailable, match="shared memory is full"):
+        for i in range(10):
+            await c.set(f"blob.{i}", big)
+    assert len(await c.list_keys()) < 10
+    assert await c.delete("blob.0") is True  # a delete still goes through, and frees room
+    await c.set("small", 1)
