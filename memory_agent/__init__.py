@@ -18,9 +18,15 @@ from memory_agent.errors import (
     AccessDenied,
     ConfigError,
     DataDirLocked,
+    DimensionMismatch,
     MemoryAgentError,
     QueryError,
     ReportError,
+    SharedAccessDenied,
+    SharedMemoryError,
+    SharedMemoryUnavailable,
+    ValueTooLarge,
+    VersionConflict,
 )
 
 __version__ = "0.1.0"
@@ -29,17 +35,25 @@ if TYPE_CHECKING:
     from memory_agent.client import MemoryClient
     from memory_agent.config import Config, load_config
     from memory_agent.daemon import MemoryDaemon
+    from memory_agent.sync import SyncMemoryClient
 
 __all__ = [
     "AccessDenied",
     "Config",
     "ConfigError",
     "DataDirLocked",
+    "DimensionMismatch",
     "MemoryAgentError",
     "MemoryClient",
     "MemoryDaemon",
     "QueryError",
     "ReportError",
+    "SharedAccessDenied",
+    "SharedMemoryError",
+    "SharedMemoryUnavailable",
+    "SyncMemoryClient",
+    "ValueTooLarge",
+    "VersionConflict",
     "__version__",
     "load_config",
 ]
@@ -47,6 +61,7 @@ __all__ = [
 _LAZY = {
     "MemoryDaemon": "memory_agent.daemon",
     "MemoryClient": "memory_agent.client",
+    "SyncMemoryClient": "memory_agent.sync",
     "Config": "memory_agent.config",
     "load_config": "memory_agent.config",
 }

@@ -39,6 +39,7 @@ __all__ = [
     "NatsConfig",
     "RetrievalConfig",
     "SecurityConfig",
+    "SharedConfig",
     "is_loopback",
     "load_config",
     "parse_listen",
@@ -235,6 +236,37 @@ class SecurityConfig(_Section):
         return value
 
 
+class SharedConfig(_Section):
+    """Shared memory: scoped state on a JetStream KV bucket, change events, vector memory (README "Shared
+    memory"). The bucket and stream limits apply when @memory creates them (first start); change existing
+    ones with the NATS tools."""
+
+    enabled: bool = True
+    """Serve kv.*, vector.*, outcomes and recent; false answers them with an error."""
+    global_writers: tuple[str, ...] = ()
+    """Handles that may write the global scope (admins always may); empty = every handle."""
+    max_value_bytes: int = Field(default=256 * 1024, ge=1, le=8 * 1024 * 1024)
+    """The largest value (its JSON, UTF-8 bytes). A change event carries the value and the one it replaced,
+    so keep twice this under the NATS server's max_payload (1 MB by default)."""
+    state_max_bytes: int = Field(default=1024**3, ge=1024 * 1024)
+    """Bytes the state bucket may hold; when full, writes are refused (nothing is dropped)."""
+    changes_max_bytes: int = Field(default=1024**3, ge=1024 * 1024)
+    """Bytes the change stream keeps; when full, its oldest events are dropped (the state is not)."""
+    changes_max_age: float = Field(default=7 * 24 * 3600.0, gt=0)
+    """Seconds a change event is kept for history and replay."""
+    history_per_key: int = Field(default=64, ge=1, le=100_000)
+    """Change events kept per key (kv.history)."""
+    replicas: int = Field(default=1, ge=1, le=5)
+    """JetStream replicas of the bucket and the change stream (3 on a three-node cluster)."""
+
+    @field_validator("global_writers")
+    @classmethod
+    def _valid_writers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for handle in value:
+            validate_handle(handle)
+        return value
+
+
 class IndexConfig(_Section):
     """The FAISS index: its kind by store size, the IVF parameters, how filtered searches stay exact, and
     the cap that keeps BM25 queries fast on large stores. Measured in docs/benchmarks.md (bench/query.py)."""
@@ -423,6 +455,7 @@ class Config(BaseSettings):
     nats: NatsConfig = NatsConfig()
     security: SecurityConfig = SecurityConfig()
     http: HttpConfig = HttpConfig()
+    shared: SharedConfig = SharedConfig()
 
     @field_validator("nats_url")
     @classmethod
@@ -469,6 +502,11 @@ class Config(BaseSettings):
     @property
     def index_path(self) -> Path:
         return self.data_dir / "index.faiss"
+
+    @property
+    def vectors_dir(self) -> Path:
+        """Where vector memory's FAISS files live (one per namespace)."""
+        return self.data_dir / "vectors"
 
 
 def load_config(path: Path | None = None, **overrides: Any) -> Config:

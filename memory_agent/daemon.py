@@ -27,7 +27,7 @@ from memory_agent import __version__
 from memory_agent.config import Config
 from memory_agent.embedding.base import load_embedder
 from memory_agent.embedding.batching import BatchingEmbedder
-from memory_agent.errors import ConfigError
+from memory_agent.errors import ConfigError, MemoryAgentError
 from memory_agent.handlers import Handlers
 from memory_agent.inbox import InboxCounts, InboxWatcher
 from memory_agent.index.async_index import AsyncIndex
@@ -39,6 +39,10 @@ from memory_agent.query.answer import Answerer
 from memory_agent.query.retrieval import HybridRetriever
 from memory_agent.query.summarizer import OpenAISummarizer
 from memory_agent.retention import Eraser, sweep_forever
+from memory_agent.shared.ops import SharedOps
+from memory_agent.shared.service import SharedState, WriteRules
+from memory_agent.shared.state import StateLimits, StateStore
+from memory_agent.shared.vectors import VectorMemory
 from memory_agent.status import DaemonStatus, EmbedderState, Phase
 from memory_agent.store.events import EventStore
 from memory_agent.tools.datadir import lock_data_dir
@@ -47,6 +51,7 @@ from memory_agent.web.api import PageApi
 from memory_agent.web.server import HttpServer
 from memory_agent.wire import error_reply
 from mesh import AsyncAgent, Manifest, Message, RoomEvent
+from mesh.access import jetstream
 from mesh.constants import DEFAULT_HEARTBEAT_INTERVAL
 from mesh.errors import HandleTaken, PayloadTooLarge, ServerError, SessionClosed, SessionNotFound
 from mesh.server import NatsServer
@@ -60,7 +65,7 @@ MANIFEST = Manifest(
     commands=(),
     tags=("memory", "observability"),
     version=__version__,
-    capabilities=("memory.report", "memory.ask", "memory.timeline"),
+    capabilities=("memory.report", "memory.ask", "memory.timeline", "memory.shared"),
     domains=("ops",),
     input_types=("application/json", "text/plain"),
     output_types=("application/json", "text/plain"),
@@ -98,6 +103,9 @@ class MemoryDaemon:
         self._eraser: Eraser | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._handlers: Handlers | None = None
+        self._shared: SharedState | None = None
+        self._vectors: VectorMemory | None = None
+        self._expiry: asyncio.Task[None] | None = None
         self._dirty = False
         self._stopping = asyncio.Event()
         self._phase: Phase = "stopped"
@@ -209,15 +217,16 @@ class MemoryDaemon:
             self._sweeper = asyncio.create_task(
                 sweep_forever(self._eraser, days=cfg.retention_days, interval=cfg.retention_interval,
                               clock=self._clock), name="memory-retention")
-        self._handlers = Handlers(
-            cfg, ingestor=self._ingestor, answerer=self._answerer, eraser=self._eraser, stats=self.stats,
-            on_forgotten=self._forgotten, clock=self._clock, observe=self.metrics.observe,
-        )
         # A handler exception (a report that could not be stored) leaves the message for redelivery.
         self._agent = AsyncAgent(cfg.handle, servers=self.nats_url, manifest=MANIFEST, max_in_flight=cfg.max_in_flight,
                                  retry_on_error=True, drain_timeout=30.0, auth=auth)
         self._agent.on_message(self._on_message)
         await self._agent.start()
+        self._handlers = Handlers(
+            cfg, ingestor=self._ingestor, answerer=self._answerer, eraser=self._eraser, stats=self.stats,
+            on_forgotten=self._forgotten, clock=self._clock, observe=self.metrics.observe,
+            shared=await self._start_shared(cfg, self._agent, self._store) if cfg.shared.enabled else None,
+        )
         await self._claim_handle(self._agent)
         self._inbox = InboxWatcher(self.nats_url, handle=cfg.handle, auth=auth)
         self._inbox.start()
@@ -225,6 +234,29 @@ class MemoryDaemon:
         self._phase = "serving"
         log.info("@%s serving on %s: %d events, %d vectors (%s)", cfg.handle, self.nats_url, self._events,
                  len(self._index), self._index.kind)
+
+    async def _start_shared(self, cfg: Config, agent: AsyncAgent, store: EventStore) -> SharedOps:
+        """Create the state bucket and change stream if missing, open vector memory, watch expiries."""
+        shared = cfg.shared
+        js = jetstream(agent)
+        state_store = StateStore(js)
+        try:
+            await state_store.ensure(StateLimits(
+                max_value_bytes=shared.max_value_bytes, state_max_bytes=shared.state_max_bytes,
+                changes_max_bytes=shared.changes_max_bytes, changes_max_age=shared.changes_max_age,
+                history_per_key=shared.history_per_key, replicas=shared.replicas))
+        except MemoryAgentError as exc:
+            raise ConfigError(f"[shared]: {exc}", key="shared") from None
+        if shared.global_writers and not cfg.security.authenticated_senders:
+            log.warning("shared.global_writers is checked against the handle a message claims: without "
+                        "security.authenticated_senders (and a nats-server that enforces it) any agent can claim one")
+        self._shared = SharedState(state_store, WriteRules(
+            max_value_bytes=shared.max_value_bytes, global_writers=shared.global_writers,
+            admins=cfg.security.admins), clock=self._clock)
+        self._vectors = await VectorMemory.open(cfg.db_path, cfg.vectors_dir, clock=self._clock)
+        log.info("%s", self._vectors.report)
+        self._expiry = asyncio.create_task(self._shared.watch_expiries(js), name="memory-shared-expiry")
+        return SharedOps(state=self._shared, vectors=self._vectors, store=store, db_path=cfg.db_path, tz=cfg.tz)
 
     async def _claim_handle(self, agent: AsyncAgent) -> None:
         """Register the handle. After a crash the old process still holds it until its heartbeat expires
@@ -267,6 +299,11 @@ class MemoryDaemon:
         """
         if self._phase != "stopped":
             self._phase = "stopping"
+        if self._expiry is not None:
+            self._expiry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._expiry
+            self._expiry = None
         if self._inbox is not None:
             await self._inbox.close()
             self._inbox = None
@@ -274,6 +311,9 @@ class MemoryDaemon:
             agent, self._agent = self._agent, None
             with contextlib.suppress(Exception):
                 await agent.close()  # drains: handlers finish, or their messages stay unacked
+        if self._vectors is not None:
+            await self._vectors.close()
+            self._vectors = None
         if self._ingestor is not None:
             await self._ingestor.close()
             self._ingestor = None
@@ -439,6 +479,8 @@ class MemoryDaemon:
             "llm": self.config.llm.model if self.config.llm.enabled else None,
             "retention_days": self.config.retention_days or None,
             "authenticated_senders": self.config.security.authenticated_senders,
+            "shared": None if self._shared is None or self._vectors is None else {
+                "writes": self._shared.writes, "expiries": self._shared.expiries, **self._vectors.stats()},
         }
 
     def _on_removed(self, count: int) -> None:
@@ -455,6 +497,11 @@ class MemoryDaemon:
     async def _save_periodically(self) -> None:
         while True:
             await asyncio.sleep(self.config.index_save_interval)
+            if self._vectors is not None:
+                try:
+                    await self._vectors.save()
+                except Exception:
+                    log.exception("saving vector memory's FAISS files failed; will retry")
             if self._dirty and self._index is not None:
                 self._dirty = False
                 try:

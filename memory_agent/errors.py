@@ -21,6 +21,7 @@ __all__ = [
     "ConfigError",
     "DataDirLocked",
     "DataDirUnusable",
+    "DimensionMismatch",
     "EmbedderClosed",
     "EmbedderError",
     "IndexFileError",
@@ -30,11 +31,16 @@ __all__ = [
     "MemoryAgentError",
     "QueryError",
     "ReportError",
+    "SharedAccessDenied",
+    "SharedMemoryError",
+    "SharedMemoryUnavailable",
     "SnapshotError",
     "StoreClosed",
     "StoreError",
     "SummaryRejected",
+    "ValueTooLarge",
     "VectorModelMismatch",
+    "VersionConflict",
     "excerpt",
     "internal_error_id",
 ]
@@ -109,6 +115,80 @@ class InvalidArgument(MemoryAgentError, ValueError):
     def __init__(self, name: str, problem: str) -> None:
         super().__init__(f"{name}: {problem}")
         self.name = name
+
+
+# --- shared memory: the caller's to fix, with a machine-readable code ---------------------------------
+
+
+class SharedMemoryError(MemoryAgentError):
+    """A shared-memory request (``kv.*``, ``vector.*``) refused; the message says what to fix.
+
+    ``code`` is machine-readable and travels in the error reply (``"invalid"``, ``"version_conflict"``,
+    ``"access_denied"``, ``"too_large"``, ``"dimension_mismatch"``, ``"unavailable"``); ``field`` is the
+    request key at fault, ``None`` for the request as a whole. The SDK raises the same class again from
+    a reply (:func:`memory_agent.shared.wire.raise_for_reply`).
+    """
+
+    code = "invalid"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class VersionConflict(SharedMemoryError):
+    """Compare-and-set failed: the key is at ``current`` (0 = absent), not at ``expected``."""
+
+    code = "version_conflict"
+
+    def __init__(self, message: str, *, key: str, expected: int, current: int) -> None:
+        super().__init__(message, field="if_version")
+        self.key = key
+        self.expected = expected
+        self.current = current
+
+
+class SharedAccessDenied(SharedMemoryError):
+    """``handle`` may not write ``scope`` (``scope_id``): another agent's actor scope, or the global scope
+    when ``[shared] global_writers`` does not list it."""
+
+    code = "access_denied"
+
+    def __init__(self, message: str, *, handle: str, scope: str, scope_id: str) -> None:
+        super().__init__(message, field="scope")
+        self.handle = handle
+        self.scope = scope
+        self.scope_id = scope_id
+
+
+class ValueTooLarge(SharedMemoryError):
+    """A value, metadata object or key of ``size`` bytes over its ``limit``; nothing was written."""
+
+    code = "too_large"
+
+    def __init__(self, message: str, *, field: str, size: int, limit: int) -> None:
+        super().__init__(message, field=field)
+        self.size = size
+        self.limit = limit
+
+
+class DimensionMismatch(SharedMemoryError):
+    """An embedding of ``got`` dimensions for a vector namespace fixed at ``expected`` by its first vector."""
+
+    code = "dimension_mismatch"
+
+    def __init__(self, message: str, *, namespace: str, expected: int, got: int) -> None:
+        super().__init__(message, field="embedding")
+        self.namespace = namespace
+        self.expected = expected
+        self.got = got
+
+
+class SharedMemoryUnavailable(SharedMemoryError):
+    """Shared memory cannot serve the request right now (JetStream unreachable, the bucket full or missing);
+    retrying later may succeed. Nothing was written."""
+
+    code = "unavailable"
 
 
 # --- configuration and files -------------------------------------------------------------------

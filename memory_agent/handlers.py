@@ -32,6 +32,7 @@ from memory_agent.errors import (
 )
 from memory_agent.query.text import clip
 from memory_agent.retention import check_admin, parse_forget
+from memory_agent.shared.wire import SHARED_OPERATIONS
 from memory_agent.wire import (
     ROOM_EVENTS_KEPT,
     Operation,
@@ -52,14 +53,15 @@ if TYPE_CHECKING:
     from memory_agent.protocols import Clock
     from memory_agent.query.answer import Answer, Answerer
     from memory_agent.retention import Eraser
+    from memory_agent.shared.ops import SharedOps
     from memory_agent.types import TimeWindow
 
 __all__ = ["OPERATIONS", "Handlers", "Outcome", "Reply"]
 
 log = logging.getLogger(__name__)
 
-#: The operations ``{"op": ...}`` @memory serves.
-OPERATIONS = ("stats", "forget")
+#: The operations ``{"op": ...}`` @memory serves (shared memory's: :mod:`memory_agent.shared.ops`).
+OPERATIONS = ("stats", "forget", *SHARED_OPERATIONS)
 _JSON = "application/json"
 
 
@@ -114,7 +116,8 @@ class Handlers:
     """Routes each message to @memory by the wire contract; see the module docstring.
 
     ``stats`` returns the daemon's statistics; ``on_forgotten(count)`` runs after a forget deleted events
-    (the daemon saves the index). ``clock`` gives seconds since the epoch, UTC.
+    (the daemon saves the index). ``clock`` gives seconds since the epoch, UTC. ``shared`` serves the
+    shared-memory operations (``None``: they are answered with an error saying it is off).
     """
 
     def __init__(
@@ -128,6 +131,7 @@ class Handlers:
         on_forgotten: Callable[[int], Awaitable[None]],
         clock: Clock,
         observe: Callable[[Outcome], None] | None = None,
+        shared: SharedOps | None = None,
     ) -> None:
         self._config = config
         self._ingestor = ingestor
@@ -137,6 +141,7 @@ class Handlers:
         self._on_forgotten = on_forgotten
         self._clock = clock
         self._observe = observe
+        self._shared = shared
 
     def _done(self, outcome: Outcome) -> None:
         if self._observe is not None:
@@ -274,8 +279,20 @@ class Handlers:
             return Reply(json.dumps(await self._stats())), "ok"
         if op.op == "forget":
             return await self._forget(msg, op)
+        if op.op in SHARED_OPERATIONS:
+            reply = await self._shared_op(msg, op)
+            return reply, "rejected" if json.loads(reply.payload).get("status") == "error" else "ok"
         return Reply(error_reply(
             f"unknown op {excerpt(op.op)}: the operations are {', '.join(repr(o) for o in OPERATIONS)}")), "rejected"
+
+    async def _shared_op(self, msg: Message, op: Operation) -> Reply:
+        if self._shared is None:
+            return Reply(error_reply(f"{op.op}: shared memory is off in this @memory ([shared] enabled = false)"))
+        try:
+            reply = await self._shared.handle(msg, op.op, op.args)
+        except Exception:  # a request that trips a bug is answered, not redelivered forever
+            return _internal_error(f"serving {op.op}", msg)
+        return Reply(json.dumps(reply, ensure_ascii=False))
 
     async def _forget(self, msg: Message, op: Operation) -> tuple[Reply, str]:
         """Delete events for an admin (see :mod:`memory_agent.retention`); everyone else gets an error."""

@@ -32,6 +32,7 @@ async handlers start in delivery order and interleave at their awaits.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import logging
 import time
@@ -44,6 +45,7 @@ import nats.errors
 from nats.aio.msg import Msg
 
 from .constants import NAK_DELAY, ROOMS_STREAM, STREAM_NAME
+from .context import reset_current_message, set_current_message
 from .envelope import decode_envelope, envelope_to_message
 from .errors import EnvelopeError, MeshError, Retry
 from .handles import durable_name, parse_inbox_subject, parse_room_subject, rooms_durable_name
@@ -222,6 +224,7 @@ class Dispatcher:
                    gate: asyncio.Event | None, ref: tuple[str, int], delivered: int) -> None:
         keepalive = asyncio.create_task(self._keep_alive(msg))
         started = time.monotonic()
+        current = set_current_message(item)  # mesh.context: what this handler (and its calls) handles
         try:
             handler = cast(Callable[[Any], Any] | None, self.handler)
             if handler is None:
@@ -237,7 +240,8 @@ class Dispatcher:
             if inspect.iscoroutinefunction(handler):
                 await handler(item)
             else:
-                result = await asyncio.get_running_loop().run_in_executor(self._get_executor(), handler, item)
+                result = await asyncio.get_running_loop().run_in_executor(
+                    self._get_executor(), contextvars.copy_context().run, handler, item)
                 if inspect.isawaitable(result):
                     await result
         except asyncio.CancelledError:
@@ -259,6 +263,7 @@ class Dispatcher:
                 log.debug("mesh agent %s: handled %s in %.2f ms", self._handle, _describe(item),
                           (time.monotonic() - started) * 1e3)
         finally:
+            reset_current_message(current)
             keepalive.cancel()
             if turn is not None:
                 self._lanes.leave(key, turn)

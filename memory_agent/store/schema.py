@@ -189,6 +189,33 @@ MIGRATIONS: tuple[Migration, ...] = (
             "DROP INDEX events_occurred_at",
         ),
     ),
+    Migration(
+        6,
+        "vector memory (shared memory's vector.set/search): caller-supplied embeddings by namespace and key, "
+        "each namespace's dimension fixed by its first vector (memory_agent.shared.vectors)",
+        (
+            """
+            CREATE TABLE vector_namespaces (
+                namespace TEXT PRIMARY KEY,
+                dim INTEGER NOT NULL,
+                created_at REAL NOT NULL
+            )
+            """,
+            # AUTOINCREMENT: a FAISS file can never hold an old vector under a new row's id.
+            """
+            CREATE TABLE vectors (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                namespace TEXT NOT NULL REFERENCES vector_namespaces (namespace),
+                key TEXT NOT NULL,
+                embedding BLOB NOT NULL,
+                metadata TEXT NOT NULL,
+                updated_at REAL NOT NULL,
+                updated_by TEXT NOT NULL,
+                UNIQUE (namespace, key)
+            )
+            """,
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

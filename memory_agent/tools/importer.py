@@ -28,8 +28,10 @@ from tqdm import tqdm
 from memory_agent.config import Config
 from memory_agent.embedding.base import DEFAULT_MODEL_NAME, load_embedder
 from memory_agent.embedding.onnx import vector_model_name
-from memory_agent.errors import SnapshotError
+from memory_agent.errors import SharedMemoryError, SnapshotError
 from memory_agent.protocols import Embedder
+from memory_agent.shared.snapshot import VectorLine, parse_vector_line, vector_line_object
+from memory_agent.shared.vectors import VectorMemory
 from memory_agent.tools.snapshot import NON_FINITE, ParsedLine, finish_vectors, parse_fields
 
 __all__ = ["ImportSummary", "import_events"]
@@ -53,6 +55,7 @@ class ImportSummary:
     bad: list[tuple[int, str]] = field(default_factory=list)
     seconds: float = 0.0
     index: str = ""
+    vectors: int = 0
 
     def line(self) -> str:
         """One line for the terminal."""
@@ -62,6 +65,8 @@ class ImportSummary:
             f"{self.embedded} embedded, {self.skipped} bad lines skipped, in {self.seconds:.1f} s "
             f"({rate:.0f} lines/s)"
         )
+        if self.vectors:
+            text += f"; {self.vectors} vectors of vector memory"
         return f"{text}; {self.index}" if self.index else text
 
 
@@ -127,6 +132,7 @@ async def import_events(
 
             if dim is None:  # an empty store: the model's own dimension decides
                 dim = (await get_embedder()).dim
+            vectors = _VectorImport(config)
             stream, total, close = _open_source(source)
             try:
                 with tqdm(total=total, unit="B", unit_scale=True, desc="import", file=sys.stderr,
@@ -135,10 +141,13 @@ async def import_events(
                     pending: asyncio.Task[None] | None = None
                     try:
                         for lines, size in _read_batches(stream, batch):
+                            vector_lines: list[VectorLine] = []
                             parsed = await asyncio.to_thread(
                                 _parse_batch, lines, model=model, dim=dim, tz=config.tz, skip_bad=skip_bad,
-                                summary=summary, on_bad=on_bad,
+                                summary=summary, on_bad=on_bad, vector_lines=vector_lines,
                             )
+                            if vector_lines and not dry_run:
+                                summary.vectors += await vectors.put(vector_lines)
                             if pending is not None:
                                 await pending
                                 pending = None
@@ -167,6 +176,7 @@ async def import_events(
                             pending.cancel()
             finally:
                 close()
+                await vectors.close()
             if not dry_run and summary.stored:
                 _, summary.index = await open_index(config.index_path, store, dim=dim, model=model,
                                                     config=config.index)
@@ -176,6 +186,27 @@ async def import_events(
         lock.close()
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+class _VectorImport:
+    """Vector memory, opened at the first vector line of an import (and saved at the end)."""
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        self._memory: VectorMemory | None = None
+
+    async def put(self, lines: list[VectorLine]) -> int:
+        if self._memory is None:
+            self._memory = await VectorMemory.open(self._config.db_path, self._config.vectors_dir)
+        try:
+            return await self._memory.put_many(lines)
+        except SharedMemoryError as exc:
+            raise SnapshotError(f"vector lines: {exc}") from None
+
+    async def close(self) -> None:
+        if self._memory is not None:
+            await self._memory.close()
+            self._memory = None
 
 
 async def _store_dim(store: Any, model: str) -> int | None:
@@ -209,6 +240,7 @@ def _parse_batch(
     skip_bad: bool,
     summary: ImportSummary,
     on_bad: Callable[[int, str], None] | None,
+    vector_lines: list[VectorLine],
 ) -> list[ParsedLine]:
     parsed: list[tuple[int, ParsedLine]] = []
 
@@ -224,6 +256,10 @@ def _parse_batch(
     for number, raw in lines:
         summary.lines += 1
         try:
+            vector_obj = vector_line_object(raw)
+            if vector_obj is not None:
+                vector_lines.append(parse_vector_line(vector_obj))
+                continue
             parsed.append((number, parse_fields(raw.decode("utf-8"), model=model, dim=dim, tz=tz)))
         except (ValueError, UnicodeDecodeError) as exc:
             reject(number, str(exc))

@@ -41,6 +41,7 @@ from tqdm import tqdm
 
 from memory_agent.errors import LineError, ReportError, SnapshotError, excerpt
 from memory_agent.query.text import clip
+from memory_agent.shared.snapshot import export_vectors
 from memory_agent.store.schema import EVENT_FIELDS
 from memory_agent.store.sql import where_clause
 from memory_agent.types import Filters, NewEvent, TimeWindow
@@ -70,11 +71,12 @@ _NORM_TOLERANCE = 1e-3
 
 @dataclass(frozen=True, slots=True)
 class ExportSummary:
-    """What an export wrote: events, bytes, seconds."""
+    """What an export wrote: events, bytes, seconds, and vectors of vector memory (after the events)."""
 
     events: int
     bytes: int
     seconds: float
+    vectors: int = 0
 
 
 def export_events(
@@ -85,10 +87,13 @@ def export_events(
     until: float | None = None,
     vectors: bool = True,
     progress: bool | None = None,
+    shared: bool = True,
 ) -> ExportSummary:
     """Write the events with ``since <= occurred_at < until`` (seconds since the epoch, UTC; ``None`` =
     unbounded) to ``out``, one JSON line each in id order, with their embeddings unless ``vectors`` is
-    false. Blocking (sqlite3); reads a consistent snapshot without the daemon's lock.
+    false; then, with ``shared``, vector memory's vectors updated in that window
+    (:mod:`memory_agent.shared.snapshot`). Blocking (sqlite3); reads a consistent snapshot without the
+    daemon's lock.
 
     ``progress``: a tqdm bar on stderr (``None``: only on a terminal). Raises ``SnapshotError`` when the
     database is missing or not a memory-agent store.
@@ -120,11 +125,14 @@ def export_events(
                 written += len(rows)
                 last = int(rows[-1][0])
                 bar.update(len(rows))
+        shared_vectors, shared_size = export_vectors(conn, out, since=since, until=until) if shared else (0, 0)
+        size += shared_size
         conn.execute("COMMIT")
     finally:
         conn.close()
     out.flush()
-    return ExportSummary(written, size, time.perf_counter() - started)
+    return ExportSummary(written, size, time.perf_counter() - started, vectors=shared_vectors)
+
 
 
 def _export_sql(columns: str, since: float | None, until: float | None, *, after: int | None) -> tuple[str, list[Any]]:
