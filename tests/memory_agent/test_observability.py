@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from memory_agent.config import Config
 from memory_agent.errors import ConfigError, DataDirUnusable
+from memory_agent.handlers import OPERATIONS
 from memory_agent.logs import configure_logging
 from memory_agent.metrics import INTENTS
 from mesh import Message
@@ -84,8 +85,8 @@ async def test_metrics_count_what_happened_and_parse(start_daemon, mesh_agent) -
     assert dict(info) == {"version": "0.1.0", "model": "hashing-64", "index_kind": "flat"}
     assert "process_cpu_seconds_total" in m
     # No label carries a handle, trace id or message id: every label value comes from a small fixed set.
-    allowed = {*INTENTS, "stored", "duplicate", "rejected", "failed", "answered", "ok", "timeout", "error",
-               "stats", "forget", "unknown", "0.1.0", "hashing-64", "flat"}
+    allowed = {*INTENTS, *OPERATIONS, "stored", "duplicate", "rejected", "failed", "answered", "ok", "timeout",
+               "error", "unknown", "0.1.0", "hashing-64", "flat"}
     for name, series in m.items():
         for labels in series:
             for key, value in labels:
