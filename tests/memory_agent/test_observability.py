@@ -146,10 +146,11 @@ async def test_readiness_and_metrics_answer_while_reports_wait(start_daemon, mes
     agent = await mesh_agent("loader")
     sends = [asyncio.create_task(ask(agent, json.dumps({"event": "tick", "n": i}))) for i in range(40)]
     try:
-        for _ in range(300):  # the worker holds one batch in encode(); the rest wait behind it
+        for _ in range(1200):  # the worker holds one batch in encode(); the rest wait behind it
             if daemon.status().embedding_backlog > 0:
                 break
             await asyncio.sleep(0.05)
+        assert daemon.status().embedding_backlog > 0, "no report reached the embedder within 60 s"
         status, body = await get(f"{daemon.http_url}/readyz")
         assert status == 200 and body["ready"]  # answered while every report waits on the embedder
         m = await scrape(daemon.http_url)
