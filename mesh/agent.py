@@ -225,7 +225,7 @@ class AsyncAgent(RoomMethods):
 
         async def setup() -> tuple[Registry, SessionStore]:
             await ensure_stream(js)
-            return (Registry(await ensure_bucket(js, REGISTRY_BUCKET)),
+            return (Registry(js, await ensure_bucket(js, REGISTRY_BUCKET)),
                     SessionStore(await ensure_bucket(js, SESSIONS_BUCKET)))
 
         try:

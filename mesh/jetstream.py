@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 
@@ -58,6 +59,7 @@ __all__ = [
     "ensure_rooms_consumer",
     "ensure_rooms_stream",
     "ensure_stream",
+    "latest_entries",
     "remove_inbox",
 ]
 
@@ -203,3 +205,37 @@ async def remove_inbox(js: JetStreamContext, handle: str, *, rooms: bool = False
     if rooms:
         with contextlib.suppress(nats.js.errors.NotFoundError):
             await js.delete_consumer(ROOMS_STREAM, rooms_durable_name(handle))
+
+
+async def latest_entries(js: JetStreamContext, bucket: str, key_filter: str = ">", *,
+                         concurrency: int = 32) -> list[KeyValue.Entry]:
+    """The latest entry (``key``, ``value``, ``revision``) of every key of ``bucket`` matching
+    ``key_filter`` (KV key tokens, ``*``/``>`` wildcards); deleted, purged and expired keys are left out.
+    No particular order.
+
+    Lists the subjects of the bucket's stream (``$JS.API.STREAM.INFO.KV_<bucket>`` with a subjects filter;
+    stream ``KV_<bucket>`` and subjects ``$KV.<bucket>.<key>`` are the NATS KV naming of ADR-8), then reads
+    each key's last message by direct get (``$JS.API.DIRECT.GET.KV_<bucket>``, ``concurrency`` at a time).
+    A KV watch is not used for listings: nats-py 2.16 ends a watch's initial values when a delivered
+    message reports nothing more pending, which concurrent updates (heartbeats) make happen early, so a
+    watch listing can miss keys or return none (seen as live handles missing from ``find_handles``).
+    One page of subjects (the server's limit, 100,000) is read. Raises what nats-py raises.
+    """
+    prefix, stream = f"$KV.{bucket}.", f"KV_{bucket}"
+    info = await js.stream_info(stream, subjects_filter=prefix + key_filter)
+    gate = asyncio.Semaphore(concurrency)
+
+    async def read(subject: str) -> KeyValue.Entry | None:
+        async with gate:
+            try:
+                msg = await js.get_msg(stream, subject=subject, direct=True)
+            except nats.js.errors.NotFoundError:  # removed since the listing
+                return None
+        headers = msg.headers or {}
+        if headers.get("KV-Operation") in ("DEL", "PURGE") or "Nats-Marker-Reason" in headers:
+            return None  # a delete or purge, or the server's marker of an expired key
+        return KeyValue.Entry(bucket=bucket, key=subject[len(prefix):], value=msg.data, revision=msg.seq,
+                              delta=None, created=None, operation=None)
+
+    found = await asyncio.gather(*(read(subject) for subject in info.state.subjects or {}))
+    return [entry for entry in found if entry is not None]

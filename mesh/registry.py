@@ -20,9 +20,12 @@ from typing import Any, cast
 
 import msgpack
 import nats.js.errors
+from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
+from .constants import REGISTRY_BUCKET
 from .errors import HandleTaken
+from .jetstream import latest_entries
 from .types import HandleInfo, HandleMatch, Manifest
 
 __all__ = ["Record", "Registry", "find_matches", "matches_tags"]
@@ -101,7 +104,8 @@ class Record:
 class Registry:
     """Handle claims, heartbeats and lookups on the ``mesh_registry`` KV bucket."""
 
-    def __init__(self, kv: KeyValue) -> None:
+    def __init__(self, js: JetStreamContext, kv: KeyValue) -> None:
+        self._js = js
         self._kv = kv
 
     async def get(self, handle: str) -> tuple[Record, int] | None:
@@ -158,21 +162,14 @@ class Registry:
             log.info("mesh registry: %s changed owner before removal; left in place", handle)
 
     async def all(self) -> list[Record]:
-        """Every registered handle's record (one KV watch, no per-key round trips)."""
-        watcher = await self._kv.watchall(ignore_deletes=True)
+        """Every registered handle's record (see ``mesh.jetstream.latest_entries``: a KV watch can miss
+        handles while others heartbeat)."""
         records: list[Record] = []
-        try:
-            async for entry in watcher:
-                if entry is None:
-                    break
-                if entry.value is None or entry.operation is not None:
-                    continue
-                try:
-                    records.append(Record.decode(entry.value))
-                except (ValueError, TypeError):
-                    log.warning("mesh registry: undecodable record for handle %s", entry.key)
-        finally:
-            await watcher.stop()
+        for entry in await latest_entries(self._js, REGISTRY_BUCKET):
+            try:
+                records.append(Record.decode(entry.value or b""))
+            except (ValueError, TypeError):
+                log.warning("mesh registry: undecodable record for handle %s", entry.key)
         return records
 
 

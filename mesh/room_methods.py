@@ -127,7 +127,7 @@ class RoomMethods:
 
         async def setup() -> Rooms:
             await ensure_rooms_stream(js)
-            store = RoomStore(await ensure_bucket(js, ROOMS_BUCKET))
+            store = RoomStore(js, await ensure_bucket(js, ROOMS_BUCKET))
             await ensure_rooms_consumer(js, handle, max_in_flight=self._max_in_flight,
                                         max_deliver=self._max_deliver, ack_wait=self._ack_wait)
             return Rooms(handle, store=store, feed=RoomFeed(handle, js=js, denials=self._denials), outbox=outbox,

@@ -57,6 +57,7 @@ from memory_agent.shared.constants import (
 )
 from memory_agent.shared.keys import Address, KeyPattern, parse_kv_key
 from memory_agent.shared.wire import ChangeEvent, Entry
+from mesh.jetstream import latest_entries
 
 __all__ = ["Current", "StateLimits", "StateStore", "WrongRevision"]
 
@@ -219,25 +220,21 @@ class StateStore:
 
     async def list_keys(self, scope: Scope, scope_id: str, prefix: str) -> list[tuple[str, int]]:
         """``(key, revision)`` of every key present in one scope that starts with ``prefix``, sorted by key.
-        Reads the keys' headers only (a KV watch narrowed by the prefix's whole tokens)."""
+        Lists the bucket's subjects narrowed by the prefix's whole tokens, then reads each key's last entry
+        (``mesh.jetstream.latest_entries``: a KV watch can miss keys while others are written)."""
         base = Address(scope, scope_id, "x").kv_key.rsplit(".", 1)[0]
         pattern = KeyPattern(prefix + "*") if prefix else None
         narrowed = pattern.key_filter() if pattern is not None else ">"
         found: list[tuple[str, int]] = []
         with _jetstream(f"listing the keys of {scope}"):
-            watcher = await self._kv.watch(f"{base}.{narrowed}", meta_only=True, ignore_deletes=True)
+            entries = await latest_entries(self._js, STATE_BUCKET, f"{base}.{narrowed}")
+        for entry in entries:
             try:
-                async for entry in watcher:
-                    if entry is None:
-                        break
-                    try:
-                        address = parse_kv_key(entry.key)
-                    except ValueError:
-                        continue
-                    if address.key.startswith(prefix):
-                        found.append((address.key, int(entry.revision or 0)))
-            finally:
-                await watcher.stop()
+                address = parse_kv_key(entry.key)
+            except ValueError:
+                continue
+            if address.key.startswith(prefix):
+                found.append((address.key, int(entry.revision or 0)))
         found.sort()
         return found
 

@@ -15,9 +15,12 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 import nats.js.errors
+from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
+from ..constants import ROOMS_BUCKET
 from ..errors import MeshError, RoomNotFound
+from ..jetstream import latest_entries
 from .record import Change, RoomRecord
 
 __all__ = ["RoomStore"]
@@ -33,7 +36,8 @@ Rule = Callable[[RoomRecord], Change | None]
 class RoomStore:
     """Room records of one agent's connection, with a revision cache of the last 1,024 rooms used."""
 
-    def __init__(self, kv: KeyValue) -> None:
+    def __init__(self, js: JetStreamContext, kv: KeyValue) -> None:
+        self._js = js
         self._kv = kv
         self._cache: OrderedDict[str, tuple[RoomRecord, int]] = OrderedDict()
 
@@ -104,19 +108,12 @@ class RoomStore:
         raise MeshError(f"room {room_id!r}: too much contention on the room record")
 
     async def all(self) -> list[RoomRecord]:
-        """Every room's record (one KV watch, no per-key round trips)."""
-        watcher = await self._kv.watchall(ignore_deletes=True)
+        """Every room's record (see ``mesh.jetstream.latest_entries``: a KV watch can miss rooms while
+        others change)."""
         records: list[RoomRecord] = []
-        try:
-            async for entry in watcher:
-                if entry is None:
-                    break
-                if entry.value is None or entry.operation is not None:
-                    continue
-                try:
-                    records.append(RoomRecord.decode(entry.key, entry.value))
-                except MeshError:
-                    log.warning("mesh rooms: undecodable record for room %s", entry.key[:140])
-        finally:
-            await watcher.stop()
+        for entry in await latest_entries(self._js, ROOMS_BUCKET):
+            try:
+                records.append(RoomRecord.decode(entry.key, entry.value or b""))
+            except MeshError:
+                log.warning("mesh rooms: undecodable record for room %s", entry.key[:140])
         return records

@@ -243,3 +243,15 @@ async def test_close_fails_pending_requests(mesh_agent: Factory) -> None:
     await client.close()
     with pytest.raises(MeshError, match="closed"):
         await pending
+
+
+async def test_listings_see_every_live_handle_while_others_heartbeat(mesh_agent: Factory) -> None:
+    """nats-py's KV watch ends its initial values early under concurrent updates; listings must not."""
+    busy = [await mesh_agent(f"busy-{i}", heartbeat_interval=0.02) for i in range(8)]
+    probe = await mesh_agent("probe")
+    handles = {a.handle for a in busy} | {"probe"}
+    for _ in range(60):
+        listed = await probe.list_handles()
+        assert {e.handle for e in listed if e.online} == handles
+        found = await probe.find_handles(limit=0)
+        assert {m.handle for m in found} == handles
