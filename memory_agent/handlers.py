@@ -1,14 +1,17 @@
 """What @memory answers to each message: a mesh ``Message`` in, a :class:`Reply` out. No NATS here.
 
 :class:`Handlers` reads a payload by the wire contract (:func:`memory_agent.wire.classify`) and routes
-it: a report to ingest, a question to the answerer, an operation (``stats``, ``forget``) to its
-handler. Bad input gets an error reply saying how to fix it; an internal failure gets a short reply
-with an error id that the log line also carries (never a Python exception text). Storage errors of a
-report propagate, so the daemon leaves the message unacknowledged and it is redelivered.
+it: a report to the acceptance step (:class:`memory_agent.protocols.Acceptor`), a question to the
+answerer, an operation (``stats``, ``forget``) to its handler. Routing reads the payload only, never
+the subject or lane it came on, so a question answers the same whichever way it arrives. Bad input gets
+an error reply saying how to fix it; an internal failure gets a short reply with an error id that the
+log line also carries (never a Python exception text). A report that storage cannot take right now
+stays unacknowledged (:func:`leave_unacknowledged`, the one place that decides how) until it can.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -16,19 +19,29 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from memory_agent.errors import AccessDenied, QueryError, ReportError, excerpt, internal_error_id
+from memory_agent.errors import (
+    AccessDenied,
+    IngestClosed,
+    QueryError,
+    ReportError,
+    ReportRefused,
+    StorageLost,
+    StorageUnavailable,
+    excerpt,
+    internal_error_id,
+)
+from memory_agent.health import retry_delay
 from memory_agent.retention import check_admin, parse_forget
 from memory_agent.wire import Operation, Question, Report, build_event, classify, error_reply, stored_reply
 from mesh import Message
 
 if TYPE_CHECKING:
     from memory_agent.config import Config
-    from memory_agent.ingest import Ingestor
-    from memory_agent.protocols import Clock
+    from memory_agent.protocols import Acceptor, Clock
     from memory_agent.query.answer import Answerer
     from memory_agent.retention import Eraser
 
-__all__ = ["OPERATIONS", "Handlers", "Reply"]
+__all__ = ["OPERATIONS", "Handlers", "Reply", "leave_unacknowledged"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +65,28 @@ def _internal_error(what: str, msg: Message) -> Reply:
         f"internal error while {what} (error id {error_id}); the @memory operator's log has the details"))
 
 
+async def leave_unacknowledged(msg: Message, exc: Exception, attempt: int, *, cap: float) -> None:
+    """The one place that keeps a message unacknowledged for a later try, without an error reply and
+    without using up its deliveries: storage is unavailable (``exc``), the report is not bad.
+
+    The mesh has no way yet for a handler to ask for a redelivery that does not count towards
+    ``max_deliver``, so the handler keeps the message: it waits here (the mesh's dispatcher keeps
+    sending in-progress acks, so JetStream neither redelivers nor terminates it) and the caller then
+    tries again. The wait grows with ``attempt`` up to ``cap`` seconds (:func:`memory_agent.health.retry_delay`).
+    With the mesh's ``Retry`` (a handler exception meaning "nak with this delay, not counted as a
+    failed delivery"), this body becomes ``raise Retry(delay=retry_delay(attempt, cap=cap))``.
+    ``StorageLost`` and ``IngestClosed`` are raised on: the message is not acknowledged (nak), and the
+    daemon is stopping.
+    """
+    if isinstance(exc, StorageLost | IngestClosed):
+        raise exc
+    delay = retry_delay(attempt, cap=cap)
+    if attempt == 0 or log.isEnabledFor(logging.DEBUG):
+        log.info("report %s from @%s kept unacknowledged (%s); trying again in %.2f s", msg.message_id,
+                 msg.from_handle, exc, delay)
+    await asyncio.sleep(delay)
+
+
 class Handlers:
     """Routes each message to @memory by the wire contract; see the module docstring.
 
@@ -63,7 +98,7 @@ class Handlers:
         self,
         config: Config,
         *,
-        ingestor: Ingestor,
+        acceptor: Acceptor,
         answerer: Answerer,
         eraser: Eraser,
         stats: Callable[[], Awaitable[dict[str, Any]]],
@@ -71,7 +106,7 @@ class Handlers:
         clock: Clock,
     ) -> None:
         self._config = config
-        self._ingestor = ingestor
+        self._acceptor = acceptor
         self._answerer = answerer
         self._eraser = eraser
         self._stats = stats
@@ -81,7 +116,8 @@ class Handlers:
     async def handle(self, msg: Message) -> Reply | None:
         """The reply to ``msg``, or ``None`` when there is nothing to answer (a session's resolve).
 
-        Raises the storage error of a report that could not be stored (so it is redelivered).
+        A report returns once accepted (or refused); while storage is unavailable it waits (see
+        :func:`leave_unacknowledged`). Raises ``StorageLost``/``IngestClosed`` (not acknowledged).
         """
         if msg.message_type == "session_resolve":
             return None
@@ -120,8 +156,15 @@ class Handlers:
             return _internal_error("reading the report", msg)
         if self._config.security.authenticated_senders:
             event = replace(event, sender_verified=True)
-        # Storage errors propagate: the message is not acked and will be redelivered.
-        return Reply(stored_reply(await self._ingestor.ingest(event)))
+        attempt = 0
+        while True:
+            try:
+                return Reply(stored_reply(await self._acceptor.accept(event)))
+            except ReportRefused as exc:
+                return Reply(error_reply(str(exc)))
+            except (StorageUnavailable, StorageLost, IngestClosed) as exc:
+                await leave_unacknowledged(msg, exc, attempt, cap=self._config.ingest.retry_max_delay)
+                attempt += 1
 
     async def _question(self, msg: Message, question: Question) -> Reply:
         try:
