@@ -311,6 +311,9 @@ class Config(BaseSettings):
     """IANA zone in which questions' days and weeks are read ("today", "on Friday") and naive times parsed."""
     max_in_flight: int = Field(default=512, ge=1, le=65_536)
     """Reports and questions handled at once; more wait in the durable consumer (never dropped)."""
+    drain_timeout: float = Field(default=30.0, gt=0)
+    """Seconds a shutdown waits for in-flight messages to finish; the rest stay unacknowledged and are
+    redelivered to the next daemon."""
     ingest: IngestConfig = IngestConfig()
     index_save_interval: float = Field(default=10.0, gt=0)
     """Seconds between saves of the FAISS file while new vectors arrive (it is also saved on shutdown)."""

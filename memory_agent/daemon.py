@@ -190,7 +190,7 @@ class MemoryDaemon:
             on_forgotten=self._forgotten, clock=self._clock,
         )
         self._agent = AsyncAgent(cfg.handle, servers=self.nats_url, manifest=MANIFEST, max_in_flight=cfg.max_in_flight,
-                                 auth=auth)
+                                 auth=auth, drain_timeout=cfg.drain_timeout)
         self._agent.on_message(self._on_message)
         await self._agent.start()
         await self._claim_handle(self._agent)

@@ -67,7 +67,7 @@ def _internal_error(what: str, msg: Message) -> Reply:
 
 async def leave_unacknowledged(msg: Message, exc: Exception, attempt: int, *, cap: float) -> None:
     """The one place that keeps a message unacknowledged for a later try, without an error reply and
-    without using up its deliveries: storage is unavailable (``exc``), the report is not bad.
+    without using up its deliveries: storage is unavailable, or gone (``exc``), the report is not bad.
 
     The mesh has no way yet for a handler to ask for a redelivery that does not count towards
     ``max_deliver``, so the handler keeps the message: it waits here (the mesh's dispatcher keeps
@@ -75,10 +75,11 @@ async def leave_unacknowledged(msg: Message, exc: Exception, attempt: int, *, ca
     tries again. The wait grows with ``attempt`` up to ``cap`` seconds (:func:`memory_agent.health.retry_delay`).
     With the mesh's ``Retry`` (a handler exception meaning "nak with this delay, not counted as a
     failed delivery"), this body becomes ``raise Retry(delay=retry_delay(attempt, cap=cap))``.
-    ``StorageLost`` and ``IngestClosed`` are raised on: the message is not acknowledged (nak), and the
-    daemon is stopping.
+    After ``StorageLost`` the daemon is stopping: the wait ends when the mesh's drain cancels the
+    handler (the message is nak'ed, one delivery spent, and goes to the next daemon). ``IngestClosed``
+    is raised on (nak).
     """
-    if isinstance(exc, StorageLost | IngestClosed):
+    if isinstance(exc, IngestClosed):
         raise exc
     delay = retry_delay(attempt, cap=cap)
     if attempt == 0 or log.isEnabledFor(logging.DEBUG):
