@@ -145,8 +145,13 @@ def stats(config: ConfigOpt = None, nats_url: NatsOpt = None, json_out: JsonOpt 
     if json_out:
         typer.echo(json.dumps(s, indent=2))
         return
+    health = s.get("health", {})
+    typer.echo(f"health:  {health.get('status', 'unknown')}" + "".join(f"; {r}" for r in health.get("reasons", ())))
     typer.echo(f"events:  {s['events']} ({s['db_bytes'] / 1e6:.1f} MB SQLite)")
-    typer.echo(f"index:   {s['index']['size']} vectors, {s['index']['type']}")
+    backlog = s.get("embedding", {})
+    if backlog.get("backlog"):
+        typer.echo(f"backlog: {backlog['backlog']} events to embed, oldest {backlog.get('backlog_age_s') or 0:.0f} s")
+    typer.echo(f"index:   {s['index']['size']} vectors, {s['index']['type'] or 'none (no model loaded)'}")
     typer.echo(f"model:   {s['model']}")
     typer.echo(f"uptime:  {s['uptime_s']:.0f} s")
     typer.echo(f"ingest:  {s['ingest']['stored']} stored, {s['ingest']['duplicates']} duplicates since start")

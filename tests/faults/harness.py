@@ -73,7 +73,7 @@ FULL = Counts(sigkill_reports=5_000, restart_reports=2_000, burst_reports=50_000
               backlog_reports=5_000, queued_reports=10_000, lock_seconds=90.0, disk_full_seconds=60.0)
 SMALL = Counts(sigkill_reports=1_000, restart_reports=500, burst_reports=5_000, askers=50,
                questions_per_asker=3, ingest_during_questions=500, fuzz_examples=60,
-               backlog_reports=1_000, queued_reports=2_000, lock_seconds=35.0, disk_full_seconds=10.0)
+               backlog_reports=1_000, queued_reports=1_000, lock_seconds=35.0, disk_full_seconds=10.0)
 COUNTS = FULL if FULL_COUNTS else SMALL
 
 

@@ -38,6 +38,13 @@ NEEDLE = {"event": "rollback", "service": "api-gateway", "trace_id": "t-needle",
 POISON = {"event": "poison_pill", "service": "svc-x"}
 
 
+def peak_rss_mib(pid: int) -> float:
+    """The process's peak resident memory so far (VmHWM), MiB."""
+    found = re.search(r"^VmHWM:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text(), re.MULTILINE)
+    assert found
+    return int(found.group(1)) / 1024
+
+
 async def delivered_and_unacked(url: str) -> tuple[int, int]:
     nc = await nats.connect(url)
     try:
@@ -119,6 +126,18 @@ async def test_a_model_that_cannot_load_degrades_and_its_backlog_is_embedded_aft
         assert stats["health"]["status"] == "ok" and stats["embedding"]["backlog"] == 0
         answer = await ask(asker, {"query": "canary error spike", "limit": 3})
         assert answer["events"][0]["trace_id"] == "t-needle" and "not embedded" not in answer["answer"]
+
+        # 1 MB reports: the model reads a few KB of each; the payloads are stored whole.
+        before = again.rss_mib()
+        huge = {"event": "core_dump", "service": "svc-huge", "data": "1," * 500_000}
+        flood = await reporters.report_many([*(huge for _ in range(8)), *(short_report(200 + i, run) for i in range(20))])
+        got = await reporters.wait_replies([o.session for o in flood], timeout=300)
+        assert {r["status"] for r in got.values()} == {"stored"}
+        stored += 28
+        await wait_embedded(db, stored, timeout=300)
+        peak = peak_rss_mib(again.pid)
+        stats = await ask(asker, {"op": "stats"})
+        assert stats["embedder"]["clipped"] >= 8 and stats["embedding"]["failed"] == 0
         assert again.stop() == 0
     finally:
         await asker.close()
@@ -127,7 +146,11 @@ async def test_a_model_that_cannot_load_degrades_and_its_backlog_is_embedded_aft
     rows = read_rows(db)
     assert rows.all_embedded and len(rows.ids) == stored
     assert not any(p.get("event") == "poison_pill" for p in rows.payloads)
+    assert sum(1 for p in rows.payloads if p == huge) == 8  # stored whole
     assert_index_agrees(data, rows)
+    # Before the cut, each 1 MB text cost the tokenizer about 125 MB (8 in a batch: a GB).
+    assert peak - before < 400, f"RSS grew by {peak - before:.0f} MiB embedding 1 MB reports"
+    print(f"\n8 reports of 1 MB: RSS {before:.0f} MiB before, peak {peak:.0f} MiB")
 
 
 @pytest.mark.timeout(900)
