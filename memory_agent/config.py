@@ -62,7 +62,7 @@ class EmbeddingConfig(_Section):
     """Torch device (``torch`` backend only; the ONNX backends run on the CPU)."""
     threads: int = Field(default=0, ge=0, le=256)
     """Threads the model may use for one encode call; 0 = the library's default (one per core)."""
-    max_batch: int = Field(default=16, ge=1, le=4096)
+    max_batch: int = Field(default=8, ge=1, le=4096)
     """Most texts in one encode call. A question's embedding waits for at most the call running when it
     arrives, so this bounds what the embedding backlog adds to a question's latency
     (docs/benchmarks.md#design-encode-calls)."""

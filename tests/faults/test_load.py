@@ -35,7 +35,7 @@ pytestmark = [pytest.mark.fault, pytest.mark.slow]
 #   transient copies (faiss.serialize_index, then bytes): 3 * n * 1.5 KiB;
 #   plus a fixed allowance for what does not grow with n: up to max_in_flight (512) reports and their
 #   replies in the process, the ingest queue (1,024 reports), one backlog round (256 texts) and one encode
-#   call (16 texts) through the model, SQLite's page cache, allocator slack.
+#   call (8 texts) through the model, SQLite's page cache, allocator slack.
 FIXED_ALLOWANCE_MIB = 256.0
 INDEX_BYTES_PER_REPORT = 384 * 4
 
