@@ -39,6 +39,7 @@ from memory_agent.query.retrieval import HybridRetriever
 from memory_agent.query.summarizer import OpenAISummarizer
 from memory_agent.retention import Eraser, sweep_forever
 from memory_agent.store.events import EventStore
+from memory_agent.store.faults import transient_cause
 from memory_agent.tools.datadir import lock_data_dir
 from memory_agent.wire import error_reply
 from mesh import AsyncAgent, Manifest, Message
@@ -512,6 +513,10 @@ class MemoryDaemon:
                 self._dirty = False
                 try:
                     await self._index.save(self.config.index_path)
-                except Exception:
+                except Exception as exc:
                     self._dirty = True
-                    log.exception("saving the FAISS index failed; will retry")
+                    cause = transient_cause(exc)
+                    if cause is None:
+                        log.exception("saving the FAISS index failed; will retry")
+                    else:  # a full disk: the file stays behind SQLite, which a restart repairs
+                        log.warning("saving the FAISS index failed (%s); will retry", cause)

@@ -82,9 +82,9 @@ async def leave_unacknowledged(msg: Message, exc: Exception, attempt: int, *, ca
     if isinstance(exc, IngestClosed):
         raise exc
     delay = retry_delay(attempt, cap=cap)
-    if attempt == 0 or log.isEnabledFor(logging.DEBUG):
-        log.info("report %s from @%s kept unacknowledged (%s); trying again in %.2f s", msg.message_id,
-                 msg.from_handle, exc, delay)
+    # The outage itself is logged once (memory_agent.health.Outage); a line per report would flood the log.
+    log.debug("report %s from @%s kept unacknowledged (%s); trying again in %.2f s", msg.message_id,
+              msg.from_handle, type(exc).__name__, delay)
     await asyncio.sleep(delay)
 
 
