@@ -172,6 +172,10 @@ async def test_stats_operation(seeded) -> None:  # type: ignore[no-untyped-def]
     assert stats["index"] == {"size": len(REPORTS), "type": "flat", "path": str(daemon.config.index_path)}
     assert stats["model"] == "hashing-64"
     assert stats["uptime_s"] == 0.0  # the test clock does not move
+    assert stats["health"] == {"status": "ok", "ready": True, "storage": "ok", "embedding": "ok", "backlog": 0,
+                               "backlog_age_s": None, "ingest_queue": 0, "reasons": []}
+    assert daemon.health().to_json() == stats["health"]  # what a readiness probe reads, without a round trip
+    assert stats["embedding"]["status"] == "ok" and stats["storage"]["down_since_s"] is None
 
 
 async def test_reports_in_flight_are_committed_then_embedded_in_batches(start_daemon, mesh_agent) -> None:  # type: ignore[no-untyped-def]

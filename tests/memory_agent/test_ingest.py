@@ -314,3 +314,25 @@ async def test_close_leaves_the_rest_of_the_backlog_for_the_next_start(store: Ev
     assert vector_rows(store.path) == (200, 200) and len(ready2[0].index) == 200
     await again.close()
     await close_parts(ready2)
+
+
+async def test_reads_never_wait_behind_a_write(tmp_path: Path) -> None:
+    store = await EventStore.open(tmp_path / "m.sqlite3", busy_timeout=3.0)
+    await store.insert([event(i) for i in range(5)])
+    ingestor = Ingestor(store, outage=outage())
+    ingestor.start()
+    holder = sqlite3.connect(store.path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # the writer's next transaction waits for this lock
+    try:
+        writing = asyncio.create_task(ingestor.accept(event(5)))
+        await asyncio.sleep(0.2)  # the writer's thread is now inside BEGIN IMMEDIATE, waiting
+        rows = await store.select(None, Filters())
+        found = await store.fts_search("number 3", None, Filters(), limit=1)
+        # Answered from the last commit while the write is still waiting: questions have their own connection.
+        assert len(rows) == 5 and len(found) == 1 and not writing.done()
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert (await writing).id == 6
+    await ingestor.close()
+    await store.close()
