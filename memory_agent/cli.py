@@ -181,10 +181,14 @@ def forget(config: ConfigOpt = None, nats_url: NatsOpt = None,
 
 @app.command()
 def check(config: ConfigOpt = None, nats_url: NatsOpt = None, timeout: TimeoutOpt = 5.0) -> None:
-    """Health check: exit 0 if @memory answers on the mesh within --timeout, else 1."""
+    """Health check: exit 0 if @memory answers on the mesh within --timeout, else 1 (liveness; the status
+    it prints says whether it is ready, degraded or not ready, and why)."""
     cfg = _config(config, nats_url=nats_url)
     s = _talk(cfg, timeout, lambda c: c.stats())
-    typer.echo(f"ok: @{s['handle']} up {s['uptime_s']:.0f} s, {s['events']} events")
+    health = s.get("health", {})
+    typer.echo(f"ok: @{s['handle']} up {s['uptime_s']:.0f} s, {s['events']} events, "
+               f"{health.get('backlog', 0)} to embed; {health.get('status', 'unknown')}"
+               + "".join(f"; {r}" for r in health.get("reasons", ())))
 
 
 @app.command()
