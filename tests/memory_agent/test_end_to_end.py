@@ -110,7 +110,8 @@ def test_cli_ask_report_stats_check(daemon) -> None:  # type: ignore[no-untyped-
     assert stats["health"]["status"] == "ok" and stats["health"]["ready"] is True
     text = cli("stats", env=env).stdout
     assert text.startswith("health:  ok") and "vectors, flat" in text
-    assert cli("check", env=env).returncode == 0
+    done = cli("check", env=env)
+    assert done.returncode == 0 and done.stdout.strip().endswith("0 to embed; ok"), done.stdout
 
 
 @pytest.mark.skipif(not LOCOMO.is_file(), reason="needs ../shared/data/locomo/locomo10.json")
