@@ -220,11 +220,16 @@ class MemoryDaemon:
         log.info("%s", report)
         return DenseParts(
             BatchingEmbedder(embedder, max_batch=cfg.embedding.max_batch,
-                             max_batch_chars=cfg.embedding.max_batch_chars, max_chars=cfg.embedding.max_chars),
+                             max_batch_chars=cfg.embedding.max_batch_chars, max_chars=cfg.embedding.max_chars,
+                             yield_to=self._messages_in_flight),
             AsyncIndex(index, vectors=self._store, exact_candidates=cfg.index.exact_candidates,
                        rerank=cfg.index.rerank),
             report,
         )
+
+    def _messages_in_flight(self) -> int:
+        """Reports being acknowledged and questions being answered: the embedding backlog gives way to them."""
+        return self._agent.in_flight if self._agent is not None else 0
 
     def _dense_ready(self, parts: DenseParts) -> None:
         """The model loaded: questions get the dense side, deletes reach FAISS, saves begin."""
@@ -471,7 +476,8 @@ class MemoryDaemon:
             "embedding": self._backlog.to_json(),
             "storage": self._storage.to_json(),
             "embedder": {"batches": batcher.batches if batcher else 0, "texts": batcher.texts if batcher else 0,
-                         "clipped": batcher.clipped if batcher else 0, "queued": batcher.pending if batcher else 0},
+                         "clipped": batcher.clipped if batcher else 0, "queued": batcher.pending if batcher else 0,
+                         "gave_way_s": round(batcher.yielded_s, 3) if batcher else 0.0},
             "llm": self.config.llm.model if self.config.llm.enabled else None,
             "retention_days": self.config.retention_days or None,
             "authenticated_senders": self.config.security.authenticated_senders,

@@ -7,6 +7,12 @@ lane first, so a question waits for at most the one call already running, never 
 queued behind it. Requests are cut into calls of at most ``max_batch`` texts and ``max_batch_chars``
 characters: a long backlog batch becomes several calls, with queries slipping in between.
 
+Background work also gives way to the messages being handled: with ``yield_to`` (the number of messages
+in flight, reports being acknowledged and questions being answered), a background call waits while any
+is in flight, for at most as long as the previous background call took. The model then shares the
+cores with the acknowledgement and answering work at most half the time while both have work, and has
+them all once they are idle: acknowledgement and answers first, embedding with the rest.
+
 What the model reads is bounded: each text is cut to ``max_chars`` characters before it reaches the
 tokenizer (the stored payload and text stay whole). The default bound is the model's maximum sequence
 length in tokens (``embedder.max_tokens``: 256 for all-MiniLM-L6-v2) times :data:`CHARS_PER_TOKEN`, so
@@ -37,6 +43,8 @@ __all__ = ["CHARS_PER_TOKEN", "DEFAULT_MAX_CHARS", "BatchingEmbedder", "max_char
 CHARS_PER_TOKEN = 16
 #: The bound for an embedder that does not say how many tokens it reads.
 DEFAULT_MAX_CHARS = 8192
+# Seconds between looks at the messages in flight while background work gives way.
+_YIELD_POLL = 0.005
 
 
 def max_chars_for(embedder: Embedder) -> int:
@@ -67,7 +75,7 @@ class BatchingEmbedder:
     """
 
     def __init__(self, embedder: Embedder, *, max_batch: int = 128, max_batch_chars: int = 65_536,
-                 max_chars: int = 0) -> None:
+                 max_chars: int = 0, yield_to: Callable[[], int] | None = None) -> None:
         if max_batch < 1:
             raise ConfigError(f"embedder max_batch must be >= 1, got {max_batch}", key="embedding.max_batch")
         if max_batch_chars < 1 or max_chars < 0:
@@ -80,6 +88,9 @@ class BatchingEmbedder:
         self.batches = 0
         self.texts = 0
         self.clipped = 0
+        self.yielded_s = 0.0
+        self.yield_to = yield_to
+        self._last_background_s = 0.0
         self._queries: deque[_Request] = deque()
         self._background: deque[_Request] = deque()
         self._worker: asyncio.Task[None] | None = None
@@ -132,9 +143,10 @@ class BatchingEmbedder:
         self.clipped += 1
         return text[: self.max_chars]
 
-    def _next_call(self) -> list[tuple[_Request, int, int]]:
-        """The slices ``(request, start, end)`` of the next encode call: queries first, then background;
-        one lane per call, at most ``max_batch`` texts and ``max_batch_chars`` characters (at least one text)."""
+    def _next_call(self) -> tuple[list[tuple[_Request, int, int]], bool]:
+        """The slices ``(request, start, end)`` of the next encode call, and whether they are background work:
+        queries first, then background; one lane per call, at most ``max_batch`` texts and
+        ``max_batch_chars`` characters (at least one text)."""
         for lane in (self._queries, self._background):
             slices: list[tuple[_Request, int, int]] = []
             texts, chars = 0, 0
@@ -157,18 +169,32 @@ class BatchingEmbedder:
                     break
                 lane.popleft()
             if slices:
-                return slices
-        return []
+                return slices, lane is self._background
+        return [], False
+
+    async def _give_way(self) -> None:
+        """Before a background call: wait while messages are in flight and no query waits, at most as
+        long as the previous background call took."""
+        if self.yield_to is None or self._queries or not self._background:
+            return
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        deadline = started + self._last_background_s
+        while self.yield_to() > 0 and not self._queries and loop.time() < deadline:
+            await asyncio.sleep(_YIELD_POLL)
+        self.yielded_s += loop.time() - started
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         call: list[tuple[_Request, int, int]] = []
         try:
             while True:
-                call = self._next_call()
+                await self._give_way()
+                call, background = self._next_call()
                 if not call:
                     return
                 texts = [t for request, start, end in call for t in request.texts[start:end]]
+                started = loop.time()
                 try:
                     vectors = await loop.run_in_executor(self._executor, self.embedder.encode, texts)
                     vectors = np.asarray(vectors, dtype=np.float32)
@@ -184,6 +210,8 @@ class BatchingEmbedder:
                             request.future.set_exception(exc)
                     call = []
                     continue
+                if background:
+                    self._last_background_s = loop.time() - started
                 self.batches += 1
                 self.texts += len(texts)
                 offset = 0

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -230,6 +231,35 @@ async def test_texts_are_clipped_to_what_the_model_reads_and_calls_are_bounded_i
         # An embedder that does not say what it reads gets the default bound; a configured one wins.
         assert BatchingEmbedder(HashingEmbedder(16)).max_chars == DEFAULT_MAX_CHARS
         assert BatchingEmbedder(HashingEmbedder(16), max_chars=50).max_chars == 50
+    finally:
+        await batching.close()
+
+
+async def test_background_work_gives_way_to_messages_in_flight_for_at_most_one_call() -> None:
+    class Slow(GatedEmbedder):
+        def encode(self, texts: Sequence[str]) -> np.ndarray:
+            out = super().encode(texts)
+            time.sleep(0.3)
+            return out
+
+    emb = Slow()
+    emb.gate.set()
+    in_flight = [1]  # a report is being acknowledged
+    batching = BatchingEmbedder(emb, max_batch=1, yield_to=lambda: in_flight[0])
+    try:
+        backlog = asyncio.create_task(batching.embed(["b0", "b1", "b2"], background=True))
+        async with asyncio.timeout(5):
+            while batching.texts < 1:  # the first call ran at once (nothing to compare with yet)
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        assert emb.calls == [["b0"]]  # the next waits while a message is in flight
+        query = asyncio.create_task(batching.embed_query("q"))  # a question never waits for the pause
+        await query
+        assert emb.calls == [["b0"], ["q"]]
+        in_flight[0] = 0  # the message is done: the backlog goes on without waiting
+        await backlog
+        assert emb.calls == [["b0"], ["q"], ["b1"], ["b2"]]
+        assert 0.05 < batching.yielded_s < 1.0  # bounded by one call's duration per pause
     finally:
         await batching.close()
 
