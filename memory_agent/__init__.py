@@ -1,8 +1,9 @@
 """@memory: the agent that remembers what an agent mesh reports and answers questions about it.
 
 The pipeline, one subpackage a stage: :mod:`memory_agent.wire` (the contract) →
-:mod:`memory_agent.handlers` → :mod:`memory_agent.ingest` → :mod:`memory_agent.store` (SQLite + FTS5)
-and :mod:`memory_agent.index` (FAISS), fed by :mod:`memory_agent.embedding` → :mod:`memory_agent.query`
+:mod:`memory_agent.handlers` → :mod:`memory_agent.ingest` (acknowledged once committed) →
+:mod:`memory_agent.store` (SQLite + FTS5); behind it :mod:`memory_agent.backlog` embeds
+(:mod:`memory_agent.embedding`) into :mod:`memory_agent.index` (FAISS) → :mod:`memory_agent.query`
 (understand, retrieve, answer). :mod:`memory_agent.daemon` runs it on the mesh; :mod:`memory_agent.tools`
 holds the offline commands.
 

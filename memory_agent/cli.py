@@ -212,10 +212,15 @@ def stats(config: ConfigOpt = None, nats_url: NatsOpt = None, json_out: JsonOpt 
     if json_out:
         typer.echo(json.dumps(s, indent=2))
         return
+    health = s.get("health", {})
+    typer.echo(f"health:  {health.get('status', 'unknown')}" + "".join(f"; {r}" for r in health.get("reasons", ())))
     size = s["db_bytes"] + s.get("wal_bytes", 0)
     typer.echo(f"events:  {s['events']} ({size / 1e6:.1f} MB SQLite, {s.get('wal_bytes', 0) / 1e6:.1f} MB of it "
                "in the write-ahead log)")
-    typer.echo(f"index:   {s['index']['size']} vectors, {s['index']['type']}")
+    backlog = s.get("embedding", {})
+    if backlog.get("backlog"):
+        typer.echo(f"backlog: {backlog['backlog']} events to embed, oldest {backlog.get('backlog_age_s') or 0:.0f} s")
+    typer.echo(f"index:   {s['index']['size']} vectors, {s['index']['type'] or 'none (no model loaded)'}")
     typer.echo(f"model:   {s['model']}")
     typer.echo(f"uptime:  {s['uptime_s']:.0f} s")
     typer.echo(f"ingest:  {s['ingest']['stored']} stored, {s['ingest']['duplicates']} duplicates since start")
@@ -262,8 +267,11 @@ def check(config: ConfigOpt = None, nats_url: NatsOpt = None, timeout: TimeoutOp
         _fail(f"--listen: {exc}", code=2)
     if address is None or address[1] == 0:
         s = _talk(cfg, timeout, lambda c: c.stats())
-        typer.echo(f"ok: @{s['handle']} up {s['uptime_s']:.0f} s, {s['events']} events (over the mesh: the HTTP "
-                   "listener is off or on a random port)")
+        health = s.get("health", {})
+        typer.echo(f"ok: @{s['handle']} up {s['uptime_s']:.0f} s, {s['events']} events, "
+                   f"{health.get('backlog', 0)} to embed; {health.get('status', 'unknown')}"
+                   + "".join(f"; {r}" for r in health.get("reasons", ()))
+                   + " (over the mesh: the HTTP listener is off or on a random port)")
         return
     host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(address[0], address[0])
     url = f"http://{f'[{host}]' if ':' in host else host}:{address[1]}/readyz"

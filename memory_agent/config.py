@@ -35,6 +35,7 @@ __all__ = [
     "EmbeddingConfig",
     "HttpConfig",
     "IndexConfig",
+    "IngestConfig",
     "LLMConfig",
     "NatsConfig",
     "RetrievalConfig",
@@ -71,8 +72,37 @@ class EmbeddingConfig(_Section):
     """Torch device (``torch`` backend only; the ONNX backends run on the CPU)."""
     threads: int = Field(default=0, ge=0, le=256)
     """Threads the model may use for one encode call; 0 = the library's default (one per core)."""
-    max_batch: int = Field(default=128, ge=1, le=4096)
-    """Most texts in one encode call; concurrent reports are coalesced up to this many."""
+    max_batch: int = Field(default=8, ge=1, le=4096)
+    """Most texts in one encode call. A question's embedding waits for at most the call running when it
+    arrives, so this bounds what the embedding backlog adds to a question's latency
+    (docs/benchmarks.md#design-encode-calls)."""
+    max_batch_chars: int = Field(default=65_536, ge=1)
+    """Most characters in one encode call (with ``max_batch`` and ``max_chars``, a bound on its memory)."""
+    max_chars: int = Field(default=0, ge=0)
+    """Characters of a text sent to the model; 0 = the model's maximum sequence length in tokens x 16
+    (4,096 for all-MiniLM-L6-v2). The stored payload and full-text entry stay whole."""
+    backlog_batch: int = Field(default=256, ge=1, le=100_000)
+    """Stored events embedded per round of the backlog: read, embedded (in calls of ``max_batch``), written
+    back in one transaction, added to FAISS."""
+    retry_interval: float = Field(default=60.0, gt=0)
+    """Seconds between attempts to load a model that failed to load (or to use one whose every encode
+    fails); meanwhile reports are stored and answered from SQLite and FTS5 (degraded, not down)."""
+
+
+class IngestConfig(_Section):
+    """How reports are accepted: committed to SQLite (with their FTS5 rows) before they are acknowledged,
+    many per transaction; embedded afterwards (``[embedding]``)."""
+
+    queue: int = Field(default=1024, ge=1, le=1_000_000)
+    """Reports waiting to be committed, at most; more wait unacknowledged in JetStream (back-pressure)."""
+    batch: int = Field(default=256, ge=1, le=100_000)
+    """Most reports per SQLite transaction."""
+    retry_max_delay: float = Field(default=15.0, gt=0)
+    """While storage is unavailable (busy, locked, disk full, I/O error) a report stays unacknowledged and
+    is tried again after a delay growing from 0.25 s to this many seconds; there is no limit on attempts."""
+    watch_interval: float = Field(default=1.0, gt=0)
+    """Seconds between checks that the database file is still the one opened; if it is gone, @memory
+    stops acknowledging and exits non-zero."""
 
 
 class RetrievalConfig(_Section):
@@ -437,6 +467,10 @@ class Config(BaseSettings):
     """IANA zone in which questions' days and weeks are read ("today", "on Friday") and naive times parsed."""
     max_in_flight: int = Field(default=512, ge=1, le=65_536)
     """Reports and questions handled at once; more wait in the durable consumer (never dropped)."""
+    drain_timeout: float = Field(default=30.0, gt=0)
+    """Seconds a shutdown waits for in-flight messages to finish; the rest stay unacknowledged and are
+    redelivered to the next daemon."""
+    ingest: IngestConfig = IngestConfig()
     index_save_interval: float = Field(default=10.0, gt=0)
     """Seconds between saves of the FAISS file while new vectors arrive (it is also saved on shutdown)."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

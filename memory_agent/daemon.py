@@ -1,10 +1,14 @@
 """The @memory daemon's lifecycle: start, serve, drain, close.
 
 It registers the handle ``memory`` (configurable) on the mesh and answers every session opened to it
-with what :class:`memory_agent.handlers.Handlers` replies: reports are stored
-(:mod:`memory_agent.ingest`), questions answered (:mod:`memory_agent.query.answer`), operations
-(``{"op": "stats"}``) served. A message is acknowledged on the mesh only after its reply was sent, so a
-crash means redelivery, and redelivery of a stored report answers with its first id.
+with what :class:`memory_agent.handlers.Handlers` replies: reports are stored (:mod:`memory_agent.ingest`:
+acknowledged once committed) and embedded behind (:mod:`memory_agent.backlog`), questions answered
+(:mod:`memory_agent.query.answer`), operations (``{"op": "stats"}``, shared memory) served. A message is
+acknowledged on the mesh only after its reply was sent, so a crash means redelivery, and redelivery of a
+stored report answers with its first id.
+
+The daemon starts and serves without its embedding model (degraded, :meth:`MemoryDaemon.health`), and
+stops, exiting non-zero, if its database file disappears (nothing more is acknowledged).
 
 Beside the mesh it serves HTTP (``[http] listen``, :mod:`memory_agent.web.server`): Prometheus metrics,
 liveness and readiness read from :meth:`MemoryDaemon.status` (no I/O), and the read-only timeline page.
@@ -24,15 +28,17 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from memory_agent import __version__
+from memory_agent.backlog import DenseParts, EmbeddingBacklog
 from memory_agent.config import Config
-from memory_agent.embedding.base import load_embedder
+from memory_agent.embedding.base import DEFAULT_MODEL_NAME, load_embedder
 from memory_agent.embedding.batching import BatchingEmbedder
-from memory_agent.errors import ConfigError, MemoryAgentError
+from memory_agent.errors import ConfigError, MemoryAgentError, StorageLost
 from memory_agent.handlers import Handlers
+from memory_agent.health import Health, HealthStatus, Outage, StorageState
 from memory_agent.inbox import InboxCounts, InboxWatcher
 from memory_agent.index.async_index import AsyncIndex
 from memory_agent.index.repair import open_index
-from memory_agent.ingest import Ingestor
+from memory_agent.ingest import Committed, Ingestor
 from memory_agent.metrics import MeteredSummarizer, Metrics
 from memory_agent.protocols import Clock, Embedder, Summarizer
 from memory_agent.query.answer import Answerer
@@ -45,6 +51,7 @@ from memory_agent.shared.state import StateLimits, StateStore
 from memory_agent.shared.vectors import VectorMemory
 from memory_agent.status import DaemonStatus, EmbedderState, Phase
 from memory_agent.store.events import EventStore
+from memory_agent.store.faults import transient_cause
 from memory_agent.tools.datadir import lock_data_dir
 from memory_agent.types import Filters
 from memory_agent.web.api import PageApi
@@ -96,6 +103,15 @@ class MemoryDaemon:
         self._index: AsyncIndex | None = None
         self._batcher: BatchingEmbedder | None = None
         self._ingestor: Ingestor | None = None
+        self._backlog: EmbeddingBacklog | None = None
+        self._retriever: HybridRetriever | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self._vector_lock = asyncio.Lock()
+        self._storage = Outage(
+            "storage", logger=log, clock=clock,
+            impact="reports stay unacknowledged and are tried again until it is back (none is refused); "
+                   "questions are answered from what is stored")
+        self._failure: StorageLost | None = None
         self._answerer: Answerer | None = None
         self._summarizer: OpenAISummarizer | None = None
         self._agent: AsyncAgent | None = None
@@ -109,7 +125,6 @@ class MemoryDaemon:
         self._dirty = False
         self._stopping = asyncio.Event()
         self._phase: Phase = "stopped"
-        self._embedder_state: EmbedderState = "loading"
         self._events = 0
         self._inbox: InboxWatcher | None = None
         self._http: HttpServer | None = None
@@ -164,24 +179,25 @@ class MemoryDaemon:
                 raise _embedded_server_error(exc, cfg.embedded_nats_host, cfg.embedded_nats_port) from None
             self.nats_url = self._server.url
             log.info("embedded nats-server with JetStream at %s (store %s)", self.nats_url, cfg.data_dir / "nats")
-        embedder = self._embedder_override
-        if embedder is None:
-            started = time.perf_counter()
-            embedder = await asyncio.to_thread(load_embedder, cfg.embedding, data_dir=cfg.data_dir)
-            log.info("model %s (%d dims, %s backend) loaded in %.1f s", embedder.name, embedder.dim,
-                     cfg.embedding.backend, time.perf_counter() - started)
-        self.model_name = embedder.name
-        self._embedder_state = "ready"
         self._store = await EventStore.open(cfg.db_path, fts_max_docs=cfg.index.fts_max_docs, filter_columns=True)
         self._events = await self._store.count(None, Filters())
-        index, self.index_report = await open_index(
-            cfg.index_path, self._store, dim=embedder.dim, model=embedder.name, config=cfg.index
+        self.model_name = self._embedder_override.name if self._embedder_override else (
+            cfg.embedding.model or DEFAULT_MODEL_NAME)
+        self._backlog = EmbeddingBacklog(
+            self._store, open_dense=self._open_dense, on_ready=self._dense_ready, storage=self._storage,
+            vector_lock=self._vector_lock, model=self.model_name, batch=cfg.embedding.backlog_batch,
+            retry_interval=cfg.embedding.retry_interval, retry_cap=cfg.ingest.retry_max_delay,
+            on_embedded=self._on_embedded, clock=self._clock,
         )
-        log.info("%s", self.index_report)
-        self._index = AsyncIndex(
-            index, vectors=self._store, exact_candidates=cfg.index.exact_candidates, rerank=cfg.index.rerank
+        r = cfg.retrieval
+        self._retriever = HybridRetriever(
+            self._store, None, None, rrf_k=r.rrf_k, candidates=r.candidates,
+            fusion=r.fusion, dense_weight=r.dense_weight, context_window=r.context_window,
+            context_weight=r.context_weight,
         )
-        self._batcher = BatchingEmbedder(embedder, max_batch=cfg.embedding.max_batch)
+        self._eraser = Eraser(self._store, None, batch=cfg.retention_batch, on_removed=self._on_removed,
+                              vector_lock=self._vector_lock)
+        await self._backlog.load()  # degraded (logged) when the model cannot load; a model mismatch raises
         summarizer: Summarizer | None = None
         if cfg.llm.enabled:
             self._summarizer = OpenAISummarizer(
@@ -189,15 +205,9 @@ class MemoryDaemon:
             )
             summarizer = MeteredSummarizer(self._summarizer, self.metrics)
             log.info("LLM summarizer: %s at %s", cfg.llm.model, cfg.llm.base_url)
-        r = cfg.retrieval
-        retriever = HybridRetriever(
-            self._store, self._index, self._batcher, rrf_k=r.rrf_k, candidates=r.candidates,
-            fusion=r.fusion, dense_weight=r.dense_weight, context_window=r.context_window,
-            context_weight=r.context_weight,
-        )
         self._answerer = Answerer(
             self._store,
-            retriever,
+            self._retriever,
             tz=cfg.tz,
             vocabulary=await self._store.vocabulary(),
             default_limit=r.default_limit,
@@ -207,23 +217,24 @@ class MemoryDaemon:
             clock=self._clock,
         )
         self._ingestor = Ingestor(
-            self._store, self._index, self._batcher, model=embedder.name,
-            max_batch=cfg.embedding.max_batch, on_stored=self._on_stored,
+            self._store, outage=self._storage, queue=cfg.ingest.queue, batch=cfg.ingest.batch,
+            on_committed=self._on_committed, on_lost=self._lose_storage,
         )
         self._ingestor.start()
+        await self._backlog.start()
         self._saver = asyncio.create_task(self._save_periodically(), name="memory-index-saver")
-        self._eraser = Eraser(self._store, self._index, batch=cfg.retention_batch, on_removed=self._on_removed)
+        self._watchdog = asyncio.create_task(self._watch_storage(), name="memory-storage-watch")
         if cfg.retention_days > 0:
             self._sweeper = asyncio.create_task(
                 sweep_forever(self._eraser, days=cfg.retention_days, interval=cfg.retention_interval,
                               clock=self._clock), name="memory-retention")
-        # A handler exception (a report that could not be stored) leaves the message for redelivery.
+        # A handler exception (the store lost, ingest closing) leaves the message for redelivery.
         self._agent = AsyncAgent(cfg.handle, servers=self.nats_url, manifest=MANIFEST, max_in_flight=cfg.max_in_flight,
-                                 retry_on_error=True, drain_timeout=30.0, auth=auth)
+                                 retry_on_error=True, drain_timeout=cfg.drain_timeout, auth=auth)
         self._agent.on_message(self._on_message)
         await self._agent.start()
         self._handlers = Handlers(
-            cfg, ingestor=self._ingestor, answerer=self._answerer, eraser=self._eraser, stats=self.stats,
+            cfg, acceptor=self._ingestor, answerer=self._answerer, eraser=self._eraser, stats=self.stats,
             on_forgotten=self._forgotten, clock=self._clock, observe=self.metrics.observe,
             shared=await self._start_shared(cfg, self._agent, self._store) if cfg.shared.enabled else None,
         )
@@ -232,8 +243,8 @@ class MemoryDaemon:
         self._inbox.start()
         self.started_at = self._clock()
         self._phase = "serving"
-        log.info("@%s serving on %s: %d events, %d vectors (%s)", cfg.handle, self.nats_url, self._events,
-                 len(self._index), self._index.kind)
+        log.info("@%s serving on %s: %d events; %s", cfg.handle, self.nats_url, self._events,
+                 self.index_report or f"degraded, without the embedding model ({self._backlog.error})")
 
     async def _start_shared(self, cfg: Config, agent: AsyncAgent, store: EventStore) -> SharedOps:
         """Create the state bucket and change stream if missing, open vector memory, watch expiries."""
@@ -258,6 +269,45 @@ class MemoryDaemon:
         self._expiry = asyncio.create_task(self._shared.watch_expiries(js), name="memory-shared-expiry")
         return SharedOps(state=self._shared, vectors=self._vectors, store=store, db_path=cfg.db_path, tz=cfg.tz)
 
+    async def _open_dense(self) -> DenseParts:
+        """Load the model (or take the one given) and open its FAISS index (repaired from SQLite if needed).
+
+        Raises ``ConfigError`` when the model cannot load, ``VectorModelMismatch`` when SQLite holds vectors
+        of another model.
+        """
+        cfg = self.config
+        assert self._store is not None
+        embedder = self._embedder_override
+        if embedder is None:
+            started = time.perf_counter()
+            embedder = await asyncio.to_thread(load_embedder, cfg.embedding, data_dir=cfg.data_dir)
+            log.info("model %s (%d dims, %s backend) loaded in %.1f s", embedder.name, embedder.dim,
+                     cfg.embedding.backend, time.perf_counter() - started)
+        index, report = await open_index(
+            cfg.index_path, self._store, dim=embedder.dim, model=embedder.name, config=cfg.index
+        )
+        log.info("%s", report)
+        return DenseParts(
+            BatchingEmbedder(embedder, max_batch=cfg.embedding.max_batch,
+                             max_batch_chars=cfg.embedding.max_batch_chars, max_chars=cfg.embedding.max_chars,
+                             yield_to=self._messages_in_flight),
+            AsyncIndex(index, vectors=self._store, exact_candidates=cfg.index.exact_candidates,
+                       rerank=cfg.index.rerank),
+            report,
+        )
+
+    def _messages_in_flight(self) -> int:
+        """Reports being acknowledged and questions being answered: the embedding backlog gives way to them."""
+        return self._agent.in_flight if self._agent is not None else 0
+
+    def _dense_ready(self, parts: DenseParts) -> None:
+        """The model loaded: questions get the dense side, deletes reach FAISS, saves begin."""
+        self._batcher, self._index, self.index_report = parts.embedder, parts.index, parts.report
+        self.model_name = parts.embedder.name
+        assert self._retriever is not None and self._eraser is not None
+        self._retriever.attach(parts.index, parts.embedder)
+        self._eraser.index = parts.index
+
     async def _claim_handle(self, agent: AsyncAgent) -> None:
         """Register the handle. After a crash the old process still holds it until its heartbeat expires
         (3 heartbeat intervals), so HandleTaken is retried for that long; a live holder still wins."""
@@ -275,7 +325,7 @@ class MemoryDaemon:
                 await asyncio.sleep(1.0)
 
     async def serve(self) -> None:
-        """Handle messages until :meth:`stop` is called or a signal arrives."""
+        """Handle messages until :meth:`stop` is called, a signal arrives or the store is lost."""
         assert self._agent is not None, "start() first"
         runner = asyncio.create_task(self._agent.run_forever(), name="memory-agent-loop")
         stopper = asyncio.create_task(self._stopping.wait())
@@ -293,7 +343,8 @@ class MemoryDaemon:
         self._stopping.set()
 
     async def close(self) -> None:
-        """Drain in-flight handlers, flush ingest, save the index, close everything. Idempotent.
+        """Drain in-flight handlers, flush ingest, stop the backlog, save the index (unless the store is
+        lost: nothing is written into a data directory that is gone), close everything. Idempotent.
 
         The HTTP listener closes last, so ``/readyz`` says ``stopping`` while the daemon drains.
         """
@@ -317,6 +368,14 @@ class MemoryDaemon:
         if self._ingestor is not None:
             await self._ingestor.close()
             self._ingestor = None
+        if self._backlog is not None:
+            await self._backlog.close()
+            self._backlog = None
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
+            self._watchdog = None
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -328,7 +387,11 @@ class MemoryDaemon:
                 await self._saver
             self._saver = None
         if self._index is not None:
-            await self._index.save(self.config.index_path)
+            if self._failure is None:
+                try:
+                    await self._index.save(self.config.index_path)
+                except Exception:  # repaired from SQLite at the next start
+                    log.exception("saving the FAISS index at shutdown failed")
             await self._index.close()
             self._index = None
         if self._batcher is not None:
@@ -352,7 +415,10 @@ class MemoryDaemon:
         self._phase = "stopped"
 
     async def async_run(self, on_started: Callable[[MemoryDaemon], None] | None = None) -> None:
-        """start, serve until SIGINT/SIGTERM, close; ``on_started`` is called once serving."""
+        """start, serve until SIGINT/SIGTERM, close; ``on_started`` is called once serving.
+
+        Raises ``StorageLost`` (after closing) when the database file disappeared while serving.
+        """
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -366,6 +432,8 @@ class MemoryDaemon:
             log.info("shutting down: draining in-flight work")
             await self.close()
             log.info("stopped")
+        if self._failure is not None:
+            raise self._failure
 
     def run(self) -> None:
         asyncio.run(self.async_run())
@@ -377,6 +445,13 @@ class MemoryDaemon:
         """What answers each message (after start()): ``await daemon.handlers.handle(msg)`` gives the reply."""
         assert self._handlers is not None, "start() first"
         return self._handlers
+
+    async def wait_embedded(self, timeout: float | None = None) -> None:
+        """Wait until every stored event has a vector (or was found impossible to embed): for tests,
+        benchmarks and tools. Raises ``TimeoutError`` after ``timeout`` seconds (say, while degraded)."""
+        assert self._backlog is not None, "start() first"
+        async with asyncio.timeout(timeout):
+            await self._backlog.wait_idle()
 
     @property
     def store(self) -> EventStore:
@@ -399,7 +474,8 @@ class MemoryDaemon:
         """Answer one mesh message to @memory by resolving its session with the handlers' reply (a room
         event is stored and needs none).
 
-        Raises (so the message is redelivered) only when a report could not be stored.
+        Routes by payload only, whatever subject (or priority lane) the message came on. Raises (so the
+        message is not acknowledged) only when the store is lost or ingest is closing.
         """
         assert self._handlers is not None, "start() first"
         reply = await self._handlers.handle(msg)
@@ -407,16 +483,15 @@ class MemoryDaemon:
             await self._reply(msg, reply.payload, content_type=reply.content_type)
 
     async def _forgotten(self, count: int) -> None:
-        assert self._index is not None
-        await self._index.save(self.config.index_path)  # the vectors leave the file on disk now
+        if self._index is not None:
+            await self._index.save(self.config.index_path)  # the vectors leave the file on disk now
 
     async def _reply(self, msg: Message, payload: str, *, content_type: str = "application/json") -> None:
         assert self._agent is not None
         try:
             await self._agent.resolve(msg.session, payload, content_type=content_type)
         except SessionClosed:
-            # A redelivered message whose session we already resolved: the answer went out before.
-            log.debug("session %s already resolved; not answering again", msg.session)
+            await self._reply_again(msg, payload, content_type)
         except SessionNotFound:
             # Expired, or never opened (a message published without the SDK): nobody can get the answer.
             log.info("session %s of %s from @%s does not exist; reply dropped", msg.session, msg.message_id,
@@ -429,12 +504,55 @@ class MemoryDaemon:
                 f"the answer is {exc.size} bytes, over the mesh's limit of {exc.limit}: ask for fewer events "
                 '(a smaller "limit") or narrow the question with filters or a time window'))
 
+    async def _reply_again(self, msg: Message, payload: str, content_type: str) -> None:
+        """The one place for a reply whose session is already resolved: a redelivered message whose first
+        handling resolved the session. Usually its resolve went out; but if the daemon died between the
+        session record's compare-and-set and the resolve's publish, the sender never got it.
+
+        The mesh cannot re-send a resolve yet. With a re-sendable resolve (``AsyncAgent.resolve(session,
+        payload, content_type=..., replay=True)``: when the record says this handle resolved it, publish
+        the resolve again with the recorded sequence and a message id derived from the session, so
+        JetStream and the receiver drop a copy that did get out), this becomes that call.
+        """
+        log.info("session %s (message %s from @%s) was already resolved; its reply is not sent again (the mesh "
+                 "cannot re-send a resolve)", msg.session, msg.message_id, msg.from_handle)
+
+    # --- health, stats and index --------------------------------------------------------------
+
+    def health(self) -> Health:
+        """Ready, degraded or not ready, with reasons and the backlog; from memory only (never waits)."""
+        backlog = self._backlog
+        storage: StorageState = "lost" if self._failure is not None else "unavailable" if self._storage.down else "ok"
+        embedding = backlog.state if backlog is not None else "loading"
+        reasons: list[str] = []
+        if self._phase != "serving":
+            reasons.append("not serving (starting or stopping)")
+        if self._failure is not None:
+            reasons.append(f"storage lost: {self._failure.reason}")
+        elif self._storage.down:
+            since = self._clock() - (self._storage.since or self._clock())
+            reasons.append(f"storage unavailable: {self._storage.cause} (for {since:.0f} s)")
+        if embedding != "ok" and backlog is not None:
+            reasons.append(f"embedding model {embedding}: {backlog.error or 'loading'}; answers use SQLite and "
+                           "FTS5 only")
+        age = None
+        if backlog is not None and backlog.oldest_received_at is not None and backlog.pending:
+            age = max(self._clock() - backlog.oldest_received_at, 0.0)
+        status: HealthStatus = ("not_ready" if storage != "ok" or self._phase != "serving"
+                                else "degraded" if embedding != "ok" else "ok")
+        return Health(
+            status=status, storage=storage, embedding=embedding, backlog=backlog.pending if backlog else 0,
+            backlog_age_s=age, ingest_queue=self._ingestor.queued if self._ingestor else 0, reasons=tuple(reasons),
+        )
+
     # --- status, stats and index -----------------------------------------------------------------
 
     def status(self) -> DaemonStatus:
         """A snapshot without I/O (see :mod:`memory_agent.status`): safe to call from a health check or a
         scrape however busy the daemon is."""
-        agent, index = self._agent, self._index
+        agent, index, backlog = self._agent, self._index, self._backlog
+        health = self.health()
+        embedder: EmbedderState = {"ok": "ready", "loading": "loading"}.get(health.embedding, "degraded")  # type: ignore[assignment]
         return DaemonStatus(
             phase=self._phase,
             handle=self.config.handle,
@@ -442,24 +560,31 @@ class MemoryDaemon:
             handle_registered=agent is not None and agent.is_registered,
             store_open=self._store is not None,
             index_loaded=index is not None,
-            embedder=self._embedder_state,
+            embedder=embedder,
             model=self.model_name,
             events=self._events,
             index_vectors=len(index) if index is not None else 0,
             index_kind=index.kind if index is not None else "",
-            embedding_backlog=self._ingestor.queued if self._ingestor is not None else 0,
+            embedding_backlog=backlog.pending if backlog is not None else 0,
+            embedding_backlog_age_s=health.backlog_age_s,
             in_flight=agent.in_flight if agent is not None else 0,
             uptime_s=round(self._clock() - self.started_at, 3) if self._phase == "serving" else 0.0,
+            storage=health.storage,
+            storage_detail=next((r for r in health.reasons if r.startswith("storage")), ""),
         )
 
     def _inbox_counts(self) -> InboxCounts | None:
         return self._inbox.counts() if self._inbox is not None else None
 
     async def stats(self) -> dict[str, Any]:
-        """Event count, index size and type, model, uptime (seconds), ingest counters, and the retention
-        (days, None = keep forever) and sender-authentication settings."""
-        assert self._store is not None and self._index is not None and self._batcher is not None
+        """Event count, index size and type, model, uptime (seconds), health (see :meth:`health`), ingest,
+        embedding backlog and storage figures, and the retention (days, None = keep forever) and
+        sender-authentication settings."""
+        assert self._store is not None and self._backlog is not None
         s = await self._store.stats()
+        await self._backlog.resync()
+        ingestor = self._ingestor
+        batcher = self._batcher
         return {
             "version": __version__,
             "handle": self.config.handle,
@@ -467,15 +592,24 @@ class MemoryDaemon:
             "events": s.count,
             "db_bytes": s.db_bytes,
             "wal_bytes": s.wal_bytes,
-            "index": {"size": len(self._index), "type": self._index.kind, "path": str(self.config.index_path)},
+            "index": {"size": len(self._index) if self._index else 0, "type": self._index.kind if self._index else None,
+                      "path": str(self.config.index_path)},
             "model": self.model_name,
             "uptime_s": round(self._clock() - self.started_at, 3),
+            "health": self.health().to_json(),
             "ingest": {
-                "stored": self._ingestor.stored if self._ingestor else 0,
-                "duplicates": self._ingestor.duplicates if self._ingestor else 0,
-                "batches": self._ingestor.batches if self._ingestor else 0,
+                "stored": ingestor.stored if ingestor else 0,
+                "duplicates": ingestor.duplicates if ingestor else 0,
+                "batches": ingestor.batches if ingestor else 0,
+                "refused": ingestor.refused if ingestor else 0,
+                "queued": ingestor.queued if ingestor else 0,
+                "queue_capacity": ingestor.capacity if ingestor else 0,
             },
-            "embedder": {"batches": self._batcher.batches, "texts": self._batcher.texts},
+            "embedding": self._backlog.to_json(),
+            "storage": self._storage.to_json(),
+            "embedder": {"batches": batcher.batches if batcher else 0, "texts": batcher.texts if batcher else 0,
+                         "clipped": batcher.clipped if batcher else 0, "queued": batcher.pending if batcher else 0,
+                         "gave_way_s": round(batcher.yielded_s, 3) if batcher else 0.0},
             "llm": self.config.llm.model if self.config.llm.enabled else None,
             "retention_days": self.config.retention_days or None,
             "authenticated_senders": self.config.security.authenticated_senders,
@@ -487,12 +621,33 @@ class MemoryDaemon:
         self._dirty = True
         self._events -= count
 
-    def _on_stored(self, events: Any) -> None:
-        self._dirty = True
-        self._events += len(events)
-        self.metrics.observe_batch(len(events))
+    def _on_committed(self, committed: Committed) -> None:
+        self._events += len(committed.ids)
+        self.metrics.observe_batch(len(committed.ids))
         if self._answerer is not None:
-            self._answerer.observe(events)
+            self._answerer.observe(committed.events)
+        if self._backlog is not None:
+            self._backlog.added(len(committed.ids), committed.events[0].received_at)
+
+    def _on_embedded(self, count: int) -> None:
+        self._dirty = True
+
+    def _lose_storage(self, lost: StorageLost) -> None:
+        """The database file is gone: stop (nothing more is acknowledged); async_run raises ``lost``."""
+        if self._failure is None:
+            self._failure = lost
+            self.stop()
+
+    async def _watch_storage(self) -> None:
+        """Every ``ingest.watch_interval`` s, check that the database file is still the one opened."""
+        assert self._store is not None and self._ingestor is not None
+        while True:
+            await asyncio.sleep(self.config.ingest.watch_interval)
+            try:
+                self._store.check_on_disk()
+            except StorageLost as lost:
+                self._ingestor.lose(lost)
+                return
 
     async def _save_periodically(self) -> None:
         while True:
@@ -502,13 +657,17 @@ class MemoryDaemon:
                     await self._vectors.save()
                 except Exception:
                     log.exception("saving vector memory's FAISS files failed; will retry")
-            if self._dirty and self._index is not None:
+            if self._dirty and self._index is not None and self._failure is None:
                 self._dirty = False
                 try:
                     await self._index.save(self.config.index_path)
-                except Exception:
+                except Exception as exc:
                     self._dirty = True
-                    log.exception("saving the FAISS index failed; will retry")
+                    cause = transient_cause(exc)
+                    if cause is None:
+                        log.exception("saving the FAISS index failed; will retry")
+                    else:  # a full disk: the file stays behind SQLite, which a restart repairs
+                        log.warning("saving the FAISS index failed (%s); will retry", cause)
 
 
 def _embedded_server_error(exc: ServerError, host: str, port: int) -> ConfigError:

@@ -24,6 +24,7 @@ __all__ = [
     "DimensionMismatch",
     "EmbedderClosed",
     "EmbedderError",
+    "EmbedderUnavailable",
     "IndexFileError",
     "IngestClosed",
     "InvalidArgument",
@@ -31,10 +32,13 @@ __all__ = [
     "MemoryAgentError",
     "QueryError",
     "ReportError",
+    "ReportRefused",
     "SharedAccessDenied",
     "SharedMemoryError",
     "SharedMemoryUnavailable",
     "SnapshotError",
+    "StorageLost",
+    "StorageUnavailable",
     "StoreClosed",
     "StoreError",
     "SummaryRejected",
@@ -245,6 +249,33 @@ class StoreError(MemoryAgentError):
         self.path = path
 
 
+class StorageUnavailable(StoreError):
+    """Storage cannot take writes right now (busy, locked, disk full, I/O error): transient.
+
+    ``cause`` is the short reason (see :func:`memory_agent.store.faults.transient_cause`), ``since`` when
+    the outage began (seconds since the epoch, UTC). A report that meets it stays unacknowledged and is
+    tried again; it is never answered with an error.
+    """
+
+    def __init__(self, path: str, cause: str, *, since: float) -> None:
+        super().__init__(f"storage {path} is unavailable: {cause}; the report is kept and retried", path=path)
+        self.cause = cause
+        self.since = since
+
+
+class StorageLost(StoreError):
+    """The database file (or its directory) disappeared or was replaced under the daemon; ``reason`` says
+    which. Nothing more is acknowledged: the daemon stops, not ready, and exits non-zero."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(
+            f"the store {path} is gone ({reason}): nothing more is acknowledged; restore the data directory "
+            "(or point --data-dir at the right one) and start memory-agent again",
+            path=path,
+        )
+        self.reason = reason
+
+
 class StoreClosed(StoreError):
     """The event store was used after ``close()``."""
 
@@ -293,6 +324,27 @@ class EmbedderClosed(EmbedderError):
 
     def __init__(self, model: str) -> None:
         super().__init__(f"the embedder of {model!r} is closed", model=model)
+
+
+class EmbedderUnavailable(EmbedderError):
+    """No embedding model is loaded (it failed to load, or its retry is pending): the daemon runs degraded,
+    storing reports and answering from SQLite and FTS5. ``reason`` is why."""
+
+    def __init__(self, model: str, reason: str) -> None:
+        super().__init__(f"the embedding model {model!r} is unavailable: {reason}", model=model)
+        self.reason = reason
+
+
+class ReportRefused(MemoryAgentError):
+    """A report that cannot be stored although storage works: tried alone, it still made its transaction
+    fail. ``error_id`` ties the sender's error reply to the log line with the cause."""
+
+    def __init__(self, error_id: str) -> None:
+        super().__init__(
+            f"this report could not be stored (error id {error_id}): storage refused it when it was tried "
+            "alone; the @memory operator's log has the cause"
+        )
+        self.error_id = error_id
 
 
 class IngestClosed(MemoryAgentError):

@@ -1,11 +1,14 @@
 """What @memory answers to each message: a mesh ``Message`` in, a :class:`Reply` out. No NATS here.
 
 :class:`Handlers` reads a payload by the wire contract (:func:`memory_agent.wire.classify`) and routes
-it: a report to ingest, a question to the answerer, an operation (``stats``, ``forget``) to its
-handler. A ``RoomEvent`` (@memory is a member of a room: it was invited, it never joins by itself) is
-stored as a report (:func:`memory_agent.wire.room_report`) and needs no reply. Bad input gets an error reply saying how to fix it; an internal failure gets a short reply
-with an error id that the log line also carries (never a Python exception text). Storage errors of a
-report propagate, so the daemon leaves the message unacknowledged and it is redelivered.
+it: a report to the acceptance step (:class:`memory_agent.protocols.Acceptor`), a question to the
+answerer, an operation (``stats``, ``forget``, shared memory's ``kv.*``/``vector.*``) to its handler.
+Routing reads the payload only, never the subject or lane it came on, so a question answers the same
+whichever way it arrives. A ``RoomEvent`` (@memory is a member of a room: it was invited, it never joins
+by itself) is stored as a report (:func:`memory_agent.wire.room_report`) and needs no reply. Bad input
+gets an error reply saying how to fix it; an internal failure gets a short reply with an error id that
+the log line also carries (never a Python exception text). A report that storage cannot take right now
+stays unacknowledged (:func:`leave_unacknowledged`, the one place that decides how) until it can.
 
 Every report stored or rejected and every question answered or refused gets one INFO line (message id,
 sender, result, intent, window, result count, milliseconds; never payload text), with the same values as
@@ -15,6 +18,7 @@ metrics).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -24,12 +28,17 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from memory_agent.errors import (
     AccessDenied,
+    IngestClosed,
     MemoryAgentError,
     QueryError,
     ReportError,
+    ReportRefused,
+    StorageLost,
+    StorageUnavailable,
     excerpt,
     internal_error_id,
 )
+from memory_agent.health import retry_delay
 from memory_agent.query.text import clip
 from memory_agent.retention import check_admin, parse_forget
 from memory_agent.shared.wire import SHARED_OPERATIONS
@@ -49,14 +58,13 @@ from mesh import Message, RoomEvent
 
 if TYPE_CHECKING:
     from memory_agent.config import Config
-    from memory_agent.ingest import Ingestor
-    from memory_agent.protocols import Clock
+    from memory_agent.protocols import Acceptor, Clock
     from memory_agent.query.answer import Answer, Answerer
     from memory_agent.retention import Eraser
     from memory_agent.shared.ops import SharedOps
-    from memory_agent.types import TimeWindow
+    from memory_agent.types import InsertResult, NewEvent, TimeWindow
 
-__all__ = ["OPERATIONS", "Handlers", "Outcome", "Reply"]
+__all__ = ["OPERATIONS", "Handlers", "Outcome", "Reply", "leave_unacknowledged"]
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +120,29 @@ def _internal_error(what: str, msg: Message) -> Reply:
         f"internal error while {what} (error id {error_id}); the @memory operator's log has the details"))
 
 
+async def leave_unacknowledged(message_id: str, sender: str, exc: Exception, attempt: int, *, cap: float) -> None:
+    """The one place that keeps a message unacknowledged for a later try, without an error reply and
+    without using up its deliveries: storage is unavailable, or gone (``exc``), the report is not bad.
+
+    The mesh has no way yet for a handler to ask for a redelivery that does not count towards
+    ``max_deliver``, so the handler keeps the message: it waits here (the mesh's dispatcher keeps
+    sending in-progress acks, so JetStream neither redelivers nor terminates it) and the caller then
+    tries again. The wait grows with ``attempt`` up to ``cap`` seconds (:func:`memory_agent.health.retry_delay`).
+    With the mesh's ``Retry`` (a handler exception meaning "nak with this delay, not counted as a
+    failed delivery"), this body becomes ``raise Retry(delay=retry_delay(attempt, cap=cap))``.
+    After ``StorageLost`` the daemon is stopping: the wait ends when the mesh's drain cancels the
+    handler (the message is nak'ed, one delivery spent, and goes to the next daemon). ``IngestClosed``
+    is raised on (nak).
+    """
+    if isinstance(exc, IngestClosed):
+        raise exc
+    delay = retry_delay(attempt, cap=cap)
+    # The outage itself is logged once (memory_agent.health.Outage); a line per report would flood the log.
+    log.debug("report %s from @%s kept unacknowledged (%s); trying again in %.2f s", message_id, sender,
+              type(exc).__name__, delay)
+    await asyncio.sleep(delay)
+
+
 class Handlers:
     """Routes each message to @memory by the wire contract; see the module docstring.
 
@@ -124,7 +155,7 @@ class Handlers:
         self,
         config: Config,
         *,
-        ingestor: Ingestor,
+        acceptor: Acceptor,
         answerer: Answerer,
         eraser: Eraser,
         stats: Callable[[], Awaitable[dict[str, Any]]],
@@ -134,7 +165,7 @@ class Handlers:
         shared: SharedOps | None = None,
     ) -> None:
         self._config = config
-        self._ingestor = ingestor
+        self._acceptor = acceptor
         self._answerer = answerer
         self._eraser = eraser
         self._stats = stats
@@ -151,7 +182,8 @@ class Handlers:
         """The reply to ``msg``, or ``None`` when there is nothing to answer (a session's resolve, a room
         event).
 
-        Raises the storage error of a report that could not be stored (so it is redelivered).
+        A report returns once accepted (or refused); while storage is unavailable it waits (see
+        :func:`leave_unacknowledged`). Raises ``StorageLost``/``IngestClosed`` (not acknowledged).
         """
         if isinstance(msg, RoomEvent):
             await self._room_event(msg)
@@ -207,9 +239,12 @@ class Handlers:
         if self._config.security.authenticated_senders:
             event = replace(event, sender_verified=True)
         try:
-            result = await self._ingestor.ingest(event)
+            result = await self._accept(event, msg.message_id, msg.from_handle)
+        except ReportRefused as exc:
+            self._rejected("report", msg, exc, started)
+            return Reply(error_reply(str(exc)))
         except BaseException:
-            # Storage errors propagate: the message is not acked and will be redelivered.
+            # StorageLost / IngestClosed / cancellation: the message is not acked and will be redelivered.
             self._done(Outcome("report", "failed", time.perf_counter() - started))
             raise
         seconds = time.perf_counter() - started
@@ -221,6 +256,17 @@ class Handlers:
                         "result": outcome, "event_id": result.id, "trace_id": event.trace_id,
                         "duration_ms": round(seconds * 1000, 2)})
         return Reply(stored_reply(result))
+
+    async def _accept(self, event: NewEvent, message_id: str, sender: str) -> InsertResult:
+        """``acceptor.accept(event)``, waiting (unacknowledged) while storage is unavailable; raises
+        ``ReportRefused``, ``StorageLost``, ``IngestClosed``."""
+        attempt = 0
+        while True:
+            try:
+                return await self._acceptor.accept(event)
+            except (StorageUnavailable, StorageLost, IngestClosed) as exc:
+                await leave_unacknowledged(message_id, sender, exc, attempt, cap=self._config.ingest.retry_max_delay)
+                attempt += 1
 
     async def _room_event(self, msg: RoomEvent) -> None:
         """Store a room's posted message (or its closing) as a report; log being invited."""
@@ -242,8 +288,12 @@ class Handlers:
         if self._config.security.authenticated_senders:  # the poster is in the subject the server allowed
             event = replace(event, sender_verified=True)
         try:
-            result = await self._ingestor.ingest(event)  # storage errors propagate: redelivered
-        except Exception:
+            result = await self._accept(event, msg.event_id, msg.sender_handle)
+        except ReportRefused as exc:
+            self._done(Outcome("report", "rejected", time.perf_counter() - started))
+            log.warning("room %s event %s from @%s not stored: %s", msg.room_id, msg.room_seq, msg.sender_handle, exc)
+            return
+        except BaseException:  # StorageLost / IngestClosed: not acked, redelivered
             self._done(Outcome("report", "failed", time.perf_counter() - started))
             raise
         seconds = time.perf_counter() - started

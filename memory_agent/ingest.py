@@ -1,162 +1,244 @@
-"""Batched, pipelined ingest: many reports in flight become one encode call and one SQLite transaction.
+"""Accepting reports: a report is acknowledged once its row and its full-text entry are committed.
 
-Each report handler awaits :meth:`Ingestor.ingest`. A worker task takes everything queued (up to
-``max_batch``), drops reports already stored (one query per batch: redeliveries are answered from
-SQLite without embedding), and embeds the texts in one call off the event loop. The batch is then
-committed by a second stage: rows and vectors in one SQLite transaction (the source of truth), then the
-vectors into FAISS, then the callers are answered. The two stages overlap — batch N+1 is embedded
-while batch N is committed — and commits happen one at a time, in batch order. A crash between SQLite
-and FAISS leaves the FAISS file behind SQLite, which :func:`memory_agent.index.open_index` detects
-and repairs at the next start. Nothing is acknowledged on the mesh before its row is committed.
+:class:`Ingestor` is the one acceptance step (:class:`memory_agent.protocols.Acceptor`): each report
+handler awaits :meth:`Ingestor.accept`, which puts the report on a bounded queue (a full queue makes
+the caller wait, so JetStream holds the rest: back-pressure, never a drop) and returns its
+:class:`~memory_agent.types.InsertResult` once a writer task has committed it in SQLite with its FTS5
+row, many reports per transaction. Nothing is embedded here: the rows join the embedding backlog
+(:mod:`memory_agent.backlog`), so acknowledgement runs at the speed of SQLite, not of the model.
+A report whose ``message_id`` is already stored (a redelivery) is answered with its first id.
+
+What can go wrong, and what the caller sees:
+
+* storage unavailable (busy, locked, disk full, I/O: :func:`memory_agent.store.faults.transient_cause`):
+  ``StorageUnavailable``; the message stays unacknowledged and is tried again until storage is back
+  (the outage is logged once, with its cause and, when it ends, its duration);
+* a report that makes its transaction fail for another reason: the batch is retried one report at a
+  time, the others are stored, and the one that still fails gets ``ReportRefused`` (an error reply, no
+  redelivery);
+* the database file deleted or replaced under the daemon: ``StorageLost`` for this and every later
+  report (``on_lost`` stops the daemon); a batch committed into a file that is gone is never
+  acknowledged.
+
+In a cluster the acceptance point moves to "the replicated events stream has it" (issue 15): that is
+another :class:`~memory_agent.protocols.Acceptor`, with the same results and errors.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
-
-from memory_agent.errors import IngestClosed
+from memory_agent.errors import (
+    IngestClosed,
+    InvalidArgument,
+    ReportRefused,
+    StorageLost,
+    StorageUnavailable,
+    internal_error_id,
+)
+from memory_agent.health import Outage
+from memory_agent.store.faults import transient_cause
 from memory_agent.types import InsertResult, NewEvent
 
-__all__ = ["Ingestor"]
+__all__ = ["Committed", "Ingestor"]
 
 if TYPE_CHECKING:
-    from memory_agent.embedding.batching import BatchingEmbedder
-    from memory_agent.index.async_index import AsyncIndex
     from memory_agent.store.events import EventStore
 
 log = logging.getLogger(__name__)
 
+_Item = tuple[NewEvent, "asyncio.Future[InsertResult]"]
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """Newly stored events of one transaction (duplicates left out), with their ids, in id order."""
+
+    ids: tuple[int, ...]
+    events: tuple[NewEvent, ...]
+
 
 class Ingestor:
-    """Owns the ingest worker. ``on_stored`` sees each batch of newly stored events (not duplicates)."""
+    """The acceptance step of a single node: reports committed to SQLite (+FTS5), ``batch`` per transaction.
+
+    ``queue``: reports waiting to be committed, at most (callers wait beyond). ``outage`` tracks storage
+    availability (shared with the embedding backlog). ``on_committed`` sees each transaction's new rows;
+    ``on_lost`` is told once when the database file disappears. ``start()``, then ``await close()``
+    (finishes what is queued).
+    """
 
     def __init__(
         self,
         store: EventStore,
-        index: AsyncIndex,
-        embedder: BatchingEmbedder,
         *,
-        model: str,
-        max_batch: int = 128,
-        on_stored: Callable[[Sequence[NewEvent]], Any] | None = None,
+        outage: Outage,
+        queue: int = 1024,
+        batch: int = 256,
+        on_committed: Callable[[Committed], None] | None = None,
+        on_lost: Callable[[StorageLost], None] | None = None,
     ) -> None:
+        if queue < 1 or batch < 1:
+            raise InvalidArgument("queue/batch", f"must be >= 1, not {queue}/{batch}")
         self._store = store
-        self._index = index
-        self._embedder = embedder
-        self._model = model
-        self._max_batch = max_batch
-        self._on_stored = on_stored
-        self._pending: list[tuple[NewEvent, asyncio.Future[InsertResult]]] = []
-        self._wakeup = asyncio.Event()
+        self._outage = outage
+        self._batch = batch
+        self.capacity = queue
+        self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=queue)
+        self._on_committed = on_committed
+        self._on_lost = on_lost
         self._closing = False
-        self._worker: asyncio.Task[None] | None = None
+        self._lost: StorageLost | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self.waiting = 0
         self.stored = 0
         self.duplicates = 0
         self.batches = 0
+        self.refused = 0
+        self.isolated_batches = 0
 
     @property
     def queued(self) -> int:
-        """Reports waiting for the worker to take them into a batch (not yet embedded)."""
-        return len(self._pending)
+        """Reports in the queue or waiting for room in it."""
+        return self._queue.qsize() + self.waiting
+
+    @property
+    def lost(self) -> StorageLost | None:
+        """The ``StorageLost`` that stopped acceptance, if any."""
+        return self._lost
 
     def start(self) -> None:
-        if self._worker is None:
-            self._worker = asyncio.create_task(self._run(), name="memory-ingest")
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._run(), name="memory-ingest-writer")
 
-    async def ingest(self, event: NewEvent) -> InsertResult:
-        """Store one event (embedding it in a batch with others); a known ``message_id`` returns its first id.
+    async def accept(self, event: NewEvent) -> InsertResult:
+        """Store ``event`` (with its FTS5 row) and return its id once committed; a ``message_id`` already
+        stored returns its first id with ``duplicate=True``. Waits while the queue is full.
 
-        Raises IngestClosed during shutdown, or the storage/embedding error of its batch.
+        Raises ``StorageUnavailable`` (transient: leave the message unacknowledged and try again later),
+        ``ReportRefused`` (this report cannot be stored: answer with an error), ``StorageLost`` and
+        ``IngestClosed`` (stop acknowledging).
         """
+        if self._lost is not None:
+            raise self._lost
         if self._closing:
             raise IngestClosed()
         future: asyncio.Future[InsertResult] = asyncio.get_running_loop().create_future()
-        self._pending.append((event, future))
-        self._wakeup.set()
+        self.waiting += 1
+        try:
+            await self._queue.put((event, future))
+        finally:
+            self.waiting -= 1
         return await future
 
     async def close(self) -> None:
-        """Finish what is queued, then stop the worker. Idempotent."""
+        """Commit what is queued, then stop the writer. Idempotent."""
         self._closing = True
-        self._wakeup.set()
-        if self._worker is not None:
-            await self._worker
-            self._worker = None
+        if self._writer is None:
+            return
+        if not self._writer.done():
+            await self._queue.join()
+            self._writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._writer
+        self._writer = None
+        while not self._queue.empty():  # put after the last commit (by a caller already waiting for room)
+            _, future = self._queue.get_nowait()
+            if not future.done():
+                future.set_exception(IngestClosed())
+
+    def lose(self, lost: StorageLost) -> None:
+        """Stop accepting: every queued and later report fails with ``lost`` (the file is gone)."""
+        if self._lost is None:
+            self._lost = lost
+            log.critical("%s", lost)
+            if self._on_lost is not None:
+                self._on_lost(lost)
 
     async def _run(self) -> None:
-        committing: asyncio.Task[None] | None = None
-        try:
-            while True:
-                await self._wakeup.wait()
-                self._wakeup.clear()
-                while self._pending:
-                    batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
-                    embedded = await self._embed_batch(batch)
-                    if committing is not None:
-                        await committing  # commits stay in batch order, one at a time
-                        committing = None
-                    if embedded is not None:
-                        committing = asyncio.create_task(self._commit_batch(*embedded), name="memory-ingest-commit")
-                if self._closing:
-                    return
-        finally:
-            if committing is not None:
-                await committing
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                live = [item for item in batch if not item[1].done()]  # a cancelled caller's report is not stored
+                if live:
+                    await self._commit(live)
+            except Exception as exc:  # a bug here must not leave callers waiting forever
+                log.exception("ingest writer failed on a batch of %d", len(batch))
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
 
-    async def _embed_batch(
-        self, batch: list[tuple[NewEvent, asyncio.Future[InsertResult]]]
-    ) -> tuple[list[tuple[NewEvent, asyncio.Future[InsertResult]]], np.ndarray, float] | None:
-        """Answer the already-stored reports and embed the rest; None when nothing is left to commit."""
+    async def _commit(self, batch: list[_Item]) -> None:
+        if self._lost is not None:
+            self._fail(batch, self._lost)
+            return
         started = time.perf_counter()
-        try:
-            # Redelivered reports are answered from SQLite without embedding them again.
-            known = await self._store.find_messages([event.message_id for event, _ in batch])
-            if known:
-                for event, future in batch:
-                    if event.message_id in known and not future.done():
-                        future.set_result(InsertResult(id=known[event.message_id], duplicate=True))
-                self.duplicates += sum(1 for event, _ in batch if event.message_id in known)
-                batch = [(event, future) for event, future in batch if event.message_id not in known]
-            if not batch:
-                return None
-            vectors = await self._embedder.embed([event.text for event, _ in batch])
-        except Exception as exc:
-            self._fail(batch, exc)
-            return None
-        return batch, vectors, started
-
-    async def _commit_batch(
-        self, batch: list[tuple[NewEvent, asyncio.Future[InsertResult]]], vectors: np.ndarray, started: float
-    ) -> None:
         events = [event for event, _ in batch]
         try:
-            results = await self._store.insert(events, vectors, model=self._model)
-            fresh = [i for i, r in enumerate(results) if not r.duplicate]
-            if fresh:
-                ids = np.array([results[i].id for i in fresh], dtype=np.int64)
-                await self._index.add(ids, vectors[fresh])
+            results = await self._store.insert(events)
         except Exception as exc:
-            self._fail(batch, exc)
+            await self._failed(batch, exc)
             return
+        try:
+            self._store.check_on_disk()  # committed into a file that is gone: never answer "stored"
+        except StorageLost as lost:
+            self.lose(lost)
+            self._fail(batch, lost)
+            return
+        self._outage.recovered()
+        fresh = [i for i, r in enumerate(results) if not r.duplicate]
         self.batches += 1
         self.stored += len(fresh)
         self.duplicates += len(results) - len(fresh)
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("stored %d of %d reports in %.1f ms", len(fresh), len(batch), (time.perf_counter() - started) * 1000)
-        if self._on_stored is not None and fresh:
-            self._on_stored([events[i] for i in fresh])
+            log.debug("committed %d new of %d reports in %.1f ms", len(fresh), len(batch),
+                      (time.perf_counter() - started) * 1000)
+        if fresh and self._on_committed is not None:
+            self._on_committed(Committed(tuple(results[i].id for i in fresh), tuple(events[i] for i in fresh)))
         for (_, future), result in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(result)
 
-    def _fail(self, batch: list[tuple[NewEvent, asyncio.Future[InsertResult]]], exc: Exception) -> None:
-        log.error("ingest batch of %d failed: %s: %s", len(batch), type(exc).__name__, exc)
+    async def _failed(self, batch: list[_Item], exc: Exception) -> None:
+        """A transaction failed: storage lost, storage unavailable, or one of the reports is bad."""
+        try:
+            self._store.check_on_disk()
+        except StorageLost as lost:
+            self.lose(lost)
+            self._fail(batch, lost)
+            return
+        cause = transient_cause(exc)
+        if cause is not None:
+            since = self._outage.failed(cause, exc)
+            self._fail(batch, StorageUnavailable(str(self._store.path), cause, since=since))
+            return
+        if len(batch) > 1:
+            self.isolated_batches += 1
+            log.warning("a transaction of %d reports failed (%s: %s); storing them one at a time to find the "
+                        "report that fails it", len(batch), type(exc).__name__, exc)
+            for item in batch:
+                await self._commit([item])
+            return
+        event, future = batch[0]
+        error_id = internal_error_id()
+        self.refused += 1
+        log.error("report %s from @%s refused by storage (error %s): %s: %s", event.message_id, event.from_handle,
+                  error_id, type(exc).__name__, exc, exc_info=exc)
+        if not future.done():
+            future.set_exception(ReportRefused(error_id))
+
+    @staticmethod
+    def _fail(batch: Sequence[_Item], exc: Exception) -> None:
         for _, future in batch:
             if not future.done():
                 future.set_exception(exc)

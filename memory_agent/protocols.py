@@ -1,5 +1,8 @@
-"""The seams of memory_agent: the four collaborators a test (or a user) may replace with its own.
+"""The seams of memory_agent: the collaborators a test (or a user, or a later deployment) may replace.
 
+- :class:`Acceptor`: the acceptance step of a report, the point after which it is acknowledged
+  (:class:`memory_agent.ingest.Ingestor`: committed in SQLite with its FTS5 row; in a cluster: the
+  replicated events stream has it).
 - :class:`Embedder`: texts to vectors (the bundled MiniLM through sentence-transformers or ONNX Runtime;
   tests pass :class:`memory_agent.embedding.hashing.HashingEmbedder`).
 - :class:`VectorIndex`: vectors keyed by event ids (:class:`memory_agent.index.flat.FlatIndex`,
@@ -20,12 +23,24 @@ import numpy as np
 
 if TYPE_CHECKING:
     from memory_agent.index.files import IndexMeta
-    from memory_agent.types import StoredEvent
+    from memory_agent.types import InsertResult, NewEvent, StoredEvent
 
-__all__ = ["Clock", "Embedder", "Summarizer", "VectorIndex"]
+__all__ = ["Acceptor", "Clock", "Embedder", "Summarizer", "VectorIndex"]
 
 Clock = Callable[[], float]
 """Returns seconds since the epoch, UTC (``time.time`` in production)."""
+
+
+class Acceptor(Protocol):
+    """Accepts a report durably; a report handler acknowledges the message only after :meth:`accept` returned.
+
+    ``accept`` returns the event's id (``duplicate=True`` with the first id for a ``message_id`` already
+    accepted) once the report survives a crash. Raises ``StorageUnavailable`` (transient: leave the
+    message unacknowledged, try again later), ``ReportRefused`` (this report cannot be stored: an error
+    reply), ``StorageLost`` or ``IngestClosed`` (stop acknowledging).
+    """
+
+    async def accept(self, event: NewEvent) -> InsertResult: ...
 
 
 @runtime_checkable

@@ -92,16 +92,21 @@ def parse_forget(args: Mapping[str, Any], *, tz: tzinfo) -> ForgetRequest:
 
 
 class Eraser:
-    """Deletes events from the store and the vector index; ``on_removed(n)`` is told after each batch."""
+    """Deletes events from the store and the vector index; ``on_removed(n)`` is told after each batch.
 
-    def __init__(self, store: EventStore, index: AsyncIndex, *, batch: int = 500,
-                 on_removed: Callable[[int], None] | None = None) -> None:
+    ``index`` is ``None`` while no model is loaded (the index, opened later, is repaired from SQLite);
+    ``vector_lock`` is held per batch so the embedding backlog never adds the vector of a deleted row.
+    """
+
+    def __init__(self, store: EventStore, index: AsyncIndex | None, *, batch: int = 500,
+                 on_removed: Callable[[int], None] | None = None, vector_lock: asyncio.Lock | None = None) -> None:
         if batch < 1:
             raise InvalidArgument("batch", f"must be >= 1, not {batch}")
         self._store = store
-        self._index = index
+        self.index = index
         self._batch = batch
         self._on_removed = on_removed
+        self._lock = vector_lock or asyncio.Lock()
 
     async def forget(self, request: ForgetRequest) -> int:
         """Delete what ``request`` selects; returns how many events were deleted (0 if none matched)."""
@@ -123,8 +128,10 @@ class Eraser:
         deleted = 0
         for start in range(0, len(ids), self._batch):
             chunk = ids[start : start + self._batch]
-            n = await self._store.delete(chunk)
-            await self._index.remove(chunk)
+            async with self._lock:
+                n = await self._store.delete(chunk)
+                if self.index is not None:
+                    await self.index.remove(chunk)
             deleted += n
             if self._on_removed is not None and n:
                 self._on_removed(n)

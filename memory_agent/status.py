@@ -28,8 +28,10 @@ class DaemonStatus:
     """A snapshot of the daemon (no I/O to take it). Counts are exact at the moment it was taken.
 
     ``events``: rows in SQLite; ``index_vectors``: vectors in the FAISS index; ``embedding_backlog``:
-    reports received but not yet embedded; ``in_flight``: messages whose handlers run now;
-    ``uptime_s``: seconds since serving began (0 before).
+    reports stored but not yet embedded, the oldest received ``embedding_backlog_age_s`` seconds ago
+    (None when there is none); ``in_flight``: messages whose handlers run now; ``uptime_s``: seconds
+    since serving began (0 before); ``storage``: ``ok``, ``unavailable`` (locked or full: reports wait
+    unacknowledged) or ``lost`` (the database file disappeared), with ``storage_detail`` saying why.
     """
 
     phase: Phase
@@ -46,6 +48,9 @@ class DaemonStatus:
     embedding_backlog: int
     in_flight: int
     uptime_s: float
+    embedding_backlog_age_s: float | None = None
+    storage: Literal["ok", "unavailable", "lost"] = "ok"
+    storage_detail: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,18 +76,25 @@ class Readiness:
 
 
 def readiness(status: DaemonStatus) -> Readiness:
-    """Ready while serving with NATS connected, the handle registered, the store open, the index loaded
-    and the embedder ready or degraded (reports are then still stored; see :data:`EmbedderState`)."""
+    """Ready while serving with NATS connected, the handle registered, the store open and writable, the
+    index loaded (or the embedder degraded: answers then use SQLite and FTS5 only) and the embedder ready
+    or degraded (reports are then still stored; see :data:`EmbedderState`)."""
     embedder_ok = status.embedder in ("ready", "degraded")
+    store_ok = status.store_open and status.storage == "ok"
+    store_detail = (f"open, {status.events} events" if store_ok
+                    else status.storage_detail or f"storage {status.storage}" if status.store_open else "not open")
+    index_ok = status.index_loaded or status.embedder == "degraded"
+    index_detail = (f"{status.index_kind}, {status.index_vectors} vectors" if status.index_loaded
+                    else "none: the embedding model is unavailable" if index_ok else "not loaded")
+    age = f", oldest {status.embedding_backlog_age_s:.0f} s" if status.embedding_backlog_age_s is not None else ""
     checks = {
         "nats": (status.nats_connected, "connected" if status.nats_connected else "not connected (reconnecting)"),
         "handle": (status.handle_registered,
                    f"@{status.handle} registered" if status.handle_registered else f"@{status.handle} not registered"),
-        "store": (status.store_open, f"open, {status.events} events" if status.store_open else "not open"),
-        "index": (status.index_loaded,
-                  f"{status.index_kind}, {status.index_vectors} vectors" if status.index_loaded else "not loaded"),
+        "store": (store_ok, store_detail),
+        "index": (index_ok, index_detail),
         "embedder": (embedder_ok, f"{status.embedder} ({status.model or 'no model yet'}), "
-                                  f"{status.embedding_backlog} waiting"),
+                                  f"{status.embedding_backlog} waiting{age}"),
     }
     ready = status.phase == "serving" and all(ok for ok, _ in checks.values())
     return Readiness(ready=ready, phase=status.phase, checks=checks)

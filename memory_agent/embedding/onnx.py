@@ -161,6 +161,8 @@ class OnnxEmbedder:
         tokenizer.no_padding()
         tokenizer.enable_truncation(max_length=self.source.max_seq_length)
         self._tokenizer = tokenizer
+        #: Tokens the model reads of a text (the rest is cut by the tokenizer).
+        self.max_tokens = int(self.source.max_seq_length)
 
     # --- cache --------------------------------------------------------------------------------
 

@@ -79,6 +79,8 @@ class SentenceTransformerEmbedder:
         if not dim:
             raise ConfigError(f"embedder model {self.name!r}: cannot tell its embedding dimension", key="embedding.model")
         self.dim = int(dim)
+        #: Tokens the model reads of a text (sentence-transformers cuts the rest): 256 for all-MiniLM-L6-v2.
+        self.max_tokens = int(getattr(self._model, "max_seq_length", 0) or 512)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """``(len(texts), dim)`` float32, L2-normalised. Blocking (runs the model)."""

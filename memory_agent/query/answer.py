@@ -230,15 +230,21 @@ class Answerer:
 
     async def _search(self, u: Understanding, q: Question) -> Answer:
         limit = q.limit or self._default_limit
-        hits, _filters, relaxed = await self._search_relaxing(u, limit=limit)
+        hits, filters, relaxed = await self._search_relaxing(u, limit=limit)
+        waiting = await self._store.count_unembedded(u.window, filters)
+        if waiting:  # reports not embedded yet are found by their words (BM25) and filters only
+            note = f"{waiting} {_plural(waiting, 'event')} in this window not embedded yet: found by words only"
+            u = replace(u, notes=(*u.notes, note))
         if not hits:
-            return self._nothing(u, f"No events {_describe(u)}.")
+            return self._nothing(u, f"No events {_describe(u)}." + (f"\n({u.notes[-1]}.)" if waiting else ""))
         by_id = {e.id: e for e in await self._store.get([h.id for h in hits])}
         scored = [ScoredEvent(by_id[h.id], h.score) for h in hits if h.id in by_id]
         lines = [f"The {len(scored)} most relevant {_plural(len(scored), 'event')} {_describe(u)}:"]
         lines += [self._line(s.event) for s in scored]
         if relaxed:
             lines.append(f"(Nothing matched {relaxed}; searched without it.)")
+        if waiting:
+            lines.append(f"({u.notes[-1]}.)")
         return Answer(
             text="\n".join(lines), events=tuple(scored), window=u.window, intent=u.intent, notes=u.notes
         )

@@ -27,6 +27,7 @@ Three steps, each a ``[retrieval]`` key:
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -49,6 +50,8 @@ __all__ = [
     "reciprocal_rank_fusion",
     "spread_to_neighbours",
 ]
+
+log = logging.getLogger(__name__)
 
 Fusion = Literal["convex", "rrf"]
 """How the dense and sparse rankings are fused: convex combination of scores, or reciprocal-rank fusion."""
@@ -151,14 +154,16 @@ class HybridRetriever:
     ``candidates`` hits come from each retriever; ``fusion`` and ``dense_weight`` say how they are
     combined; ``context_window`` events on each side of a hit on its trace (0 = off, at most 5) get
     ``context_weight`` of its score. See the module docstring for each step and its source.
+    Without an ``index`` and ``embedder`` (the model has not loaded: the daemon runs degraded), or when
+    the query cannot be embedded, the dense side is empty and BM25 alone ranks; :meth:`attach` adds them.
     Raises ``InvalidArgument`` (a ``ValueError``) for a setting out of range.
     """
 
     def __init__(
         self,
         store: EventStore,
-        index: AsyncIndex,
-        embedder: BatchingEmbedder,
+        index: AsyncIndex | None,
+        embedder: BatchingEmbedder | None,
         *,
         rrf_k: int = 60,
         candidates: int = 100,
@@ -185,6 +190,19 @@ class HybridRetriever:
         self._context_window = context_window
         self._context_weight = context_weight
 
+    def attach(self, index: AsyncIndex, embedder: BatchingEmbedder) -> None:
+        """Use ``index`` and ``embedder`` for the dense side from now on (the model loaded)."""
+        self._index, self._embedder = index, embedder
+
+    async def _query_vector(self, text: str) -> np.ndarray | None:
+        if self._embedder is None:
+            return None
+        try:
+            return await self._embedder.embed_query(text)
+        except Exception as exc:  # the model failing must not fail the question: BM25 still answers
+            log.warning("query embedding failed (%s: %s); ranking by BM25 alone", type(exc).__name__, exc)
+            return None
+
     async def search(
         self, text: str, window: TimeWindow | None, filters: Filters, *, limit: int
     ) -> list[Hit]:
@@ -195,9 +213,9 @@ class HybridRetriever:
         depth = max(self._candidates, limit)
         # The query embedding (model thread) overlaps the BM25 search (SQLite thread).
         query, sparse = await asyncio.gather(
-            self._embedder.embed_query(text), self._store.fts_search(text, window, filters, limit=depth)
+            self._query_vector(text), self._store.fts_search(text, window, filters, limit=depth)
         )
-        dense = await self._index.search(query, depth, allowed)
+        dense = [] if query is None or self._index is None else await self._index.search(query, depth, allowed)
         w = self._dense_weight
         if self._fusion == "convex":
             fused = convex_fusion([dense, sparse], [w, 1.0 - w])

@@ -1,16 +1,18 @@
 """The source of truth: events in SQLite (WAL) with FTS5 over their text and their embeddings."""
 
 from memory_agent.store.events import DEFAULT_FTS_MAX_DOCS, EventStore, StoreStats
+from memory_agent.store.faults import transient_cause
 from memory_agent.store.filter_columns import FilterColumns
 from memory_agent.store.schema import EVENT_COLUMNS, EVENT_FIELDS, SCHEMA_VERSION, migrate
 from memory_agent.store.sql import fts_phrases, fts_query, where_clause
-from memory_agent.store.vectors import VectorModel, VectorSummary
+from memory_agent.store.vectors import Backlog, VectorModel, VectorSummary
 
 __all__ = [
     "DEFAULT_FTS_MAX_DOCS",
     "EVENT_COLUMNS",
     "EVENT_FIELDS",
     "SCHEMA_VERSION",
+    "Backlog",
     "EventStore",
     "FilterColumns",
     "StoreStats",
@@ -19,5 +21,6 @@ __all__ = [
     "fts_phrases",
     "fts_query",
     "migrate",
+    "transient_cause",
     "where_clause",
 ]

@@ -1,6 +1,8 @@
 """The event store: SQLite (WAL) is the source of truth for events, their text and their embeddings.
 
-One :class:`EventStore` owns one aiosqlite connection (a single thread does the blocking work). Every
+One :class:`EventStore` owns two aiosqlite connections, each with its own thread: the writer, and a
+reader for everything else (questions, stats, the embedding backlog's reads), so a question never waits
+behind a write: in WAL mode readers see the last commit while a write is under way. Every
 write runs in :meth:`EventStore._transaction` (``BEGIN IMMEDIATE`` under an asyncio lock, one
 transaction per ``insert``/``delete``/``update_vectors``), which also keeps the in-memory
 :class:`~memory_agent.store.filter_columns.FilterColumns` in step from what the database itself recorded
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sqlite3
 import time
 import warnings
@@ -26,7 +29,7 @@ from typing import Any, Literal, Self
 import aiosqlite
 import numpy as np
 
-from memory_agent.errors import InvalidArgument, StoreClosed, StoreError
+from memory_agent.errors import InvalidArgument, StorageLost, StoreClosed, StoreError
 from memory_agent.store.filter_columns import FILTER_FIELDS, FilterColumns
 from memory_agent.store.schema import EVENT_FIELDS, SELECT_EVENT, decode_event, encode_event, migrate
 from memory_agent.store.sql import fts_phrases, where_clause
@@ -44,6 +47,8 @@ _INSERT_EVENT = (
     f"INSERT INTO events ({', '.join(EVENT_FIELDS)}, embedding, embedding_model, embedding_dim) "
     f"VALUES ({', '.join(':' + f for f in EVENT_FIELDS)}, :embedding, :embedding_model, :embedding_dim)"
 )
+# Seconds a connection waits for a lock before SQLite says "database is locked".
+_BUSY_TIMEOUT = 5.0
 # Deleted ids are noted by the database itself (on this connection only), so every delete, whatever
 # issues it, reaches the filter columns.
 _NOTE_DELETES = (
@@ -81,6 +86,15 @@ def _read_columns(path: Path, up_to: int) -> FilterColumns:
     return FilterColumns.from_rows(rows)
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    """``(device, inode)`` of the file at ``path``, ``None`` when it does not exist."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def _chunks(ids: Ids) -> Iterable[list[int]]:
     for start in range(0, len(ids), _CHUNK):
         yield [int(i) for i in ids[start : start + _CHUNK]]
@@ -93,10 +107,13 @@ class EventStore(EmbeddingRows):
     open warns with a ``ResourceWarning``). Raises ``StoreClosed`` when used after ``close()``.
     """
 
-    def __init__(self, path: Path, conn: aiosqlite.Connection, *, fts_max_docs: int = DEFAULT_FTS_MAX_DOCS) -> None:
+    def __init__(self, path: Path, conn: aiosqlite.Connection, *, reader: aiosqlite.Connection | None = None,
+                 fts_max_docs: int = DEFAULT_FTS_MAX_DOCS) -> None:
         self.path = path
         self.fts_max_docs = fts_max_docs
         self._conn = conn
+        self._reader = reader or conn
+        self._identity = _identity(path)
         self._write_lock = asyncio.Lock()
         self._closed = False
         self._columns: FilterColumns | None = None
@@ -105,29 +122,37 @@ class EventStore(EmbeddingRows):
 
     @classmethod
     async def open(
-        cls, path: Path, *, fts_max_docs: int = DEFAULT_FTS_MAX_DOCS, filter_columns: bool = False
+        cls, path: Path, *, fts_max_docs: int = DEFAULT_FTS_MAX_DOCS, filter_columns: bool = False,
+        busy_timeout: float = _BUSY_TIMEOUT,
     ) -> EventStore:
         """Open (or create) the store at ``path``: creates parent dirs, WAL, runs pending migrations.
 
         ``fts_max_docs``: the most events a BM25 query ranks (see :meth:`fts_search`). ``filter_columns``:
         load :class:`~memory_agent.store.filter_columns.FilterColumns` in the background (its own
         read-only connection, about a second per million events), after which :meth:`count` and
-        :meth:`candidate_ids` are answered from memory. Raises ``ConfigError`` when the file is not an
-        SQLite database or is newer than this code.
+        :meth:`candidate_ids` are answered from memory. ``busy_timeout``: seconds a statement waits for
+        another process's lock before failing with "database is locked". Raises ``ConfigError`` when the
+        file is not an SQLite database or is newer than this code.
         """
         path = Path(path)
         await asyncio.to_thread(migrate, path)
         conn = await aiosqlite.connect(path, isolation_level=None)
+        reader: aiosqlite.Connection | None = None
         try:
             await conn.execute("PRAGMA journal_mode=WAL")
             await conn.execute("PRAGMA synchronous=NORMAL")
-            await conn.execute("PRAGMA busy_timeout=5000")
+            await conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
             for statement in _NOTE_DELETES:
                 await conn.execute(statement)
+            reader = await aiosqlite.connect(path, isolation_level=None)
+            await reader.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+            await reader.execute("PRAGMA query_only=1")
         except BaseException:
             await conn.close()
+            if reader is not None:
+                await reader.close()
             raise
-        store = cls(path, conn, fts_max_docs=fts_max_docs)
+        store = cls(path, conn, reader=reader, fts_max_docs=fts_max_docs)
         if filter_columns:
             store._columns_task = asyncio.create_task(store._load_columns(), name="memory-filter-columns")
         return store
@@ -137,7 +162,8 @@ class EventStore(EmbeddingRows):
         head = (await self._fetchall("SELECT coalesce(max(id), 0) FROM events"))[0][0]
         columns = await asyncio.to_thread(_read_columns, self.path, head)
         async with self._write_lock:  # no insert or delete while the rows since ``head`` are added
-            rows = await self._fetchall(f"SELECT {_SELECT_FILTER} FROM events WHERE id > ? ORDER BY id", (head,))
+            rows = await self._write_fetchall(
+                f"SELECT {_SELECT_FILTER} FROM events WHERE id > ? ORDER BY id", (head,))
             columns.add(rows)
             columns.remove(self._deleted_while_loading)
             self._deleted_while_loading = []
@@ -159,7 +185,11 @@ class EventStore(EmbeddingRows):
             self._columns_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._columns_task
-        await self._conn.close()
+        try:
+            await self._conn.close()
+        finally:
+            if self._reader is not self._conn:
+                await self._reader.close()
 
     async def __aenter__(self) -> Self:
         return self
@@ -176,15 +206,32 @@ class EventStore(EmbeddingRows):
             raise StoreClosed(str(self.path))
 
     async def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """A read on the reader connection: it sees the last commit and never waits behind a write."""
+        self._check_open()
+        rows = await self._reader.execute_fetchall(sql, params)
+        return list(rows)
+
+    async def _write_fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """A read on the writer connection: inside a transaction (it sees the transaction's own rows)."""
         self._check_open()
         rows = await self._conn.execute_fetchall(sql, params)
         return list(rows)
+
+    def check_on_disk(self) -> None:
+        """Raise ``StorageLost`` when the database file is no longer the one opened (deleted, or replaced:
+        SQLite would go on writing into the unlinked file, and nothing of it would survive). A ``stat``."""
+        now = _identity(self.path)
+        if now is None:
+            raise StorageLost(str(self.path), "the database file or its directory was deleted")
+        if self._identity is not None and now != self._identity:
+            raise StorageLost(str(self.path), "the database file was replaced by another file")
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         """The one way to write: ``BEGIN IMMEDIATE`` under the write lock, ``COMMIT`` (or ``ROLLBACK`` on
         any error), then the filter columns take the rows added above their last id and the ids the
-        temporary trigger noted as deleted."""
+        temporary trigger noted as deleted. After an error that SQLite already rolled back (a full
+        disk does), the original error is raised, not "cannot rollback - no transaction is active"."""
         self._check_open()
         async with self._write_lock:
             await self._conn.execute("BEGIN IMMEDIATE")
@@ -195,7 +242,11 @@ class EventStore(EmbeddingRows):
                     await self._conn.execute("DELETE FROM temp.deleted_events")
                 await self._conn.execute("COMMIT")
             except BaseException:
-                await self._conn.execute("ROLLBACK")
+                if self._conn.in_transaction:
+                    try:
+                        await self._conn.execute("ROLLBACK")
+                    except sqlite3.Error as exc:  # keep the error that made the transaction fail
+                        log.debug("rollback after a failed transaction failed too: %s", exc)
                 raise
             await self._sync_columns(deleted)
 
@@ -203,7 +254,7 @@ class EventStore(EmbeddingRows):
         """Bring the filter columns up to a commit (called under the write lock)."""
         columns = self._columns
         if columns is not None:
-            added = await self._fetchall(
+            added = await self._write_fetchall(
                 f"SELECT {_SELECT_FILTER} FROM events WHERE id > ? ORDER BY id", (columns.max_id,)
             )
             columns.add(added)
@@ -219,37 +270,48 @@ class EventStore(EmbeddingRows):
         return int(rows[0][0]) if rows else None
 
     async def insert(
-        self, events: Sequence[NewEvent], vectors: np.ndarray, *, model: str, bulk: bool = False
+        self, events: Sequence[NewEvent], vectors: np.ndarray | None = None, *, model: str | None = None,
+        bulk: bool = False,
     ) -> list[InsertResult]:
-        """Store ``events`` with their embeddings ``vectors`` ((n, dim) float32) in one transaction.
+        """Store ``events`` in one transaction, with their embeddings ``vectors`` ((n, dim) float32) made
+        by ``model``, or without (``None``: the rows join the embedding backlog,
+        :mod:`memory_agent.backlog`); their FTS5 rows are committed with them.
 
         Returns one result per event, in order. A ``message_id`` already stored (or repeated earlier in
         the same batch) yields ``InsertResult(existing_id, duplicate=True)`` and writes nothing.
         ``bulk`` (for imports of thousands of rows): the FTS5 rows are written by one ``INSERT ... SELECT``
         after the events instead of by the per-row trigger, which is dropped and re-created inside the same
         transaction (no other connection ever sees it missing); docs/benchmarks.md#design-import.
-        Raises ``InvalidArgument`` when ``vectors`` does not have one row per event.
+        Raises ``InvalidArgument`` when ``vectors`` does not have one row per event or comes without ``model``.
         """
         self._check_open()
         if not events:
             return []
-        matrix = as_matrix(vectors, len(events))
-        dim = int(matrix.shape[1])
+        matrix: np.ndarray | None = None
+        dim: int | None = None
+        if vectors is not None:
+            if not model:
+                raise InvalidArgument("model", "vectors need the name of the model that made them")
+            matrix = as_matrix(vectors, len(events))
+            dim = int(matrix.shape[1])
         async with self._transaction() as conn:
             ids = await self._ids_of(list(dict.fromkeys(e.message_id for e in events)))
             existing = set(ids)
             new_rows: list[dict[str, Any]] = []
             planned: set[str] = set()
-            for event, vector in zip(events, matrix, strict=True):
+            for i, event in enumerate(events):
                 if event.message_id in existing or event.message_id in planned:
                     continue
                 planned.add(event.message_id)
                 row = encode_event(event)
-                row.update(embedding=vector.tobytes(), embedding_model=model, embedding_dim=dim)
+                if matrix is None:
+                    row.update(embedding=None, embedding_model=None, embedding_dim=None)
+                else:
+                    row.update(embedding=matrix[i].tobytes(), embedding_model=model, embedding_dim=dim)
                 new_rows.append(row)
             if new_rows:
                 trigger = await self._drop_fts_trigger() if bulk else None
-                first = (await self._fetchall("SELECT coalesce(max(id), 0) FROM events"))[0][0]
+                first = (await self._write_fetchall("SELECT coalesce(max(id), 0) FROM events"))[0][0]
                 await conn.executemany(_INSERT_EVENT, new_rows)
                 if trigger is not None:
                     await conn.execute(
@@ -257,7 +319,7 @@ class EventStore(EmbeddingRows):
                     )
                     await conn.execute(trigger)
                 # AUTOINCREMENT under the write lock: the new rows are exactly the ids above ``first``.
-                rows = await self._fetchall("SELECT message_id, id FROM events WHERE id > ?", (first,))
+                rows = await self._write_fetchall("SELECT message_id, id FROM events WHERE id > ?", (first,))
                 ids.update((str(r[0]), int(r[1])) for r in rows)
         results: list[InsertResult] = []
         first_seen: set[str] = set()
@@ -270,7 +332,8 @@ class EventStore(EmbeddingRows):
 
     async def _drop_fts_trigger(self) -> str:
         """Drop the FTS5 insert trigger (inside the caller's transaction); returns its SQL to re-create it."""
-        rows = await self._fetchall("SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = 'events_fts_ai'")
+        rows = await self._write_fetchall(
+            "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = 'events_fts_ai'")
         if not rows:
             raise StoreError(f"store {self.path}: the FTS5 trigger events_fts_ai is missing", path=str(self.path))
         await self._conn.execute("DROP TRIGGER events_fts_ai")
@@ -279,15 +342,16 @@ class EventStore(EmbeddingRows):
     async def find_messages(self, message_ids: Sequence[str]) -> dict[str, int]:
         """``message_id -> id`` for those of ``message_ids`` already stored (one query per 500 ids)."""
         self._check_open()
-        return await self._ids_of(message_ids)
+        return await self._ids_of(message_ids, conn=self._reader)
 
-    async def _ids_of(self, message_ids: Sequence[str]) -> dict[str, int]:
-        """``message_id -> id`` of the stored ones among ``message_ids`` (inside the caller's transaction)."""
+    async def _ids_of(self, message_ids: Sequence[str], *, conn: aiosqlite.Connection | None = None) -> dict[str, int]:
+        """``message_id -> id`` of the stored ones among ``message_ids`` (by default on the writer, inside
+        the caller's transaction)."""
         ids: dict[str, int] = {}
         for part in range(0, len(message_ids), _CHUNK):
             chunk = list(message_ids[part : part + _CHUNK])
             marks = ", ".join("?" for _ in chunk)
-            rows = await self._conn.execute_fetchall(
+            rows = await (conn or self._conn).execute_fetchall(
                 f"SELECT message_id, id FROM events WHERE message_id IN ({marks})", chunk
             )
             ids.update((str(r[0]), int(r[1])) for r in rows)
@@ -358,6 +422,12 @@ class EventStore(EmbeddingRows):
             f"SELECT event, CAST(occurred_at / 86400 AS INTEGER) AS day, count(*) FROM events WHERE {where} "
             "GROUP BY day, event ORDER BY day, event", params)
         return [(str(event), int(day), int(n)) for event, day, n in rows]
+
+    async def count_unembedded(self, window: TimeWindow | None, filters: Filters) -> int:
+        """Events in ``window`` matching ``filters`` that wait for a vector (found by filters and words only
+        until then). A cost in proportion to the embedding backlog, not to the store."""
+        where, params = where_clause(window, filters)
+        return await self._count_backlog(where, params)
 
     async def candidate_ids(self, window: TimeWindow | None, filters: Filters) -> np.ndarray | None:
         """Ids (int64, ascending) of events in ``window`` matching ``filters``.

@@ -59,7 +59,8 @@ def _payload_json(payload: dict[str, Any]) -> str:
 
 
 #: The stored fields of an event, besides ``id`` (assigned by SQLite) and the embedding columns
-#: (``embedding``, ``embedding_model``, ``embedding_dim``, read by :mod:`memory_agent.store.vectors`).
+#: (``embedding``, ``embedding_model``, ``embedding_dim``, ``embedding_error``: written and read by
+#: :mod:`memory_agent.store.vectors` only; all NULL until the row is embedded behind ingest).
 EVENT_COLUMNS: tuple[Column, ...] = (
     Column("message_id"),
     Column("session"),
@@ -97,11 +98,47 @@ def decode_event(row: Sequence[Any]) -> StoredEvent:
 
 @dataclass(frozen=True, slots=True)
 class Migration:
-    """One schema step: ``version`` is the ``user_version`` after ``statements`` ran."""
+    """One schema step: ``version`` is the ``user_version`` after ``statements`` ran.
+
+    ``apply``, when given, runs after the statements inside the same transaction, for a step SQL text
+    alone cannot say; the connection is reopened after such a step, so later steps parse the new schema.
+    """
 
     version: int
     description: str
     statements: tuple[str, ...]
+    apply: Callable[[sqlite3.Connection], None] | None = None
+
+
+# The embedding columns as migration 1 declared them, and without NOT NULL (migration 7).
+_EMBEDDING_NOT_NULL = (
+    ("embedding BLOB NOT NULL", "embedding BLOB"),
+    ("embedding_model TEXT NOT NULL", "embedding_model TEXT"),
+    ("embedding_dim INTEGER NOT NULL", "embedding_dim INTEGER"),
+)
+
+
+def _nullable_embeddings(conn: sqlite3.Connection) -> None:
+    """Drop NOT NULL from the three embedding columns by editing the table's definition in place.
+
+    SQLite's documented "simpler procedure" for schema changes that leave the on-disk format alone,
+    such as removing NOT NULL constraints (https://sqlite.org/lang_altertable.html#otheralter): the
+    ``CREATE TABLE`` text in ``sqlite_schema`` is rewritten and the schema version bumped, inside the
+    migration's transaction. No row is copied, so a store of a million events migrates in milliseconds.
+    """
+    row = conn.execute("SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'events'").fetchone()
+    sql = str(row[0])
+    for old, new in _EMBEDDING_NOT_NULL:
+        if old not in sql:
+            raise ConfigError(f"store: the events table does not declare {old!r} as expected; cannot migrate it")
+        sql = sql.replace(old, new)
+    version = int(conn.execute("PRAGMA schema_version").fetchone()[0])
+    conn.execute("PRAGMA writable_schema = ON")
+    try:
+        conn.execute("UPDATE sqlite_schema SET sql = ? WHERE type = 'table' AND name = 'events'", (sql,))
+        conn.execute(f"PRAGMA schema_version = {version + 1}")
+    finally:
+        conn.execute("PRAGMA writable_schema = OFF")
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -216,6 +253,22 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        7,
+        "embedding columns nullable: a report is stored (and acknowledged) first and embedded behind",
+        (),
+        apply=_nullable_embeddings,
+    ),
+    Migration(
+        8,
+        "embedding_error: why a row could not be embedded (it is then left out of the backlog); the backlog "
+        "index holds exactly the rows still waiting for a vector, so finding and counting them costs the "
+        "backlog's size, not the store's",
+        (
+            "ALTER TABLE events ADD COLUMN embedding_error TEXT",
+            "CREATE INDEX events_backlog ON events (id) WHERE embedding_model IS NULL AND embedding_error IS NULL",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version
@@ -261,11 +314,17 @@ def migrate(
                     continue
                 for statement in step.statements:
                     conn.execute(statement)
+                if step.apply is not None:
+                    step.apply(conn)
                 conn.execute(f"PRAGMA user_version = {int(step.version)}")
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
+            if step.apply is not None:  # later steps parse the edited schema afresh
+                conn.close()
+                conn = sqlite3.connect(path, isolation_level=None)
         return before, user_version(conn)
     finally:
         conn.close()

@@ -2,7 +2,9 @@
 
 Runs on the data directory while the daemon is stopped (it takes the daemon's lock). Re-embedding is
 needed after changing ``embedding.model`` or switching ``embedding.backend`` to or from ``onnx-int8``;
-``--rebuild-only`` rebuilds the index from the vectors already in SQLite.
+it also embeds the events still waiting for a vector and retries those the model could not embed.
+``--rebuild-only`` rebuilds the index from the vectors already in SQLite (events without one are left
+to the daemon's embedding backlog).
 """
 
 from __future__ import annotations
@@ -35,13 +37,16 @@ async def reindex(config: Config, *, rebuild_only: bool = False, batch: int = 25
             if rebuild_only:
                 config.index_path.unlink(missing_ok=True)
                 models = await store.vector_models()
+                backlog = await store.backlog()
+                waiting = (f"; {backlog.count} events wait for a vector (the daemon embeds them)"
+                           if backlog.count else "")
                 if not models:
-                    return "no events stored: nothing to index"
+                    return "no stored vectors: nothing to index" + waiting
                 top = models[0]
                 _, how = await open_index(
                     config.index_path, store, dim=top.dim, model=top.model, config=config.index
                 )
-                return how
+                return how + waiting
             embedder = await asyncio.to_thread(load_embedder, config.embedding, data_dir=config.data_dir)
             total = (await store.stats()).count
             with tqdm(total=total, unit="event", desc=f"re-embedding with {embedder.name}") as bar:

@@ -8,7 +8,8 @@ A line carries every stored field, and the embedding with the model that made it
      "sender_verified": false,
      "embedding": {"model": "all-MiniLM-L6-v2", "dim": 384, "base64": "<dim float32, little-endian>"}}
 
-Export (:func:`export_events`) reads the SQLite file read-only, in one read transaction: a consistent
+An event not embedded yet (the daemon embeds behind ingest) is written without ``embedding``; importing
+it embeds it. Export (:func:`export_events`) reads the SQLite file read-only, in one read transaction: a consistent
 snapshot, safe while the daemon runs (WAL lets readers and the writer proceed together; the WAL file
 cannot be checkpointed back past the snapshot until the export ends). Times are written as seconds
 since the epoch, UTC; vectors as base64 of the stored bytes, so a round trip is bit-exact.
@@ -148,8 +149,8 @@ def _export_line(row: tuple[Any, ...], *, vectors: bool) -> str:
     record["sender_verified"] = bool(record["sender_verified"])
     head = json.dumps(record, ensure_ascii=False, separators=(",", ":"))[:-1]
     tail = f',"payload":{payload_json}'
-    if vectors:
-        blob, model, dim = row[len(FIELDS) :]
+    blob, model, dim = row[len(FIELDS) :] if vectors else (None, None, None)
+    if blob is not None:  # a row not embedded yet is written without one: an import embeds it
         b64 = base64.b64encode(blob).decode("ascii")
         tail += f',"embedding":{{"model":{json.dumps(model)},"dim":{int(dim)},"base64":"{b64}"}}'
     return head + tail + "}\n"

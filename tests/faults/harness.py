@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -18,7 +19,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,12 +58,22 @@ class Counts:
     """Reports ingested while the askers ask."""
     fuzz_examples: int
     """Hypothesis examples per fuzz test."""
+    backlog_reports: int
+    """Reports stored before a SIGKILL during the embedding backlog."""
+    queued_reports: int
+    """Reports waiting in the daemon (storage locked) when a question is asked (issue: 10,000)."""
+    lock_seconds: float
+    """How long another process holds SQLite's write lock (the old code gave up after about 30 s)."""
+    disk_full_seconds: float
+    """How long the data directory's disk stays full (issue: 60 s)."""
 
 
 FULL = Counts(sigkill_reports=5_000, restart_reports=2_000, burst_reports=50_000, askers=100,
-              questions_per_asker=5, ingest_during_questions=2_000, fuzz_examples=150)
+              questions_per_asker=5, ingest_during_questions=2_000, fuzz_examples=150,
+              backlog_reports=5_000, queued_reports=10_000, lock_seconds=90.0, disk_full_seconds=60.0)
 SMALL = Counts(sigkill_reports=1_000, restart_reports=500, burst_reports=5_000, askers=50,
-               questions_per_asker=3, ingest_during_questions=500, fuzz_examples=60)
+               questions_per_asker=3, ingest_during_questions=500, fuzz_examples=60,
+               backlog_reports=1_000, queued_reports=1_000, lock_seconds=35.0, disk_full_seconds=10.0)
 COUNTS = FULL if FULL_COUNTS else SMALL
 
 
@@ -81,10 +92,12 @@ class DaemonProcess:
     Its stderr is read by a thread into :meth:`log`, so the pipe never fills.
     """
 
-    def __init__(self, data_dir: Path, nats_url: str, *, env: Mapping[str, str] | None = None) -> None:
+    def __init__(self, data_dir: Path, nats_url: str, *, env: Mapping[str, str] | None = None,
+                 prefix: Sequence[str] = ()) -> None:
         self.data_dir = data_dir
         self.nats_url = nats_url
         self.env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), **(env or {})}
+        self.prefix = list(prefix)  # a command that runs the daemon, e.g. nsenter into a mount namespace
         self.proc: subprocess.Popen[str] | None = None
         self._lines: list[str] = []
         self._lock = threading.Lock()
@@ -103,7 +116,7 @@ class DaemonProcess:
         with self._lock:
             self._lines.clear()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "memory_agent", "run", "--data-dir", str(self.data_dir),
+            [*self.prefix, sys.executable, "-m", "memory_agent", "run", "--data-dir", str(self.data_dir),
              "--nats-url", self.nats_url],
             env=self.env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE, text=True, errors="replace",
@@ -157,6 +170,16 @@ class DaemonProcess:
             self.proc.wait(30)
         self._join()
 
+    def wait_exit(self, timeout: float) -> int:
+        """Wait for the daemon to exit on its own; returns its exit code (AssertionError with the log if not)."""
+        assert self.proc is not None
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"daemon did not exit within {timeout} s:\n{self.log()}") from None
+        self._join()
+        return int(code)
+
     def stop(self, timeout: float = 120.0) -> int:
         """SIGTERM and wait: the daemon drains, saves its index and exits; returns its exit code."""
         assert self.proc is not None
@@ -174,6 +197,81 @@ class DaemonProcess:
         if self._reader is not None:
             self._reader.join(5)
             self._reader = None
+
+
+class SmallDisk:
+    """A tmpfs of ``size_mib`` MiB at ``path`` in a private mount namespace: a full disk, for real.
+
+    ``unshare --user --map-root-user --mount`` needs no privilege (an unprivileged user namespace); a
+    sleeping process holds the namespace. The daemon runs inside it through :attr:`prefix` (``nsenter``);
+    the test reaches the files through :meth:`outside` (``/proc/<holder>/root/...``), so it can fill the
+    disk and free it while the daemon writes there; SQLite resolves that magic link to the test's own
+    namespace, so the database is read by a process inside it (:meth:`embedded_count`) or copied out
+    (:meth:`copy_out`). The mount disappears with the holder.
+    """
+
+    def __init__(self, path: Path, size_mib: int) -> None:
+        self.path = path
+        self.size_mib = size_mib
+        self.proc: subprocess.Popen[str] | None = None
+
+    @staticmethod
+    def available() -> bool:
+        try:
+            done = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
+                                   "mount -t tmpfs -o size=1m tmpfs /mnt && echo ok"],
+                                  capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return False
+        return done.stdout.strip() == "ok"
+
+    def start(self) -> SmallDisk:
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
+             f"mount -t tmpfs -o size={self.size_mib}m tmpfs {self.path} && echo mounted && exec sleep 3600"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().strip()
+        assert line == "mounted", f"could not mount a tmpfs in a user namespace: {line}"
+        return self
+
+    @property
+    def prefix(self) -> list[str]:
+        assert self.proc is not None
+        return ["nsenter", f"--target={self.proc.pid}", "--user", "--mount", "--preserve-credentials"]
+
+    def outside(self, inside: Path) -> Path:
+        """The path, seen from the test's mount namespace, of ``inside`` as the daemon sees it."""
+        assert self.proc is not None
+        return Path(f"/proc/{self.proc.pid}/root") / Path(inside).resolve().relative_to("/")
+
+    def embedded_count(self, db: Path) -> tuple[int, int]:
+        """:func:`embedded_count` of the database at ``db`` (a path inside), read from inside the namespace."""
+        code = ("import sqlite3, sys, os\n"
+                "if not os.path.exists(sys.argv[1]): print(0, 0); raise SystemExit\n"
+                "c = sqlite3.connect(sys.argv[1], timeout=10)\n"
+                "print(*c.execute('SELECT count(*), count(embedding_model) FROM events').fetchone())")
+        out = subprocess.run([*self.prefix, sys.executable, "-c", code, str(db)], capture_output=True, text=True,
+                             timeout=60, check=True)
+        total, embedded = out.stdout.split()
+        return int(total), int(embedded)
+
+    def copy_out(self, data: Path, dest: Path) -> Path:
+        """Copy the daemon's data directory (``data``, inside; the daemon stopped) to ``dest``; returns ``dest``."""
+        shutil.copytree(self.outside(data), dest)
+        return dest
+
+    def free_bytes(self) -> int:
+        st = os.statvfs(self.outside(self.path))
+        return st.f_bavail * st.f_frsize
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
 
 
 # --- agents ------------------------------------------------------------------------------------------
@@ -326,14 +424,43 @@ def row_count(db: Path) -> int:
         return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
 
 
+def embedded_count(db: Path) -> tuple[int, int]:
+    """``(rows, rows with a vector)`` of the daemon's SQLite (a WAL reader)."""
+    if not db.exists():
+        return 0, 0
+    with sqlite3.connect(db, timeout=10) as conn:
+        total, embedded = conn.execute("SELECT count(*), count(embedding_model) FROM events").fetchone()
+    return int(total), int(embedded)
+
+
+async def wait_embedded(db: Path, count: int, timeout: float, *, poll: float = 0.25,
+                        counter: Callable[[Path], tuple[int, int]] = embedded_count) -> None:
+    """Poll SQLite until it holds ``count`` rows, every one with a vector (the backlog embedded)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        total, embedded = await asyncio.to_thread(counter, db)
+        if total >= count and embedded == total:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"after {timeout} s SQLite holds {total} rows, {embedded} with a vector; "
+                                 f"expected {count}, all embedded")
+        await asyncio.sleep(poll)
+
+
 @dataclass(frozen=True, slots=True)
 class StoredRows:
-    """What SQLite holds: ids, message ids, payloads (decoded) and embeddings, in id order."""
+    """What SQLite holds, in id order: ids, message ids, payloads (decoded); and the ids that have a vector
+    with those vectors (a row is stored first and embedded behind)."""
 
     ids: np.ndarray
     message_ids: list[str]
     payloads: list[Any]
+    embedded_ids: np.ndarray
     vectors: np.ndarray
+
+    @property
+    def all_embedded(self) -> bool:
+        return np.array_equal(self.ids, self.embedded_ids)
 
 
 def read_rows(db: Path) -> StoredRows:
@@ -341,20 +468,23 @@ def read_rows(db: Path) -> StoredRows:
     with sqlite3.connect(db, timeout=10) as conn:
         rows = conn.execute("SELECT id, message_id, payload, embedding FROM events ORDER BY id").fetchall()
     ids = np.array([r[0] for r in rows], dtype=np.int64)
-    vectors = (np.frombuffer(b"".join(r[3] for r in rows), dtype="<f4").reshape(len(rows), -1)
-               if rows else np.zeros((0, MODEL_DIM), dtype=np.float32))
-    return StoredRows(ids, [r[1] for r in rows], [json.loads(r[2]) for r in rows], vectors)
+    with_vector = [r for r in rows if r[3] is not None]
+    embedded = np.array([r[0] for r in with_vector], dtype=np.int64)
+    vectors = (np.frombuffer(b"".join(r[3] for r in with_vector), dtype="<f4").reshape(len(with_vector), -1)
+               if with_vector else np.zeros((0, MODEL_DIM), dtype=np.float32))
+    return StoredRows(ids, [r[1] for r in rows], [json.loads(r[2]) for r in rows], embedded, vectors)
 
 
 def assert_index_agrees(data_dir: Path, rows: StoredRows) -> FlatIndex:
-    """The saved FAISS file (checked against its sidecar) holds exactly SQLite's ids, with SQLite's vectors."""
+    """The saved FAISS file (checked against its sidecar) holds exactly SQLite's ids that have a vector,
+    with SQLite's vectors."""
     index = load_index(data_dir / "index.faiss", dim=MODEL_DIM, kind="flat")
     held = np.sort(index.ids())
-    assert np.array_equal(held, rows.ids), (
-        f"index holds {len(held)} ids, SQLite {len(rows.ids)}; "
-        f"only in index: {sorted(set(held.tolist()) - set(rows.ids.tolist()))[:10]}, "
-        f"only in SQLite: {sorted(set(rows.ids.tolist()) - set(held.tolist()))[:10]}"
+    assert np.array_equal(held, rows.embedded_ids), (
+        f"index holds {len(held)} ids, SQLite {len(rows.embedded_ids)} with a vector; "
+        f"only in index: {sorted(set(held.tolist()) - set(rows.embedded_ids.tolist()))[:10]}, "
+        f"only in SQLite: {sorted(set(rows.embedded_ids.tolist()) - set(held.tolist()))[:10]}"
     )
-    if len(rows.ids):
-        assert np.array_equal(index.vectors(rows.ids), rows.vectors), "index vectors differ from SQLite's"
+    if len(rows.embedded_ids):
+        assert np.array_equal(index.vectors(rows.embedded_ids), rows.vectors), "index vectors differ from SQLite's"
     return index

@@ -31,7 +31,7 @@ from mesh import Message, PayloadTooLarge, SyncAgent
 from mesh.envelope import Envelope, encode_envelope
 from mesh.handles import inbox_subject
 from mesh.server import NatsServer
-from tests.faults.harness import COUNTS, DaemonProcess
+from tests.faults.harness import COUNTS, DaemonProcess, embedded_count
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -451,8 +451,14 @@ def test_fuzzed_bytes_on_the_inbox_never_reach_storage(memory: Memory, data: byt
 
 
 def test_the_daemon_is_healthy_after_all_that(memory: Memory) -> None:
+    def all_embedded() -> bool:  # stored first, embedded behind
+        total, embedded = embedded_count(memory.db)
+        return total == embedded
+
+    wait_for(all_embedded, 120, "the embedding backlog to drain")
     stats = memory.stats()
     assert stats["events"] == memory.count() == stats["index"]["size"]
+    assert stats["health"]["status"] == "ok" and stats["embedding"]["failed"] == 0
     assert memory.daemon.running
     assert not re.search(r"Traceback|CRITICAL", memory.daemon.log()), memory.daemon.log()
 

@@ -28,7 +28,9 @@ from tests.faults.harness import (
     ask,
     assert_index_agrees,
     read_rows,
+    row_count,
     short_report,
+    wait_embedded,
 )
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -54,6 +56,7 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
                 opened = await reporters.report_many([*(short_report(i, run) for i in range(SEED_REPORTS)), NEEDLE])
                 replies = await reporters.wait_replies([o.session for o in opened], timeout=120)
                 assert {r["status"] for r in replies.values()} == {"stored"}
+                await wait_embedded(root / "data" / "memory.sqlite3", SEED_REPORTS + 1, timeout=300)
             finally:
                 await reporters.close()
 
@@ -240,8 +243,11 @@ async def test_truncated_wal_after_sigkill_the_index_follows_sqlite(
     asker = AsyncAgent(f"asker-{uuid.uuid4().hex[:6]}", servers=nats_server.url)
     try:
         line = daemon.wait_for_log(r"memory_agent\.\w+: (index stale .*rebuilt (\d+) vectors from SQLite.*)", 1)
-        kept = int(line.group(2))
-        assert SEED_REPORTS + 1 <= kept < SEED_REPORTS + 1 + more
+        vectors_kept = int(line.group(2))
+        kept = row_count(data / "memory.sqlite3")  # rows can survive without the vector written after them
+        assert SEED_REPORTS + 1 <= vectors_kept <= kept <= SEED_REPORTS + 1 + more
+        assert vectors_kept < SEED_REPORTS + 1 + more  # the index file was ahead of SQLite, and was not served
+        await wait_embedded(data / "memory.sqlite3", kept, timeout=120)  # the backlog gives the rest theirs
         await asker.start()
         await asker.register()
         stats = await ask(asker, {"op": "stats"})
@@ -260,4 +266,4 @@ async def test_truncated_wal_after_sigkill_the_index_follows_sqlite(
     assert len({p["seq"] for p in survived}) == len(survived)
     assert all(p == short_report(p["seq"], run) for p in survived)
     print(f"\ntruncated WAL ({wal_bytes} -> {wal_bytes // 2} bytes): SQLite kept {kept - SEED_REPORTS - 1} of "
-          f"{more} acknowledged reports; {line.group(1)}")
+          f"{more} acknowledged reports ({vectors_kept - SEED_REPORTS - 1} with their vector); {line.group(1)}")

@@ -25,6 +25,7 @@ from tests.faults.harness import (
     assert_index_agrees,
     read_rows,
     short_report,
+    wait_embedded,
 )
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
@@ -33,8 +34,8 @@ pytestmark = [pytest.mark.fault, pytest.mark.slow]
 #   the flat FAISS index grows by 384 floats = 1.5 KiB per stored vector, and saving it holds two
 #   transient copies (faiss.serialize_index, then bytes): 3 * n * 1.5 KiB;
 #   plus a fixed allowance for what does not grow with n: up to max_in_flight (512) reports and their
-#   replies in the process, one embedding batch of 128 texts through the model, SQLite's page cache,
-#   allocator slack.
+#   replies in the process, the ingest queue (1,024 reports), one backlog round (256 texts) and one encode
+#   call (8 texts) through the model, SQLite's page cache, allocator slack.
 FIXED_ALLOWANCE_MIB = 256.0
 INDEX_BYTES_PER_REPORT = 384 * 4
 
@@ -80,9 +81,12 @@ async def test_burst_memory_stays_bounded_nothing_dropped_and_it_drains(
         published_s = time.monotonic() - started
         replies = await reporters.wait_replies([o.session for o in opened], timeout=max(300.0, n / 20))
         drained_s = time.monotonic() - started
-        sampler.cancel()
         info = await js.consumer_info(STREAM_NAME, durable_name("memory"))
         assert (info.num_pending, info.num_ack_pending) == (0, 0), "the daemon's inbox did not drain"
+        # Acknowledged once stored; memory is sampled until the embedding backlog is embedded too.
+        await wait_embedded(data / "memory.sqlite3", n + warm, timeout=max(300.0, n / 20))
+        embedded_s = time.monotonic() - started
+        sampler.cancel()
         assert daemon.stop() == 0
     finally:
         await nc.close()
@@ -94,10 +98,11 @@ async def test_burst_memory_stays_bounded_nothing_dropped_and_it_drains(
     rows = read_rows(data / "memory.sqlite3")
     assert len(rows.ids) == n + warm
     assert sorted(p["seq"] for p in rows.payloads if p["seq"] >= 0) == list(range(n))
+    assert rows.all_embedded
     assert_index_agrees(data, rows)
     peak = max(samples)
-    print(f"\nburst of {n}: published in {published_s:.1f} s, drained in {drained_s:.1f} s "
-          f"({n / drained_s:.0f} reports/s); JetStream held up to {max(pending)} for the daemon "
+    print(f"\nburst of {n}: published in {published_s:.1f} s, acknowledged in {drained_s:.1f} s "
+          f"({n / drained_s:.0f} reports/s), embedded in {embedded_s:.1f} s; JetStream held up to {max(pending)} for the daemon "
           f"({max(stream_bytes) / 2**20:.1f} MiB in the stream), at most {max(unacked)} of them out to it; "
           f"RSS baseline {baseline:.0f} MiB, peak {peak:.0f} MiB (+{peak - baseline:.0f}, "
           f"bound +{rss_bound_mib(n):.0f})")

@@ -1,5 +1,6 @@
-"""SIGKILL of the daemon while thousands of reports are in flight: after a restart every report is stored
-exactly once (by message id) and the FAISS index agrees with SQLite, vector for vector."""
+"""SIGKILL of the daemon while thousands of reports are in flight, and while the embedding backlog drains:
+after a restart every report is stored exactly once (by message id), every one is eventually embedded,
+and the FAISS index agrees with SQLite, vector for vector."""
 
 from __future__ import annotations
 
@@ -16,10 +17,12 @@ from tests.faults.harness import (
     DaemonProcess,
     Reporters,
     assert_index_agrees,
+    embedded_count,
     read_rows,
     resolved_sessions,
     row_count,
     short_report,
+    wait_embedded,
     wait_rows,
 )
 
@@ -47,12 +50,12 @@ async def test_sigkill_with_reports_in_flight_stores_each_exactly_once(
         assert stored_at_kill < n, "the daemon had stored everything before the kill; nothing was in flight"
         killed_after = time.monotonic() - started
 
-        committed = row_count(data / "memory.sqlite3")
+        committed, embedded_at_kill = embedded_count(data / "memory.sqlite3")
 
         restarted = await asyncio.to_thread(DaemonProcess(data, nats_server.url).start)
-        # The FAISS file lags SQLite after a crash: the restart serves an index of every committed row.
+        # The FAISS file lags SQLite after a crash: the restart serves an index of every row with a vector.
         index_report = restarted.wait_for_log(r"memory_agent\.\w+: (.*(loaded|rebuilt) (\d+) vectors.*)", 1)
-        assert int(index_report.group(3)) == committed, index_report.group(1)
+        assert int(index_report.group(3)) == embedded_at_kill, index_report.group(1)
         await wait_rows(data / "memory.sqlite3", n, timeout=300)
         replies = await reporters.collect_replies([o.session for o in opened], nats_server.url, timeout=300)
         drained_after = time.monotonic() - started
@@ -61,6 +64,7 @@ async def test_sigkill_with_reports_in_flight_stores_each_exactly_once(
         unanswered = {o.session for o in opened} - set(replies)
         assert unanswered <= await resolved_sessions(nats_server.url, unanswered)
         assert len(unanswered) <= 512, "more replies lost than the daemon can have had in hand (max_in_flight)"
+        await wait_embedded(data / "memory.sqlite3", n, timeout=600)
         assert restarted.stop() == 0
     finally:
         await reporters.close()
@@ -78,9 +82,10 @@ async def test_sigkill_with_reports_in_flight_stores_each_exactly_once(
         assert payload == short_report(sent[o.message_id], run)
         assert o.session not in replies or replies[o.session]["id"] == row_id
     duplicates = sum(1 for r in replies.values() if r["duplicate"])
+    assert rows.all_embedded
     assert_index_agrees(data, rows)
     assert row_count(data / "memory.sqlite3") == n
     print(f"\nSIGKILL: {n} reports sent in {sent_s:.1f} s; killed at {stored_at_kill} stored "
-          f"({killed_after:.1f} s), {committed} committed; restart: {index_report.group(1)}; all {n} stored once and answered after {drained_after:.1f} s; "
+          f"({killed_after:.1f} s), {committed} committed ({embedded_at_kill} embedded); restart: {index_report.group(1)}; all {n} stored once and answered after {drained_after:.1f} s; "
           f"{duplicates} replies were for redelivered reports already stored (duplicate=true); "
           f"{len(unanswered)} replies lost with the daemon (session resolved, resolve not yet published)")

@@ -52,6 +52,7 @@ async def seeded(start_daemon, mesh_agent):  # type: ignore[no-untyped-def]
         reply = await report(agents[handle], payload)
         assert reply["status"] == "stored" and reply["duplicate"] is False
         ids.append(reply["id"])
+    await daemon.wait_embedded(timeout=30)
     return daemon, await mesh_agent("asker"), ids
 
 
@@ -132,7 +133,8 @@ async def test_redelivered_report_is_stored_once(start_daemon, mesh_agent) -> No
     assert reply is not None and json.loads(reply.payload) == {"status": "stored", "id": first["id"], "duplicate": True}
     stats = await daemon.stats()
     assert stats["events"] == 1
-    assert stats["ingest"] == {"stored": 1, "duplicates": 1, "batches": 1}
+    assert stats["ingest"] == {"stored": 1, "duplicates": 1, "batches": 2, "refused": 0, "queued": 0,
+                               "queue_capacity": 1024}
 
 
 async def test_restart_keeps_everything_without_re_embedding(seeded, start_daemon) -> None:  # type: ignore[no-untyped-def]
@@ -170,9 +172,13 @@ async def test_stats_operation(seeded) -> None:  # type: ignore[no-untyped-def]
     assert stats["index"] == {"size": len(REPORTS), "type": "flat", "path": str(daemon.config.index_path)}
     assert stats["model"] == "hashing-64"
     assert stats["uptime_s"] == 0.0  # the test clock does not move
+    assert stats["health"] == {"status": "ok", "ready": True, "storage": "ok", "embedding": "ok", "backlog": 0,
+                               "backlog_age_s": None, "ingest_queue": 0, "reasons": []}
+    assert daemon.health().to_json() == stats["health"]  # what a readiness probe reads, without a round trip
+    assert stats["embedding"]["status"] == "ok" and stats["storage"]["down_since_s"] is None
 
 
-async def test_reports_in_flight_are_embedded_in_batches(start_daemon, mesh_agent) -> None:  # type: ignore[no-untyped-def]
+async def test_reports_in_flight_are_committed_then_embedded_in_batches(start_daemon, mesh_agent) -> None:  # type: ignore[no-untyped-def]
     import asyncio
 
     daemon = await start_daemon()
@@ -183,5 +189,9 @@ async def test_reports_in_flight_are_embedded_in_batches(start_daemon, mesh_agen
     assert len({r["id"] for r in replies}) == n
     stats = await daemon.stats()
     assert stats["events"] == n
-    assert stats["ingest"]["batches"] < n / 2  # many reports per encode call and transaction
+    assert stats["ingest"]["batches"] < n / 2  # many reports per transaction
+    await daemon.wait_embedded(timeout=30)
+    stats = await daemon.stats()
+    assert stats["index"]["size"] == n and stats["embedding"]["backlog"] == 0
+    assert stats["embedder"]["batches"] < n / 2  # many texts per encode call
 

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import pytest
 
 from memory_agent.config import Config, EmbeddingConfig, load_config
 from memory_agent.embedding.base import DEFAULT_MODEL_NAME, load_embedder
-from memory_agent.embedding.batching import BatchingEmbedder
+from memory_agent.embedding.batching import CHARS_PER_TOKEN, DEFAULT_MAX_CHARS, BatchingEmbedder
 from memory_agent.embedding.hashing import HashingEmbedder
 from memory_agent.embedding.onnx import (
     OnnxEmbedder,
@@ -107,7 +108,7 @@ async def test_concurrent_calls_are_coalesced_into_few_encodes() -> None:
         await batching.close()
 
 
-async def test_gathered_calls_share_one_encode_and_large_requests_go_whole() -> None:
+async def test_gathered_calls_share_one_encode_and_large_requests_are_cut_into_calls() -> None:
     emb = GatedEmbedder()
     emb.gate.set()
     batching = BatchingEmbedder(emb, max_batch=8)
@@ -115,8 +116,10 @@ async def test_gathered_calls_share_one_encode_and_large_requests_go_whole() -> 
         outs = await asyncio.gather(*(batching.embed([f"a {i}", f"b {i}"]) for i in range(4)))
         assert [len(c) for c in emb.calls] == [8]
         assert all(o.shape == (2, 16) for o in outs)
-        big = await batching.embed([f"text {i}" for i in range(20)])
-        assert big.shape == (20, 16) and len(emb.calls[-1]) == 20
+        texts = [f"text {i}" for i in range(20)]
+        big = await batching.embed(texts)
+        assert [len(c) for c in emb.calls[1:]] == [8, 8, 4]
+        assert np.array_equal(big, HashingEmbedder(16).encode(texts))  # the pieces reassembled in order
         q = await batching.embed_query("rollback")
         assert q.shape == (16,) and np.array_equal(q, HashingEmbedder(16).encode(["rollback"])[0])
         assert (await batching.embed([])).shape == (0, 16)
@@ -192,6 +195,78 @@ async def test_wrong_shape_from_embedder_is_an_error_and_close_drains() -> None:
     with pytest.raises(MemoryAgentError, match="closed"):
         await batching.embed(["too late"])
     await batching.close()  # idempotent
+
+
+async def test_a_query_jumps_the_queued_background_work() -> None:
+    emb = GatedEmbedder()
+    batching = BatchingEmbedder(emb, max_batch=4)
+    try:
+        first = await hold_first_batch(batching, emb)  # an encode is running
+        backlog = asyncio.create_task(batching.embed([f"old report {i}" for i in range(10)], background=True))
+        more = asyncio.create_task(batching.embed(["another report"], background=True))
+        while batching.pending < 11:
+            await asyncio.sleep(0)
+        query = asyncio.create_task(batching.embed_query("what rolled back?"))
+        while batching.pending < 12:
+            await asyncio.sleep(0)
+        emb.gate.set()
+        await asyncio.gather(first, backlog, more, query)
+        # The query waited only for the call already running, then went before every backlog call.
+        assert emb.calls[1] == ["what rolled back?"]
+        assert [len(c) for c in emb.calls[2:]] == [4, 4, 3]  # the tail of one request shares a call with the next
+        assert np.array_equal(backlog.result(), HashingEmbedder(16).encode([f"old report {i}" for i in range(10)]))
+    finally:
+        await batching.close()
+
+
+async def test_texts_are_clipped_to_what_the_model_reads_and_calls_are_bounded_in_characters() -> None:
+    emb = GatedEmbedder()
+    emb.gate.set()
+    emb.max_tokens = 8  # type: ignore[attr-defined]  # the model reads 8 tokens: 8 * CHARS_PER_TOKEN characters
+    batching = BatchingEmbedder(emb, max_batch=64, max_batch_chars=200)
+    try:
+        assert batching.max_chars == 8 * CHARS_PER_TOKEN == 128
+        huge = "1," * 500_000  # a 1 MB report
+        out = await batching.embed([huge, "short", huge, "tail"], background=True)
+        assert out.shape == (4, 16) and batching.clipped == 2
+        assert all(len(t) <= 128 for call in emb.calls for t in call)
+        assert all(sum(map(len, call)) <= 200 for call in emb.calls)  # a bound on one call's memory
+        assert np.array_equal(out[0], HashingEmbedder(16).encode([huge[:128]])[0])
+        assert [len(c) for c in emb.calls] == [2, 2]
+        # An embedder that does not say what it reads gets the default bound; a configured one wins.
+        assert BatchingEmbedder(HashingEmbedder(16)).max_chars == DEFAULT_MAX_CHARS
+        assert BatchingEmbedder(HashingEmbedder(16), max_chars=50).max_chars == 50
+    finally:
+        await batching.close()
+
+
+async def test_background_work_gives_way_to_messages_in_flight_for_at_most_one_call() -> None:
+    class Slow(GatedEmbedder):
+        def encode(self, texts: Sequence[str]) -> np.ndarray:
+            out = super().encode(texts)
+            time.sleep(0.3)
+            return out
+
+    emb = Slow()
+    emb.gate.set()
+    in_flight = [1]  # a report is being acknowledged
+    batching = BatchingEmbedder(emb, max_batch=1, yield_to=lambda: in_flight[0])
+    try:
+        backlog = asyncio.create_task(batching.embed(["b0", "b1", "b2"], background=True))
+        async with asyncio.timeout(5):
+            while batching.texts < 1:  # the first call ran at once (nothing to compare with yet)
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        assert emb.calls == [["b0"]]  # the next waits while a message is in flight
+        query = asyncio.create_task(batching.embed_query("q"))  # a question never waits for the pause
+        await query
+        assert emb.calls == [["b0"], ["q"]]
+        in_flight[0] = 0  # the message is done: the backlog goes on without waiting
+        await backlog
+        assert emb.calls == [["b0"], ["q"], ["b1"], ["b2"]]
+        assert 0.05 < batching.yielded_s < 1.0  # bounded by one call's duration per pause
+    finally:
+        await batching.close()
 
 
 def test_unloadable_model_is_a_config_error(tmp_path: Path) -> None:

@@ -101,12 +101,20 @@ def test_cli_ask_report_stats_check(daemon) -> None:  # type: ignore[no-untyped-
     done = cli("ask", "What did we deploy to search?", "--json", env=env)
     answer = json.loads(done.stdout)
     assert answer["events"][0]["trace_id"] == "t-99"
-    done = cli("stats", "--json", env=env)
-    stats = json.loads(done.stdout)
+    deadline = time.monotonic() + 60
+    while True:  # a report is acknowledged once stored; its vector follows
+        stats = json.loads(cli("stats", "--json", env=env).stdout)
+        if stats["embedding"]["backlog"] == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     assert stats["model"] == "all-MiniLM-L6-v2" and stats["index"]["type"] == "flat"
     assert stats["events"] == stats["index"]["size"] >= 7
+    assert stats["health"]["status"] == "ok" and stats["health"]["ready"] is True
+    text = cli("stats", env=env).stdout
+    assert text.startswith("health:  ok") and "vectors, flat" in text
     done = cli("check", env=env)  # asks the daemon's /readyz
     assert done.returncode == 0 and done.stdout.startswith("ok: @memory ready (nats: connected"), done.stderr
+    assert "0 waiting" in done.stdout, done.stdout
 
 
 @pytest.mark.skipif(not LOCOMO.is_file(), reason="needs ../shared/data/locomo/locomo10.json")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -9,7 +10,9 @@ from typing import Any
 import pytest
 
 from memory_agent.config import Config
+from memory_agent.errors import IngestClosed, ReportRefused, StorageLost, StorageUnavailable
 from memory_agent.handlers import Handlers
+from memory_agent.types import InsertResult, NewEvent
 from mesh import Message
 from tests.conftest import NOW
 
@@ -35,9 +38,50 @@ async def nothing_forgotten(count: int) -> None:
     raise AssertionError("nothing may be forgotten here")
 
 
-def handlers(tmp_path: Any, answerer: Any = None) -> Handlers:
-    return Handlers(Config(data_dir=tmp_path), ingestor=None, answerer=answerer, eraser=None,  # type: ignore[arg-type]
+def handlers(tmp_path: Any, answerer: Any = None, acceptor: Any = None) -> Handlers:
+    config = Config(data_dir=tmp_path, ingest={"retry_max_delay": 0.05})
+    return Handlers(config, acceptor=acceptor, answerer=answerer, eraser=None,  # type: ignore[arg-type]
                     stats=no_stats, on_forgotten=nothing_forgotten, clock=lambda: NOW)
+
+
+class ScriptedAcceptor:
+    """An Acceptor that fails with the given errors first, then accepts (id 7)."""
+
+    def __init__(self, *failures: Exception) -> None:
+        self.failures = list(failures)
+        self.calls = 0
+
+    async def accept(self, event: NewEvent) -> InsertResult:
+        self.calls += 1
+        if self.failures:
+            raise self.failures.pop(0)
+        return InsertResult(7, duplicate=False)
+
+
+REPORT = json.dumps({"event": "rollback", "service": "api"})
+
+
+async def test_a_report_waits_while_storage_is_unavailable_and_is_stored_when_it_is_back(tmp_path, caplog) -> None:  # type: ignore[no-untyped-def]
+    caplog.set_level(logging.INFO, logger="memory_agent.handlers")
+    busy = StorageUnavailable("memory.sqlite3", "database is busy", since=NOW)
+    acceptor = ScriptedAcceptor(busy, busy, busy)
+    reply = await handlers(tmp_path, acceptor=acceptor).handle(message(REPORT))
+    assert reply is not None and json.loads(reply.payload) == {"status": "stored", "id": 7, "duplicate": False}
+    assert acceptor.calls == 4  # never an error reply: the report was kept and tried again
+    # The outage is logged once, where it is noticed, not once per try: here only the report's one line.
+    assert [r.getMessage().split(" in ")[0] for r in caplog.records] == ["report m-1 from @asker stored as #7 (trace t-1)"]
+
+
+async def test_a_refused_report_gets_an_error_and_a_lost_store_answers_nothing(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    reply = await handlers(tmp_path, acceptor=ScriptedAcceptor(ReportRefused("e-12345678"))).handle(message(REPORT))
+    assert reply is not None and "e-12345678" in json.loads(reply.payload)["error"]
+    lost = StorageLost("memory.sqlite3", "the database file or its directory was deleted")
+    gone = ScriptedAcceptor(*[lost] * 1000)
+    with pytest.raises(TimeoutError):  # held, never "stored" for what is not on disk, until the drain cancels it
+        await asyncio.wait_for(handlers(tmp_path, acceptor=gone).handle(message(REPORT)), 0.5)
+    assert gone.calls >= 2
+    with pytest.raises(IngestClosed):
+        await handlers(tmp_path, acceptor=ScriptedAcceptor(IngestClosed())).handle(message(REPORT))
 
 
 async def test_an_internal_failure_replies_with_an_error_id_that_the_log_carries(tmp_path, caplog) -> None:  # type: ignore[no-untyped-def]

@@ -23,6 +23,7 @@ from memory_agent.index.repair import open_index
 from memory_agent.store.events import EventStore
 from memory_agent.tools.datadir import lock_data_dir
 from memory_agent.tools.importer import import_events
+from memory_agent.tools.reindex import reindex
 from memory_agent.tools.snapshot import FIELDS, export_events, parse_line
 from memory_agent.types import NewEvent
 
@@ -298,3 +299,29 @@ def test_cli_import_embeds_with_minilm_then_export_and_import_again(tmp_path: Pa
     bad.write_text('{"event": "x", "occurred_at": 1}\n{"event": 3}\n')
     failed = cli("import", str(bad), "--data-dir", str(tmp_path / "c"))
     assert failed.returncode == 1 and "memory-agent: line 2: \"event\" must be a non-empty string" in failed.stderr
+
+
+async def test_rows_not_embedded_yet_are_exported_without_a_vector_and_skipped_by_the_index(tmp_path: Path) -> None:
+    src, dst = cfg(tmp_path, "src"), cfg(tmp_path, "dst")
+    emb = CountingEmbedder()
+    store = await EventStore.open(src.db_path)
+    try:
+        evs = events(6)
+        await store.insert(evs[:4], emb.encode([e.text for e in evs[:4]]), model=emb.name)
+        await store.insert(evs[4:])  # acknowledged, waiting in the embedding backlog
+        index, what = await open_index(src.index_path, store, dim=DIM, model=emb.name)
+        assert len(index) == 4 and "rebuilt 4 vectors" in what  # the index holds what has a vector
+    finally:
+        await store.close()
+    lines = export_text(src)
+    assert ["embedding" in r for r in lines] == [True] * 4 + [False] * 2
+    summary = await reindex(src, rebuild_only=True)
+    assert "rebuilt 4 vectors" in summary and "2 events wait for a vector (the daemon embeds them)" in summary
+
+    path = tmp_path / "snap.jsonl"
+    with open(path, "w", encoding="utf-8") as fh:
+        export_events(src.db_path, fh, progress=False)
+    before = emb.encoded
+    done = await import_events(dst, path, embedder=emb, progress=False)
+    assert (done.stored, done.embedded) == (6, 2) and emb.encoded == before + 2  # only the two without one
+    assert all("embedding" in r for r in export_text(dst))

@@ -52,6 +52,7 @@ async def seed(make_daemon: DaemonFactory, mesh_agent: AgentFactory, nats_url: s
         stored = await send(deploy, payload)
         assert stored["status"] == "stored"
         ids.append(stored["id"])
+    await daemon.wait_embedded(timeout=30)  # stored first, embedded behind: forget must reach FAISS too
     return daemon, deploy, ids
 
 

@@ -81,6 +81,7 @@ async def test_expired_events_are_removed_on_a_schedule(
         assert conn.execute("SELECT count(*) FROM events_fts WHERE events_fts MATCH 'expired'").fetchone()[0] == 1
     finally:
         conn.close()
+    await daemon.wait_embedded(timeout=30)
     assert (await daemon.stats())["index"]["size"] == 2
 
 
@@ -99,4 +100,5 @@ async def test_reports_are_stored_while_a_long_sweep_runs(
     assert remaining[-1] > 0, "the sweep ended before the reports were answered: it did not overlap ingest"
     await wait_for(lambda: count_rows(db, "event = 'deploy'") == 0, timeout=120)
     assert count_rows(db) == 5
+    await daemon.wait_embedded(timeout=30)
     assert (await daemon.stats())["index"]["size"] == 5
