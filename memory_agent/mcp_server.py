@@ -28,27 +28,26 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
 from memory_agent import __version__
-from memory_agent.errors import QueryError
+from memory_agent.errors import QueryError, SharedMemoryError
 from mesh.errors import MeshError
 
 if TYPE_CHECKING:
     from memory_agent.client import MemoryClient
 
-__all__ = ["RESERVED_TOOLS", "TOOLS", "build_server"]
+__all__ = ["TOOLS", "build_server"]
 
 log = logging.getLogger(__name__)
 
-#: The tools served now.
-TOOLS = ("report", "ask", "search", "timeline")
-#: Names kept for the shared-memory tools (they come with @memory's shared working state).
-RESERVED_TOOLS = ("kv_get", "kv_set")
+#: The tools served.
+TOOLS = ("report", "ask", "search", "timeline", "kv_get", "kv_set")
 
 _INSTRUCTIONS = (
     "@memory remembers what agents report (a rollback, a flaky test, an anomaly, a root cause, each with a "
     "trace id) and answers questions about it, naming the reports an answer rests on. Report what you decided "
     "or observed with `report`; ask in plain language with `ask` ('What rollbacks happened in the last 7 "
     "days?', 'Why did production roll back on Friday?'); use `search` for ranked results with a time window "
-    "and filters, and `timeline` for every event of one trace in time order."
+    "and filters, and `timeline` for every event of one trace in time order. Share working state with other "
+    "agents with `kv_set`/`kv_get` (scopes: workflow = a trace id, session, actor = an agent's handle, global)."
 )
 
 
@@ -118,5 +117,49 @@ def build_server(client: MemoryClient) -> MCPServer[Any]:
             request["limit"] = limit
         return _checked(await call("timeline", client.ask_structured(request)))
 
-    # kv_get / kv_set (RESERVED_TOOLS) are registered here once @memory serves shared working state.
+    def scoped(scope: str | None, scope_id: str | None) -> Any:
+        if scope is None:
+            if scope_id is not None:
+                raise ToolError('"scope_id" needs a "scope" (workflow, session, actor or global)')
+            return client.unscoped
+        if scope == "global":
+            if scope_id is not None:
+                raise ToolError('the global scope has no "scope_id": leave it out')
+            return client.global_scope
+        if scope == "actor":
+            return client.actor(scope_id)
+        if scope in ("workflow", "session") and not scope_id:
+            raise ToolError(f'the {scope} scope needs its "scope_id" ('
+                            + ("the trace id" if scope == "workflow" else "the session's id") + ")")
+        if scope == "workflow":
+            return client.workflow(scope_id)
+        if scope == "session":
+            return client.session(str(scope_id))
+        raise ToolError(f'"scope" must be one of workflow, session, actor, global; not {scope[:40]!r}')
+
+    async def shared(what: str, coro: Any) -> Any:
+        try:
+            return await call(what, coro)
+        except SharedMemoryError as exc:
+            raise ToolError(str(exc)) from None
+
+    @server.tool(description="Read a value of the memory agents share. With `scope` (workflow: `scope_id` is "
+                             "a trace id; session: a session id; actor: an agent's handle, default yours; global) "
+                             "from that scope only; without it, the narrowest scope holding the key. Returns "
+                             "`found` and, when found, the value with its scope, version, time and writer.")
+    async def kv_get(key: str, scope: str | None = None, scope_id: str | None = None) -> dict[str, Any]:
+        entry = await shared("kv_get", scoped(scope, scope_id).get_entry(key))
+        return {"found": False, "key": key} if entry is None else {"found": True, **entry.to_json()}
+
+    @server.tool(description="Store a JSON value under `key` in the memory agents share, in `scope` (workflow "
+                             "with the trace id as `scope_id`, session with its id, actor: your own handle, global "
+                             "if @memory lets you). `ttl_s`: seconds until it expires. `if_version`: write only "
+                             "if the key is at that version (0 = absent), to update without losing another "
+                             "agent's write. Returns the new `version`.")
+    async def kv_set(key: str, value: Any, scope: str, scope_id: str | None = None, ttl_s: float | None = None,
+                     if_version: int | None = None) -> dict[str, Any]:
+        view = scoped(scope, scope_id)
+        version = await shared("kv_set", view.set(key, value, ttl_s=ttl_s, if_version=if_version))
+        return {"status": "ok", "key": key, "scope": scope, "scope_id": scope_id, "version": version}
+
     return server

@@ -27,7 +27,7 @@ async def test_mcp_tools_listed_and_called_against_a_daemon(start_daemon, nats_u
             init = await session.initialize()
             assert init.server_info.name == "memory"
             tools = {tool.name: tool for tool in (await session.list_tools()).tools}
-            assert set(tools) == {"report", "ask", "search", "timeline"}
+            assert set(tools) == {"report", "ask", "search", "timeline", "kv_get", "kv_set"}
             assert {"event", "service", "trace_id", "occurred_at", "details"} <= set(tools["report"].input_schema["properties"])
 
             stored = await session.call_tool("report", {
@@ -60,6 +60,23 @@ async def test_mcp_tools_listed_and_called_against_a_daemon(start_daemon, nats_u
             assert refused.is_error and 'needs an "event" string' in refused.content[0].text
             empty = await session.call_tool("ask", {"question": " "})
             assert empty.is_error and "the question is empty" in empty.content[0].text
+
+            # shared memory: a workflow's state by its trace id, the agent's own actor scope, compare-and-set
+            put = await session.call_tool("kv_set", {"key": "plan", "value": {"step": 2}, "scope": "workflow",
+                                                     "scope_id": "t-81"})
+            assert not put.is_error and put.structured_content["version"] > 0, put.content
+            got = await session.call_tool("kv_get", {"key": "plan", "scope": "workflow", "scope_id": "t-81"})
+            assert got.structured_content["found"] and got.structured_content["value"] == {"step": 2}
+            assert got.structured_content["updated_by"] == "coder"
+            mine = await session.call_tool("kv_set", {"key": "mood", "value": "busy", "scope": "actor"})
+            looked_up = await session.call_tool("kv_get", {"key": "mood"})  # narrowest scope holding it
+            assert looked_up.structured_content["scope"] == "actor" and looked_up.structured_content["value"] == "busy"
+            stale = await session.call_tool("kv_set", {"key": "mood", "value": "idle", "scope": "actor",
+                                                       "if_version": mine.structured_content["version"] - 1})
+            assert stale.is_error and str(mine.structured_content["version"]) in stale.content[0].text
+            assert not (await session.call_tool("kv_get", {"key": "nothing"})).structured_content["found"]
+            unscoped = await session.call_tool("kv_set", {"key": "plan", "value": 1, "scope": "workflow"})
+            assert unscoped.is_error and "trace id" in unscoped.content[0].text
     log = errlog.read_text()
     assert "Traceback" not in log, log
 
