@@ -2,6 +2,7 @@
 
 from .agent import AsyncAgent, MessageHandler
 from .auth import NatsAuth
+from .context import current_message, current_trace_id
 from .envelope import Envelope, decode_envelope, encode_envelope
 from .errors import (
     AgentClosed,
@@ -120,6 +121,8 @@ __all__ = [
     "SessionNotFound",
     "SyncAgent",
     "TailbusError",
+    "current_message",
+    "current_trace_id",
     "decode_envelope",
     "encode_envelope",
     "find_nats_server",
