@@ -1,9 +1,12 @@
 """The sending side of an agent: open sessions, send and resolve in them, publish envelopes.
 
-One Sender per connected agent. Session rules are enforced here, under the session record's
-compare-and-set (see :mod:`mesh.sessions`); each message is published on
-``mesh.inbox.<to>.<from>`` with ``Nats-Msg-Id = message_id``, retried (stored once) on timeouts, and
-a publish the server's permissions deny raises PermissionDenied at once (see :mod:`mesh.connection`).
+One Sender per connected agent. Session rules are enforced here, on this agent's own session record
+(see :mod:`mesh.sessions`): a message goes only to the peer that record names. Each message is published
+on ``mesh.inbox.<to>.<from>`` (or, for what the recipient's manifest declares priority, on
+``mesh.prio.<to>.<from>``, see :mod:`mesh.priority`) with ``Nats-Msg-Id = message_id``, retried with the
+same id (stored once) on timeouts; a recipient's full inbox is waited on for up to ``Quotas.full_wait``
+seconds (back-pressure), then InboxFull; a publish the server's permissions deny raises PermissionDenied
+at once (see :mod:`mesh.connection`).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable, Mapping
 
 import nats.errors
 import nats.js.errors
@@ -21,11 +25,13 @@ from nats.js import JetStreamContext
 from .connection import Denials
 from .constants import SESSIONS_BUCKET
 from .envelope import Envelope, encode_envelope
-from .errors import HandleNotFound, MeshError, MeshTimeout, PayloadTooLarge
-from .handles import inbox_subject, validate_handle
+from .errors import HandleNotFound, InboxFull, MeshError, MeshTimeout, PayloadTooLarge
+from .handles import inbox_subject, priority_subject, validate_handle
+from .priority import Lane
+from .quotas import Quotas
 from .registry import Registry
-from .sessions import SessionStore
-from .types import MessageType, Opened
+from .sessions import SessionState, SessionStore
+from .types import Manifest, MessageType, Opened
 
 __all__ = ["Sender", "publish"]
 
@@ -33,18 +39,30 @@ log = logging.getLogger("mesh.agent")
 
 #: Upper bound of the envelope's bytes besides payload and content_type (ids, handles, keys).
 _ENVELOPE_OVERHEAD = 512
-#: Seconds a positive "this handle is registered" lookup is trusted.
+#: Seconds a positive "this handle is registered" lookup (and its manifest) is trusted.
 _KNOWN_HANDLE_TTL = 5.0
 _PUBLISH_ATTEMPTS = 3
 #: Seconds one publish waits for the stream's acknowledgement.
 _PUBLISH_TIMEOUT = 5.0
+#: Back-off between attempts on a full inbox: starts here, doubles, at most _FULL_BACKOFF_MAX.
+_FULL_BACKOFF = 0.05
+_FULL_BACKOFF_MAX = 1.0
+
+#: "May this agent still act as its handle?" -- raises ClaimLost when not (see Presence.confirm).
+ClaimGuard = Callable[[], Awaitable[None]]
 
 
 class Sender:
-    """Sends as ``handle`` over ``nc``/``js``; ``max_payload`` is the limit on a payload, UTF-8 bytes."""
+    """Sends as ``handle`` over ``nc``/``js``; ``max_payload`` is the limit on a payload, UTF-8 bytes.
+
+    ``handling(session)`` gives the messages of ``session`` this agent's handlers are running now (see
+    SessionStore.advance); ``claim_guard()`` raises ClaimLost once this agent lost its handle.
+    """
 
     def __init__(self, handle: str, *, nc: NATS, js: JetStreamContext, registry: Registry, sessions: SessionStore,
-                 denials: Denials, max_payload: int) -> None:
+                 denials: Denials, max_payload: int, quotas: Quotas,
+                 handling: Callable[[str], Mapping[str, int]] | None = None,
+                 claim_guard: ClaimGuard | None = None) -> None:
         self._handle = handle
         self._nc = nc
         self._js = js
@@ -52,54 +70,61 @@ class Sender:
         self._sessions = sessions
         self._denials = denials
         self._max_payload = max_payload
-        self._known: dict[str, float] = {}
+        self._quotas = quotas
+        self._handling = handling or (lambda session: {})
+        self._claim_guard = claim_guard
+        self._known: dict[str, tuple[float, Manifest | None]] = {}
 
-    async def open(self, session: str, to: str, payload: str, *, content_type: str, trace_id: str | None) -> Opened:
-        """Create the session record and publish its first message. Raises InvalidHandle,
-        HandleNotFound, PayloadTooLarge, PermissionDenied, MeshTimeout."""
+    @property
+    def sessions(self) -> SessionStore:
+        return self._sessions
+
+    async def open(self, session: str, to: str, payload: str, *, content_type: str, trace_id: str | None,
+                   message_id: str) -> tuple[Opened, SessionState, bool]:
+        """Create the session record and publish its first message; returns ``(opened, record, retried)``.
+        ``retried``: the record existed from an earlier attempt with this message id (the open is published
+        again, stored once). Raises InvalidHandle, HandleNotFound, PayloadTooLarge, PermissionDenied,
+        MeshTimeout, InboxFull, ClaimLost."""
         validate_handle(to)
         self.check_payload(payload, content_type)
-        await self.require_handle(to)
+        manifest = await self.require_handle(to)
+        await self._check_claim()
         trace = trace_id or str(uuid.uuid4())
-        await self._denials.guard(self._sessions.open(session, self._handle, to, trace), "publish",
-                                  [f"$KV.{SESSIONS_BUCKET}.{session}"])
-        env = Envelope(
-            message_id=str(uuid.uuid4()),
-            session_id=session,
-            from_handle=self._handle,
-            to_handle=to,
-            payload=payload,
-            content_type=content_type,
-            sent_at=time.time(),
-            type="session_open",
-            trace_id=trace,
-            sequence=1,
-        )
-        await self._publish(env)
-        return Opened(session=session, message_id=env.message_id, trace_id=trace)
+        state, retried = await self._denials.guard(self._sessions.open(session, to, trace, message_id), "publish",
+                                                   [f"$KV.{SESSIONS_BUCKET}.{self._sessions.key(session)}"])
+        if retried:
+            log.info("mesh agent %s: open_session %s to %r again (message %s): the session exists%s", self._handle,
+                     session, to, message_id, ", answered already" if state.resolved else "; publishing again")
+        if not (retried and state.resolved):
+            env = Envelope(message_id=message_id, session_id=session, from_handle=self._handle, to_handle=to,
+                           payload=payload, content_type=content_type, sent_at=time.time(), type="session_open",
+                           trace_id=state.trace_id, sequence=1)
+            await self._publish(env, manifest)
+        return Opened(session=session, message_id=message_id, trace_id=state.trace_id), state, retried
 
     async def message(self, session: str, payload: str, content_type: str, kind: MessageType) -> tuple[str, int]:
-        """Take the session's next sequence (resolving it if ``kind`` says so) and publish; returns
-        ``(message_id, sequence)``. Raises SessionNotFound, NotParticipant, SessionClosed,
-        PayloadTooLarge, PermissionDenied, MeshTimeout."""
+        """Take the session's next sequence (resolving it if ``kind`` says so) and publish to its peer;
+        returns ``(message_id, sequence)``. A resolve of a session this agent resolved already publishes the
+        recorded resolve again when the message it answered is being handled again (see
+        SessionStore.advance). Raises SessionNotFound, SessionClosed, PayloadTooLarge, PermissionDenied,
+        MeshTimeout, InboxFull, ClaimLost."""
         self.check_payload(payload, content_type)
-        state = await self._denials.guard(
-            self._sessions.advance(session, self._handle, resolve=kind == "session_resolve"),
-            "publish", [f"$KV.{SESSIONS_BUCKET}.{session}"])
-        env = Envelope(
-            message_id=str(uuid.uuid4()),
-            session_id=session,
-            from_handle=self._handle,
-            to_handle=state.peer_of(self._handle),
-            payload=payload,
-            content_type=content_type,
-            sent_at=time.time(),
-            type=kind,
-            trace_id=state.trace_id,
-            sequence=state.seq,
-        )
-        await self._publish(env)
-        return env.message_id, env.sequence
+        await self._check_claim()
+        resolve = kind == "session_resolve"
+        state, message_id, republish = await self._denials.guard(
+            self._sessions.advance(session, resolve=resolve, handling=self._handling(session)),
+            "publish", [f"$KV.{SESSIONS_BUCKET}.{self._sessions.key(session)}"])
+        sequence = state.resolve_seq if republish else state.sent
+        if republish:
+            log.info("mesh agent %s: session %s was resolved by this agent before (resolve %s); publishing that "
+                     "resolve again", self._handle, session, message_id)
+        env = Envelope(message_id=message_id, session_id=session, from_handle=self._handle, to_handle=state.peer,
+                       payload=payload, content_type=content_type, sent_at=time.time(), type=kind,
+                       trace_id=state.trace_id, sequence=sequence)
+        await self._publish(env, await self._manifest_of(state.peer))
+        if resolve:
+            self._sessions.published(session)
+        return message_id, sequence
 
     def check_payload(self, payload: str, content_type: str, *, overhead: int = 0) -> int:
         """The payload's size in UTF-8 bytes; raises PayloadTooLarge if it is over ``max_payload``, or if
@@ -116,42 +141,115 @@ class Sender:
             raise PayloadTooLarge(size, max(server_limit, 0))
         return size
 
-    async def require_handle(self, handle: str) -> None:
-        """Raises HandleNotFound unless ``handle`` is registered (positive answers are cached for 5 s)."""
-        expires = self._known.get(handle)
+    async def require_handle(self, handle: str) -> Manifest | None:
+        """The handle's manifest; raises HandleNotFound unless ``handle`` is registered (positive answers are
+        cached for 5 s)."""
         now = time.monotonic()
-        if expires is not None and expires > now:
-            return
-        if await self._registry.get(handle) is None:
+        known = self._known.get(handle)
+        if known is not None and known[0] > now:
+            return known[1]
+        current = await self._registry.get(handle)
+        if current is None:
             self._known.pop(handle, None)
             raise HandleNotFound(handle)
         if len(self._known) > 10_000:
             self._known.clear()
-        self._known[handle] = now + _KNOWN_HANDLE_TTL
+        self._known[handle] = (now + _KNOWN_HANDLE_TTL, current[0].manifest)
+        return current[0].manifest
 
-    async def _publish(self, env: Envelope) -> None:
-        """Publish with ``Nats-Msg-Id = message_id``, retried (stored once) on timeouts."""
+    async def _manifest_of(self, handle: str) -> Manifest | None:
+        """The manifest of a peer (for its lanes), or None when it cannot be read (a reply still goes out)."""
+        try:
+            return await self.require_handle(handle)
+        except (HandleNotFound, nats.errors.Error, TimeoutError):
+            return None
+
+    def lane_for(self, manifest: Manifest | None, payload: str) -> Lane:
+        """The lane ``payload`` takes to a recipient with ``manifest``: its priority rule decides, for payloads
+        up to ``Quotas.priority_payload_max_bytes``."""
+        rule = manifest.priority if manifest is not None else None
+        if rule is None or len(payload) > self._quotas.priority_payload_max_bytes:
+            return "normal"
+        if len(payload.encode("utf-8")) > self._quotas.priority_payload_max_bytes:
+            return "normal"
+        return rule.lane_of(payload)
+
+    async def _check_claim(self) -> None:
+        if self._claim_guard is not None:
+            await self._claim_guard()
+
+    async def _publish(self, env: Envelope, manifest: Manifest | None) -> None:
+        """Publish with ``Nats-Msg-Id = message_id`` in the lane the recipient's manifest gives, retried
+        (stored once) on timeouts, waiting on a full inbox; a priority message its stream refuses as too
+        large takes the normal lane."""
+        lane = self.lane_for(manifest, env.payload)
+        data = encode_envelope(env)
+        what = f"{env.message_id} to {env.to_handle!r}"
+        if lane == "priority":
+            try:
+                await publish(self._js, self._denials, handle=self._handle, data=data, msg_id=env.message_id,
+                              subject=priority_subject(env.to_handle, env.from_handle), what=what,
+                              full_wait=self._quotas.full_wait, to=env.to_handle)
+                return
+            except PayloadTooLarge:
+                log.debug("mesh agent %s: %s is too large for the priority lane; sending it in the normal lane",
+                          self._handle, env.message_id)
         await publish(self._js, self._denials, handle=self._handle, subject=inbox_subject(env.to_handle, env.from_handle),
-                      data=encode_envelope(env), msg_id=env.message_id, what=f"{env.message_id} to {env.to_handle!r}")
+                      data=data, msg_id=env.message_id, what=what, full_wait=self._quotas.full_wait,
+                      to=env.to_handle)
+
+
+def _refusal(exc: nats.js.errors.APIError) -> str:
+    """What a stream's refusal of a publish means: ``per_sender``, ``stream``, ``size`` or ``""`` (other)."""
+    text = (exc.description or "").lower()
+    if "per subject" in text:
+        return "per_sender"
+    if "message size" in text or "maximum payload" in text:
+        return "size"
+    if "maximum bytes" in text or "maximum messages" in text or "insufficient" in text or "storage" in text:
+        return "stream"
+    return ""
 
 
 async def publish(js: JetStreamContext, denials: Denials, *, handle: str, subject: str, data: bytes, msg_id: str,
-                  what: str) -> None:
+                  what: str, full_wait: float | None = None, to: str = "") -> None:
     """Publish ``data`` on ``subject`` with ``Nats-Msg-Id = msg_id``; a timeout is retried (the stream stores
     the message once). Raises PermissionDenied at once when the server denies the subject, MeshTimeout
-    after 3 unacknowledged attempts, MeshError when the stream refuses it (full, no such stream)."""
+    after 3 unacknowledged attempts, PayloadTooLarge when the stream refuses the size. When the stream
+    refuses it as full: with ``full_wait`` (seconds), waits for room (back-off up to 1 s) and raises
+    InboxFull (``to``, ``reason``) when none came; without, raises MeshError at once."""
     headers = {"Nats-Msg-Id": msg_id}
-    for attempt in range(1, _PUBLISH_ATTEMPTS + 1):
+    attempt = 0
+    started = time.monotonic()
+    backoff = _FULL_BACKOFF
+    waiting = False
+    while True:
+        attempt += 1
         try:
             await denials.guard(js.publish(subject, data, headers=headers, timeout=_PUBLISH_TIMEOUT), "publish",
                                 [subject])
             return
         except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
-            if attempt == _PUBLISH_ATTEMPTS:
+            if attempt >= _PUBLISH_ATTEMPTS:
                 raise MeshTimeout(f"publish of {what} not acknowledged ({type(exc).__name__})",
                                   timeout=_PUBLISH_TIMEOUT * _PUBLISH_ATTEMPTS) from exc
             log.info("mesh agent %s: publish %s attempt %d failed (%s); retrying", handle, msg_id, attempt,
                      type(exc).__name__)
             await asyncio.sleep(0.2 * attempt)
         except nats.js.errors.APIError as exc:
+            refusal = _refusal(exc)
+            if refusal == "size":
+                raise PayloadTooLarge(len(data), 0) from exc
+            if refusal in ("per_sender", "stream") and full_wait is not None:
+                waited = time.monotonic() - started
+                if waited >= full_wait:
+                    raise InboxFull(to, handle, refusal, waited) from exc
+                if not waiting:
+                    log.info("mesh agent %s: the inbox of %r is full (%s); waiting up to %.0fs for room", handle, to,
+                             "this sender's quota" if refusal == "per_sender" else "stream", full_wait)
+                    waiting = True
+                attempt = 0
+                await asyncio.sleep(min(backoff, max(full_wait - waited, 0.0)))
+                backoff = min(backoff * 2, _FULL_BACKOFF_MAX)
+                continue
             raise MeshError(f"publish of {what} refused: {exc}") from exc
