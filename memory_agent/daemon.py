@@ -35,7 +35,7 @@ from memory_agent.retention import Eraser, sweep_forever
 from memory_agent.store.events import EventStore
 from memory_agent.tools.datadir import lock_data_dir
 from memory_agent.wire import error_reply
-from mesh import AsyncAgent, Manifest, Message, RoomEvent
+from mesh import AsyncAgent, Manifest, Message, PriorityRule, RoomEvent
 from mesh.constants import DEFAULT_HEARTBEAT_INTERVAL
 from mesh.errors import HandleTaken, PayloadTooLarge, ServerError, SessionClosed, SessionNotFound
 from mesh.server import NatsServer
@@ -53,6 +53,7 @@ MANIFEST = Manifest(
     domains=("ops",),
     input_types=("application/json", "text/plain"),
     output_types=("application/json", "text/plain"),
+    priority=PriorityRule(text=True, json_keys=("query", "op")),  # questions and operations: the priority lane
 )
 
 
