@@ -60,8 +60,8 @@ DEFAULT_SESSIONS_MAX_BYTES: Final = 1024 * 1024 * 1024
 DEFAULT_SESSION_RECORD_MAX: Final = 4 * 1024
 DEFAULT_ROOM_RECORDS_MAX_BYTES: Final = 256 * 1024 * 1024
 DEFAULT_ROOM_RECORD_MAX: Final = 64 * 1024
-#: Seconds a send waits for room in a recipient's full inbox (its per-sender quota, or the stream's
-#: bytes) before it raises InboxFull.
+#: Seconds a send to a recipient's full inbox (its per-sender quota, or the stream's bytes) waits without
+#: the recipient taking any of this sender's messages before it raises InboxFull.
 DEFAULT_FULL_WAIT: Final = 10.0
 
 #: Replicas of every stream and bucket the mesh creates (1 on a single server, 3 on a cluster):

@@ -137,7 +137,6 @@ class Dispatcher:
                                                       "priority": asyncio.Semaphore(max_in_flight)}
         self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight: set[tuple[str, int]] = set()
-        self._background: set[asyncio.Task[None]] = set()
         self._executor: ThreadPoolExecutor | None = None
 
     @property
@@ -183,8 +182,6 @@ class Dispatcher:
                 log.warning("mesh agent %s: %d handlers still running after %.1fs; cancelled (their messages "
                             "are delivered again)", self._handle, len(pending), timeout)
                 await asyncio.gather(*pending, return_exceptions=True)
-        if self._background:
-            await asyncio.wait(set(self._background), timeout=5.0)
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
@@ -306,24 +303,16 @@ class Dispatcher:
         return message, env.session_id, env
 
     def _noted(self, env: Envelope, stream_seq: int) -> None:
-        """A message of a session this agent opened reached a request(): keep its record up to date (the
-        cache at once; the peer's resolve is written in the background)."""
+        """A message of a session this agent opened reached a request(): this process's view of the record
+        follows it (no write: for the requester the session is over, and a write per request cost a tenth
+        of the throughput in bench/mesh_roundtrip.py; after a restart the record reads as open, and what
+        it sends there the peer drops)."""
         sessions = self.sessions
         if sessions is None:
             return
         sessions.note_seen(env.session_id, env.sequence)
         if env.type == "session_resolve":
             sessions.resolve_seen(env, stream_seq)
-            task = asyncio.create_task(self._write_resolved(sessions, env, stream_seq))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
-
-    async def _write_resolved(self, sessions: SessionStore, env: Envelope, stream_seq: int) -> None:
-        try:
-            await sessions.note_resolved(env, stream_seq)
-        except (MeshError, nats.errors.Error, TimeoutError, OSError) as exc:
-            log.debug("mesh agent %s: could not record the resolve of session %s (%s); it is known here",
-                      self._handle, env.session_id, type(exc).__name__)
 
     def _room_item(self, msg: Msg, stream_seq: int) -> tuple[RoomEvent, str, None] | Awaitable[None]:
         try:

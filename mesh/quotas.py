@@ -55,7 +55,8 @@ class Quotas:
     sender and lane in one recipient's inbox; messages up to 1 MiB + 64 KiB (normal lane, rooms) and
     priority payloads up to 64 KiB; inbox stream 4 GiB, priority stream 512 MiB, rooms stream 1 GiB;
     registry 64 MiB (records up to 64 KiB), sessions 1 GiB (records up to 4 KiB), room records 256 MiB
-    (up to 64 KiB each); a send waits up to 10 s for room in a full inbox before raising InboxFull.
+    (up to 64 KiB each); a send to a full inbox waits while the recipient takes messages, and raises
+    InboxFull after 10 s in which it took none from this sender.
 
     Raises ValueError for a limit below 1 (``full_wait`` may be 0: fail at once).
     """

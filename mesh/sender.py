@@ -4,8 +4,8 @@ One Sender per connected agent. Session rules are enforced here, on this agent's
 (see :mod:`mesh.sessions`): a message goes only to the peer that record names. Each message is published
 on ``mesh.inbox.<to>.<from>`` (or, for what the recipient's manifest declares priority, on
 ``mesh.prio.<to>.<from>``, see :mod:`mesh.priority`) with ``Nats-Msg-Id = message_id``, retried with the
-same id (stored once) on timeouts; a recipient's full inbox is waited on for up to ``Quotas.full_wait``
-seconds (back-pressure), then InboxFull; a publish the server's permissions deny raises PermissionDenied
+same id (stored once) on timeouts; a recipient's full inbox is waited on (back-pressure) until it takes
+messages again, and InboxFull raised when it took none for ``Quotas.full_wait`` seconds; a publish the server's permissions deny raises PermissionDenied
 at once (see :mod:`mesh.connection`).
 """
 
@@ -15,6 +15,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 
 import nats.errors
@@ -33,7 +34,7 @@ from .registry import Registry
 from .sessions import SessionState, SessionStore
 from .types import Manifest, MessageType, Opened
 
-__all__ = ["Sender", "publish"]
+__all__ = ["Sender", "StreamFull", "publish"]
 
 log = logging.getLogger("mesh.agent")
 
@@ -74,6 +75,7 @@ class Sender:
         self._handling = handling or (lambda session: {})
         self._claim_guard = claim_guard
         self._known: dict[str, tuple[float, Manifest | None]] = {}
+        self._rooms: OrderedDict[str, _Room] = OrderedDict()
 
     @property
     def sessions(self) -> SessionStore:
@@ -184,19 +186,60 @@ class Sender:
         large takes the normal lane."""
         lane = self.lane_for(manifest, env.payload)
         data = encode_envelope(env)
-        what = f"{env.message_id} to {env.to_handle!r}"
         if lane == "priority":
             try:
-                await publish(self._js, self._denials, handle=self._handle, data=data, msg_id=env.message_id,
-                              subject=priority_subject(env.to_handle, env.from_handle), what=what,
-                              full_wait=self._quotas.full_wait, to=env.to_handle)
+                await self._send(priority_subject(env.to_handle, env.from_handle), data, env)
                 return
             except PayloadTooLarge:
                 log.debug("mesh agent %s: %s is too large for the priority lane; sending it in the normal lane",
                           self._handle, env.message_id)
-        await publish(self._js, self._denials, handle=self._handle, subject=inbox_subject(env.to_handle, env.from_handle),
-                      data=data, msg_id=env.message_id, what=what, full_wait=self._quotas.full_wait,
-                      to=env.to_handle)
+        await self._send(inbox_subject(env.to_handle, env.from_handle), data, env)
+
+    async def _send(self, subject: str, data: bytes, env: Envelope) -> None:
+        """Publish; on a full inbox wait (back-off up to 1 s, one probe at a time per recipient) until the
+        recipient takes messages again, and raise InboxFull when it took none for ``Quotas.full_wait`` s."""
+        to, what = env.to_handle, f"{env.message_id} to {env.to_handle!r}"
+        room = self._room(to)
+        started = time.monotonic()
+
+        async def attempt() -> None:
+            await publish(self._js, self._denials, handle=self._handle, subject=subject, data=data,
+                          msg_id=env.message_id, what=what)
+            room.progress = time.monotonic()
+            if room.waiting:
+                room.waiting = False
+                log.info("mesh agent %s: the inbox of %r has room again", self._handle, to)
+
+        try:
+            await attempt()
+            return
+        except StreamFull as full:
+            if not room.waiting:
+                room.waiting = True
+                log.info("mesh agent %s: the inbox of %r is full (%s); waiting for it to take messages (up to "
+                         "%.0fs without progress)", self._handle, to,
+                         "this sender's quota" if full.reason == "per_sender" else "stream", self._quotas.full_wait)
+        backoff = _FULL_BACKOFF
+        async with room.probe:
+            while True:
+                try:
+                    await attempt()
+                    return
+                except StreamFull as full:
+                    now = time.monotonic()
+                    idle = now - max(started, room.progress)
+                    if idle >= self._quotas.full_wait:
+                        raise InboxFull(to, self._handle, full.reason, now - started) from full
+                    await asyncio.sleep(min(backoff, self._quotas.full_wait - idle))
+                    backoff = min(backoff * 2, _FULL_BACKOFF_MAX)
+
+    def _room(self, to: str) -> _Room:
+        room = self._rooms.get(to)
+        if room is None:
+            room = self._rooms[to] = _Room()
+            while len(self._rooms) > 1024:
+                self._rooms.popitem(last=False)
+        return room
 
 
 def _refusal(exc: nats.js.errors.APIError) -> str:
@@ -211,26 +254,29 @@ def _refusal(exc: nats.js.errors.APIError) -> str:
     return ""
 
 
+class StreamFull(MeshError):
+    """A stream refused a publish as full: ``reason`` is ``"per_sender"`` (the sender's quota on that
+    subject) or ``"stream"`` (its total)."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 async def publish(js: JetStreamContext, denials: Denials, *, handle: str, subject: str, data: bytes, msg_id: str,
-                  what: str, full_wait: float | None = None, to: str = "") -> None:
+                  what: str) -> None:
     """Publish ``data`` on ``subject`` with ``Nats-Msg-Id = msg_id``; a timeout is retried (the stream stores
     the message once). Raises PermissionDenied at once when the server denies the subject, MeshTimeout
-    after 3 unacknowledged attempts, PayloadTooLarge when the stream refuses the size. When the stream
-    refuses it as full: with ``full_wait`` (seconds), waits for room (back-off up to 1 s) and raises
-    InboxFull (``to``, ``reason``) when none came; without, raises MeshError at once."""
+    after 3 unacknowledged attempts, PayloadTooLarge when the stream refuses the size, StreamFull when it
+    refuses it as full, MeshError when it refuses it otherwise."""
     headers = {"Nats-Msg-Id": msg_id}
-    attempt = 0
-    started = time.monotonic()
-    backoff = _FULL_BACKOFF
-    waiting = False
-    while True:
-        attempt += 1
+    for attempt in range(1, _PUBLISH_ATTEMPTS + 1):
         try:
             await denials.guard(js.publish(subject, data, headers=headers, timeout=_PUBLISH_TIMEOUT), "publish",
                                 [subject])
             return
         except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
-            if attempt >= _PUBLISH_ATTEMPTS:
+            if attempt == _PUBLISH_ATTEMPTS:
                 raise MeshTimeout(f"publish of {what} not acknowledged ({type(exc).__name__})",
                                   timeout=_PUBLISH_TIMEOUT * _PUBLISH_ATTEMPTS) from exc
             log.info("mesh agent %s: publish %s attempt %d failed (%s); retrying", handle, msg_id, attempt,
@@ -240,16 +286,18 @@ async def publish(js: JetStreamContext, denials: Denials, *, handle: str, subjec
             refusal = _refusal(exc)
             if refusal == "size":
                 raise PayloadTooLarge(len(data), 0) from exc
-            if refusal in ("per_sender", "stream") and full_wait is not None:
-                waited = time.monotonic() - started
-                if waited >= full_wait:
-                    raise InboxFull(to, handle, refusal, waited) from exc
-                if not waiting:
-                    log.info("mesh agent %s: the inbox of %r is full (%s); waiting up to %.0fs for room", handle, to,
-                             "this sender's quota" if refusal == "per_sender" else "stream", full_wait)
-                    waiting = True
-                attempt = 0
-                await asyncio.sleep(min(backoff, max(full_wait - waited, 0.0)))
-                backoff = min(backoff * 2, _FULL_BACKOFF_MAX)
-                continue
+            if refusal:
+                raise StreamFull(f"publish of {what} refused: {exc.description}", refusal) from exc
             raise MeshError(f"publish of {what} refused: {exc}") from exc
+
+
+class _Room:
+    """Back-pressure on one recipient's inbox, shared by this agent's sends to it: the last time a send got
+    in, and a lock so that one waiting send at a time probes for room."""
+
+    __slots__ = ("probe", "progress", "waiting")
+
+    def __init__(self) -> None:
+        self.progress = time.monotonic()
+        self.probe = asyncio.Lock()
+        self.waiting = False

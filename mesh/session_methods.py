@@ -113,8 +113,8 @@ class SessionMethods:
         ``message_id``: as for ``open_session``; a retry with the same id gets the answer the earlier
         call missed if it came to this process meanwhile. Raises MeshTimeout (``.timeout``) if nothing
         arrives within ``timeout`` s (the session stays open, and whatever arrives in it later is dropped
-        with a debug line), AgentClosed when the agent closes meanwhile, SessionClosed when a retry's
-        session was answered and the answer went elsewhere, plus everything ``open_session`` raises.
+        with a debug line), AgentClosed when the agent closes meanwhile, SessionClosed when a retry (in the
+        same process) asks again a request that was answered, plus everything ``open_session`` raises.
         """
         outbox = self._sender()
         message_id = _message_id(message_id)

@@ -177,14 +177,6 @@ class SessionStore:
     async def _state(self, session: str) -> tuple[SessionState, int] | None:
         return self._cache.get(session) or await self._read(session)
 
-    async def get(self, session: str) -> tuple[SessionState, int]:
-        """(state, revision), from the cache or KV; raises SessionNotFound (also for a session of others:
-        a non-participant cannot tell one from no session)."""
-        found = await self._state(session)
-        if found is None:
-            raise SessionNotFound(session)
-        return found
-
     async def current(self, session: str) -> SessionState | None:
         """The record as it is now (a resolved one from the cache, since it cannot change), or None."""
         cached = self._cache.get(session)
@@ -193,11 +185,6 @@ class SessionStore:
         self._cache.pop(session, None)
         found = await self._read(session)
         return found[0] if found is not None else None
-
-    def peer_of(self, session: str) -> str | None:
-        """The peer of a session in the cache (no I/O), or None."""
-        cached = self._cache.get(session)
-        return cached[0].peer if cached is not None else None
 
     # ── the opener's side ───────────────────────────────────────────
 
@@ -272,7 +259,8 @@ class SessionStore:
         marks it resolved. Returns the verdict and, unless DELIVER, why. Raises MeshError or nats errors
         when the record cannot be read or written (the caller retries later)."""
         session, sender = env.session_id, env.from_handle
-        found = await self._state(session)
+        # An open of a session not in the cache: the create is the check (no read first).
+        found = self._cache.get(session) if env.type == "session_open" else await self._state(session)
         if env.type == "session_open" and found is None:
             state = SessionState(session, self._owner, sender, opener=False, trace_id=env.trace_id,
                                  open_id=env.message_id, open_ref=ref, seen=env.sequence, opened_at=time.time())
@@ -332,6 +320,15 @@ class SessionStore:
         raises; a record already resolved is left as it is."""
         session = env.session_id
         self.resolve_seen(env, ref)
+        cached = self._cache.get(session)
+        if cached is not None and cached[0].resolved == "peer" and cached[0].resolve_id == env.message_id:
+            try:  # this owner is the only writer of its records: the cached revision is nearly always current
+                revision = await self._kv.update(self.key(session), cached[0].encode(), last=cached[1])
+            except nats.js.errors.KeyWrongLastSequenceError:
+                pass
+            else:
+                self._remember(cached[0], revision)
+                return
         for _ in range(_MAX_CAS_ATTEMPTS):
             found = await self._read_fresh(session)
             if found is None:

@@ -28,8 +28,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mesh import Message, PayloadTooLarge, SyncAgent
-from mesh.envelope import Envelope, encode_envelope
 from mesh.constants import STREAM_NAME
+from mesh.envelope import Envelope, encode_envelope
 from mesh.handles import inbox_subject
 from mesh.server import NatsServer
 from tests.faults.harness import COUNTS, DaemonProcess
