@@ -3,8 +3,8 @@
 One Sender per connected agent. Session rules are enforced here, on this agent's own session record
 (see :mod:`mesh.sessions`): a message goes only to the peer that record names. Each message is published
 on ``mesh.inbox.<to>.<from>`` (or, for what the recipient's manifest declares priority, on
-``mesh.prio.<to>.<from>``, see :mod:`mesh.priority`) with ``Nats-Msg-Id = message_id``, retried with the
-same id (stored once) on timeouts; a recipient's full inbox is waited on (back-pressure) until it takes
+``mesh.prio.<to>.<from>``, see :mod:`mesh.priority`) with ``Nats-Msg-Id = <from>.<message_id>`` (see
+:func:`dedup_id`), retried with the same id (stored once) on timeouts; a recipient's full inbox is waited on (back-pressure) until it takes
 messages again, and InboxFull raised when it took none for ``Quotas.full_wait`` seconds; a publish the server's permissions deny raises PermissionDenied
 at once (see :mod:`mesh.connection`).
 """
@@ -181,7 +181,7 @@ class Sender:
             await self._claim_guard()
 
     async def _publish(self, env: Envelope, manifest: Manifest | None) -> None:
-        """Publish with ``Nats-Msg-Id = message_id`` in the lane the recipient's manifest gives, retried
+        """Publish with ``Nats-Msg-Id = dedup_id(from, message_id)`` in the lane the recipient's manifest gives, retried
         (stored once) on timeouts, waiting on a full inbox; a priority message its stream refuses as too
         large takes the normal lane."""
         lane = self.lane_for(manifest, env.payload)
@@ -204,7 +204,7 @@ class Sender:
 
         async def attempt() -> None:
             await publish(self._js, self._denials, handle=self._handle, subject=subject, data=data,
-                          msg_id=env.message_id, what=what)
+                          msg_id=dedup_id(env.from_handle, env.message_id), what=what)
             room.progress = time.monotonic()
             if room.waiting:
                 room.waiting = False
@@ -261,6 +261,15 @@ class StreamFull(MeshError):
     def __init__(self, message: str, reason: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+def dedup_id(sender: str, message_id: str) -> str:
+    """The ``Nats-Msg-Id`` of a message: ``<sender>.<message_id>``. JetStream de-duplicates by this header
+    across the whole stream, whatever the subject, so with the bare message id two senders that chose the
+    same ``message_id`` within the duplicate window would lose the second message (its publish is
+    acknowledged as a duplicate and never stored). Handles contain no ``.``, so ids of different senders
+    never meet."""
+    return f"{sender}.{message_id}"
 
 
 async def publish(js: JetStreamContext, denials: Denials, *, handle: str, subject: str, data: bytes, msg_id: str,

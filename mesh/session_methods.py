@@ -48,8 +48,8 @@ class SessionMethods:
         """Open a session with ``to``; its first message carries ``payload``.
 
         ``trace_id``: the caller's, or a new uuid4 when None/empty; every message of the session
-        carries it. ``message_id``: the caller's id for this message (at most 128 characters), else a new
-        uuid4; the session id is derived from it, so calling again with the same ``message_id`` (after a
+        carries it. ``message_id``: the caller's id for this message (1 to 128 printable characters, unique
+        among this agent's messages), else a new uuid4; the session id is derived from it, so calling again with the same ``message_id`` (after a
         timeout, a reconnect, a restart) is the same send: the recipient gets it once (see docs/mesh.md,
         "Exactly once"). Raises InvalidHandle, HandleNotFound (never registered), PayloadTooLarge,
         NotRegistered, MeshTimeout, InboxFull, ClaimLost, ValueError (a bad ``message_id``). Delivery to an
@@ -174,9 +174,11 @@ class SessionMethods:
 
 
 def _message_id(message_id: str | None) -> str:
-    """The caller's message id, checked (a non-empty string of at most 128 characters), or a new uuid4."""
+    """The caller's message id, checked (1 to 128 printable characters: it travels in a NATS header, where a
+    control character would break the protocol), or a new uuid4."""
     if message_id is None:
         return str(uuid.uuid4())
-    if not isinstance(message_id, str) or not 0 < len(message_id) <= 128:
-        raise ValueError("message_id must be a non-empty string of at most 128 characters")
+    if not isinstance(message_id, str) or not 0 < len(message_id) <= 128 or not message_id.isprintable():
+        raise ValueError("message_id must be a string of 1 to 128 printable characters "
+                         "(no control characters or line breaks)")
     return message_id

@@ -61,6 +61,28 @@ async def test_open_session_again_with_the_same_message_id_is_one_send(mesh_agen
         await client.open_session("worker", "x", message_id="")
 
 
+async def test_two_senders_may_choose_the_same_message_id(mesh_agent: Factory) -> None:
+    # JetStream de-duplicates by Nats-Msg-Id across the whole stream: with the bare message id as the
+    # header, b's open was acknowledged as a duplicate of a's and never stored (open_session returned
+    # normally, the worker never got it). The header is scoped by the sender.
+    worker = await mesh_agent("worker", register=False)
+    seen = counting(worker)
+    await worker.register()
+    a, b = await mesh_agent("a"), await mesh_agent("b")
+    from_a = await a.open_session("worker", "from a", message_id="report-1")
+    from_b = await b.open_session("worker", "from b", message_id="report-1")
+    assert from_a.session != from_b.session
+    assert await eventually(lambda: _count(seen, 2))
+    assert sorted((m.from_handle, m.payload) for m in seen) == [("a", "from a"), ("b", "from b")]
+    # The id travels in a NATS header: a line break (or any control character) is refused before anything
+    # is published.
+    for bad in ("x\r\nNats-Expected-Stream: OTHER", "tab\there", "x" * 129):
+        with pytest.raises(ValueError, match="message_id"):
+            await a.open_session("worker", "bad", message_id=bad)
+    await asyncio.sleep(0.3)
+    assert len(seen) == 2
+
+
 async def test_a_second_copy_past_the_duplicate_window_is_dropped(
     mesh_agent: Factory, nats_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
