@@ -57,7 +57,7 @@ from memory_agent.types import Filters
 from memory_agent.web.api import PageApi
 from memory_agent.web.server import HttpServer
 from memory_agent.wire import error_reply
-from mesh import AsyncAgent, Manifest, Message, RoomEvent
+from mesh import AsyncAgent, Manifest, Message, PriorityRule, RoomEvent
 from mesh.access import jetstream
 from mesh.constants import DEFAULT_HEARTBEAT_INTERVAL
 from mesh.errors import HandleTaken, PayloadTooLarge, ServerError, SessionClosed, SessionNotFound
@@ -76,6 +76,7 @@ MANIFEST = Manifest(
     domains=("ops",),
     input_types=("application/json", "text/plain"),
     output_types=("application/json", "text/plain"),
+    priority=PriorityRule(text=True, json_keys=("query", "op")),  # questions and operations: the priority lane
 )
 
 
@@ -491,7 +492,9 @@ class MemoryDaemon:
         try:
             await self._agent.resolve(msg.session, payload, content_type=content_type)
         except SessionClosed:
-            await self._reply_again(msg, payload, content_type)
+            # Resolved by someone else (the mesh itself re-publishes our own recorded resolve when a
+            # message we answered is handled again, so a redelivered report's sender still gets it).
+            log.debug("session %s already resolved; not answering again", msg.session)
         except SessionNotFound:
             # Expired, or never opened (a message published without the SDK): nobody can get the answer.
             log.info("session %s of %s from @%s does not exist; reply dropped", msg.session, msg.message_id,
@@ -503,19 +506,6 @@ class MemoryDaemon:
             await self._reply(msg, error_reply(
                 f"the answer is {exc.size} bytes, over the mesh's limit of {exc.limit}: ask for fewer events "
                 '(a smaller "limit") or narrow the question with filters or a time window'))
-
-    async def _reply_again(self, msg: Message, payload: str, content_type: str) -> None:
-        """The one place for a reply whose session is already resolved: a redelivered message whose first
-        handling resolved the session. Usually its resolve went out; but if the daemon died between the
-        session record's compare-and-set and the resolve's publish, the sender never got it.
-
-        The mesh cannot re-send a resolve yet. With a re-sendable resolve (``AsyncAgent.resolve(session,
-        payload, content_type=..., replay=True)``: when the record says this handle resolved it, publish
-        the resolve again with the recorded sequence and a message id derived from the session, so
-        JetStream and the receiver drop a copy that did get out), this becomes that call.
-        """
-        log.info("session %s (message %s from @%s) was already resolved; its reply is not sent again (the mesh "
-                 "cannot re-send a resolve)", msg.session, msg.message_id, msg.from_handle)
 
     # --- health, stats and index --------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """mesh: a tailbus-style agent SDK on NATS JetStream, durable (see docs/mesh.md)."""
 
-from .agent import AsyncAgent, MessageHandler
+from .agent import AsyncAgent, ClaimLostCallback, MessageHandler
 from .auth import NatsAuth
 from .context import current_message, current_trace_id
 from .envelope import Envelope, decode_envelope, encode_envelope
@@ -11,9 +11,11 @@ from .errors import (
     BinaryNotFoundError,
     BridgeDiedError,
     BridgeError,
+    ClaimLost,
     EnvelopeError,
     HandleNotFound,
     HandleTaken,
+    InboxFull,
     InvalidHandle,
     MeshError,
     MeshTimeout,
@@ -33,6 +35,8 @@ from .errors import (
     TailbusError,
 )
 from .handles import validate_handle
+from .priority import Lane, PriorityRule
+from .quotas import Quotas
 from .server import NatsServer, find_nats_server
 from .sync import SyncAgent
 from .types import (
@@ -71,6 +75,8 @@ __all__ = [
     "BinaryNotFoundError",
     "BridgeDiedError",
     "BridgeError",
+    "ClaimLost",
+    "ClaimLostCallback",
     "CommandSpec",
     "Envelope",
     "EnvelopeError",
@@ -81,8 +87,10 @@ __all__ = [
     "HandleMatches",
     "HandleNotFound",
     "HandleTaken",
+    "InboxFull",
     "Introspected",
     "InvalidHandle",
+    "Lane",
     "Manifest",
     "MeshError",
     "MeshTimeout",
@@ -98,6 +106,8 @@ __all__ = [
     "Opened",
     "PayloadTooLarge",
     "PermissionDenied",
+    "PriorityRule",
+    "Quotas",
     "Registered",
     "Resolved",
     "Retry",

@@ -20,7 +20,7 @@ import msgpack
 
 from .constants import ENVELOPE_VERSION, HANDLE_RE, MESSAGE_TYPES
 from .errors import EnvelopeError
-from .types import Message, MessageType
+from .types import Lane, Message, MessageType
 
 __all__ = ["Envelope", "decode_envelope", "encode_envelope", "envelope_to_message"]
 
@@ -124,8 +124,9 @@ def decode_envelope(data: bytes) -> Envelope:
     )
 
 
-def envelope_to_message(env: Envelope) -> Message:
-    """The SDK's view of an envelope (``session_id`` -> ``session``, ``type`` -> ``message_type``)."""
+def envelope_to_message(env: Envelope, lane: Lane = "normal") -> Message:
+    """The SDK's view of an envelope (``session_id`` -> ``session``, ``type`` -> ``message_type``), received
+    in ``lane``."""
     return Message(
         session=env.session_id,
         from_handle=env.from_handle,
@@ -137,4 +138,5 @@ def envelope_to_message(env: Envelope) -> Message:
         message_id=env.message_id,
         sent_at=env.sent_at,
         sequence=env.sequence,
+        lane=lane,
     )

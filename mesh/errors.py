@@ -9,9 +9,11 @@ __all__ = [
     "BinaryNotFoundError",
     "BridgeDiedError",
     "BridgeError",
+    "ClaimLost",
     "EnvelopeError",
     "HandleNotFound",
     "HandleTaken",
+    "InboxFull",
     "InvalidHandle",
     "MeshError",
     "MeshTimeout",
@@ -77,6 +79,44 @@ class HandleTaken(MeshError):
             "closes or its heartbeat expires"
         )
         self.handle = handle
+
+
+class ClaimLost(MeshError):
+    """Another agent took this agent's handle while this one held it: this one had stopped heartbeating
+    long enough for its claim to expire (it was frozen, cut off from NATS, or its host's clock jumped).
+
+    The agent stopped consuming at once and acknowledges nothing more (the new owner gets what it had not
+    acknowledged); every later operation raises this. ``run_forever()`` raises it, and
+    ``AsyncAgent(on_claim_lost=...)`` is called with it. Restart the process: it then waits as a standby
+    until the handle is free again.
+    """
+
+    def __init__(self, handle: str, detail: str = "") -> None:
+        super().__init__(
+            f"handle {handle!r} was claimed by another agent while this one held it"
+            + (f" ({detail})" if detail else "")
+            + ": this agent stopped consuming and acknowledges nothing more; restart it to wait as a standby"
+        )
+        self.handle = handle
+
+
+class InboxFull(MeshError):
+    """The recipient's inbox has no room for this message, and none came free within ``waited`` seconds.
+
+    ``reason`` is ``"per_sender"`` (this sender already has as many messages waiting there as the quota
+    allows, ``Quotas.per_sender_messages``: the recipient has not taken them yet, or is offline) or
+    ``"stream"`` (the inbox stream as a whole is full). Nothing was published; sending again later, with
+    the same ``message_id``, is safe.
+    """
+
+    def __init__(self, handle: str, sender: str, reason: str, waited: float) -> None:
+        what = (f"{sender!r} already has as many messages waiting there as its quota allows"
+                if reason == "per_sender" else "the inbox stream is full")
+        super().__init__(f"the inbox of {handle!r} has no room: {what} (waited {waited:.1f}s); send again later")
+        self.handle = handle
+        self.sender = sender
+        self.reason = reason
+        self.waited = waited
 
 
 class NotRegistered(MeshError):

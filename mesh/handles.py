@@ -7,6 +7,8 @@ from .constants import (
     DURABLE_PREFIX,
     HANDLE_RE,
     INBOX_PREFIX,
+    PRIORITY_DURABLE_PREFIX,
+    PRIORITY_PREFIX,
     REPLAY_PREFIX,
     ROOM_ID_RE,
     ROOM_PREFIX,
@@ -21,6 +23,9 @@ __all__ = [
     "inbox_subject",
     "parse_inbox_subject",
     "parse_room_subject",
+    "priority_durable_name",
+    "priority_filter",
+    "priority_subject",
     "replay_consumer_name",
     "reply_prefix",
     "room_filter",
@@ -53,24 +58,43 @@ def inbox_filter(handle: str) -> str:
     return f"{INBOX_PREFIX}{handle}.*"
 
 
+def priority_subject(to: str, sender: str) -> str:
+    """``mesh.prio.<to>.<sender>``: the priority lane's subject for a message from ``sender`` to ``to``."""
+    return f"{PRIORITY_PREFIX}{to}.{sender}"
+
+
+def priority_filter(handle: str) -> str:
+    """``mesh.prio.<handle>.*``: every priority-lane message to ``handle`` (its priority consumer's filter)."""
+    return f"{PRIORITY_PREFIX}{handle}.*"
+
+
 def parse_inbox_subject(subject: str) -> tuple[str, str] | None:
-    """``mesh.inbox.<to>.<sender>`` -> ``(to, sender)``; None for any other subject or invalid handles."""
-    if not subject.startswith(INBOX_PREFIX):
-        return None
-    parts = subject[len(INBOX_PREFIX):].split(".")
-    if len(parts) != 2 or not all(HANDLE_RE.fullmatch(p) for p in parts):
-        return None
-    return parts[0], parts[1]
+    """``mesh.inbox.<to>.<sender>`` or ``mesh.prio.<to>.<sender>`` -> ``(to, sender)``; None for any other
+    subject or invalid handles."""
+    for prefix in (INBOX_PREFIX, PRIORITY_PREFIX):
+        if subject.startswith(prefix):
+            parts = subject[len(prefix):].split(".")
+            if len(parts) != 2 or not all(HANDLE_RE.fullmatch(p) for p in parts):
+                return None
+            return parts[0], parts[1]
+    return None
 
 
-def deliver_subject(handle: str) -> str:
-    """``mesh.deliver.<handle>``: where the handle's durable push consumer delivers."""
-    return DELIVER_PREFIX + handle
+def deliver_subject(handle: str, owner: str) -> str:
+    """``mesh.deliver.<handle>.<owner>``: where the durable push consumers of ``handle`` deliver while
+    ``owner`` (the first 12 hex digits of the registry owner) holds it. A new owner's consumers deliver to
+    its own subject, so the previous owner gets nothing more (see mesh.jetstream.ensure_consumer)."""
+    return f"{DELIVER_PREFIX}{handle}.{owner[:12]}"
 
 
 def durable_name(handle: str) -> str:
-    """``inbox_<handle>``: the name of the handle's durable consumer."""
+    """``inbox_<handle>``: the name of the handle's durable consumer of its normal lane."""
     return DURABLE_PREFIX + handle
+
+
+def priority_durable_name(handle: str) -> str:
+    """``priority_<handle>``: the name of the handle's durable consumer of its priority lane."""
+    return PRIORITY_DURABLE_PREFIX + handle
 
 
 def reply_prefix(handle: str) -> str:

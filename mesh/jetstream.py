@@ -1,19 +1,28 @@
-"""Creates (idempotently) the stream, KV buckets and per-handle durable consumers the mesh uses.
+"""Creates (idempotently) the streams, KV buckets and per-handle durable consumers the mesh uses.
 
-* Stream ``MESH_INBOX``: subjects ``mesh.inbox.>`` (``mesh.inbox.<to>.<from>``), file storage, work-queue retention (a message is
-  removed once its consumer acks it), duplicate window 2 min, max age 7 days, max 1 GiB with
-  discard-new (a full stream refuses publishes with an error, it never drops stored messages).
-* One durable push consumer per registered handle: ``inbox_<handle>``, filter
-  ``mesh.inbox.<handle>.*``, delivered to ``mesh.deliver.<handle>`` in queue group ``<handle>``,
-  explicit ack, ``MaxAckPending = max_in_flight``, ``MaxDeliver``, ``AckWait``.
-* KV buckets ``mesh_registry`` (no expiry), ``mesh_sessions`` (7 day expiry) and ``mesh_rooms``
-  (30 days after a room's last change).
-* Stream ``MESH_ROOMS``: subjects ``mesh.room.>`` (``mesh.room.<member>.<room_id>.<poster>``, one copy
-  per member), file storage, limits retention (copies stay for replay after they are acked), duplicate
-  window 2 min, max age 30 days, max 1 GiB with discard-new.
-* Per registered handle, a durable push consumer ``rooms_<handle>`` on it, filter
-  ``mesh.room.<handle>.>``, delivered to the same ``mesh.deliver.<handle>`` as the inbox; and, during a
-  ``replay_room``, a pull consumer ``replay_<handle>`` filtered on one room's copies.
+* Stream ``MESH_INBOX`` (normal lane): subjects ``mesh.inbox.>`` (``mesh.inbox.<to>.<from>``); stream
+  ``MESH_PRIORITY`` (priority lane): subjects ``mesh.prio.>``. Both: file storage, work-queue retention
+  (a message is removed once its consumer acks it), duplicate window 2 min, max age 7 days, at most
+  ``Quotas.per_sender_messages`` per subject, that is per (recipient, sender) pair, with discard-new per
+  subject (that sender's publish is refused, nobody else's), a largest message and a total, discard new
+  (a full stream refuses publishes with an error, it never drops stored messages).
+* Per registered handle, durable push consumers ``inbox_<handle>`` (filter ``mesh.inbox.<handle>.*``) and
+  ``priority_<handle>`` (filter ``mesh.prio.<handle>.*``), delivered to the owner's own subject
+  ``mesh.deliver.<handle>.<owner>``, explicit ack, ``MaxAckPending = max_in_flight``, ``MaxDeliver``,
+  ``AckWait``. A consumer another owner left (another deliver subject) is deleted and made anew: its
+  deliveries and acks are void, and what it had not acknowledged is delivered to the new owner at once.
+* KV buckets ``mesh_registry`` (no expiry), ``mesh_sessions`` (7 day expiry) and ``mesh_rooms`` (30 days
+  after a room's last change), each with a total and a largest record.
+* Stream ``MESH_ROOMS``: subjects ``mesh.room.>`` (``mesh.room.<member>.<room_id>.<poster>``, one copy per
+  member), file storage, limits retention (copies stay for replay after they are acked), duplicate window
+  2 min, max age 30 days, a largest message and a total, discard new.
+* Per registered handle, a durable push consumer ``rooms_<handle>`` on it, filter ``mesh.room.<handle>.>``,
+  delivered to the same subject as the inbox; and, during a ``replay_room``, a pull consumer
+  ``replay_<handle>`` filtered on one room's copies.
+
+Every stream and bucket is created with ``replicas`` copies (1 on a single server, 3 on a cluster); an
+existing one is used as is, except that one made without quotas (an earlier version) gets them, and one
+with fewer replicas than asked for is scaled up, when the server's permissions allow.
 """
 
 from __future__ import annotations
@@ -21,12 +30,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+from dataclasses import dataclass, replace
 
+import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
+    ConsumerInfo,
     DeliverPolicy,
     DiscardPolicy,
     KeyValueConfig,
@@ -36,74 +49,88 @@ from nats.js.api import (
 )
 from nats.js.kv import KeyValue
 
+from .connection import Denials
 from .constants import (
     DUPLICATE_WINDOW,
     INBOX_PREFIX,
+    PRIORITY_PREFIX,
+    PRIORITY_STREAM,
     REGISTRY_BUCKET,
+    REPLICAS_ENV,
     ROOM_PREFIX,
     ROOMS_BUCKET,
     ROOMS_MAX_AGE,
     ROOMS_STREAM,
-    ROOMS_STREAM_MAX_BYTES,
     SESSIONS_BUCKET,
     SESSIONS_MAX_AGE,
     STREAM_MAX_AGE,
-    STREAM_MAX_BYTES,
     STREAM_NAME,
 )
-from .handles import deliver_subject, durable_name, inbox_filter, room_filter, rooms_durable_name
+from .errors import MeshError
+from .handles import durable_name, inbox_filter, priority_durable_name, priority_filter
+from .quotas import Quotas
 
 __all__ = [
+    "MAX_REPLICAS",
+    "ConsumerSpec",
+    "consumer_exists",
     "ensure_bucket",
     "ensure_consumer",
-    "ensure_rooms_consumer",
+    "ensure_inbox_streams",
     "ensure_rooms_stream",
-    "ensure_stream",
     "latest_entries",
     "remove_inbox",
+    "replicas_from_env",
 ]
-
-_BUCKETS: dict[str, tuple[str, float | None]] = {
-    REGISTRY_BUCKET: ("mesh handle registry", None),
-    SESSIONS_BUCKET: ("mesh session state", SESSIONS_MAX_AGE),
-    ROOMS_BUCKET: ("mesh room records", ROOMS_MAX_AGE),
-}
 
 log = logging.getLogger(__name__)
 
-
-async def ensure_stream(js: JetStreamContext) -> None:
-    """Create the ``MESH_INBOX`` stream unless it exists (an existing stream is used as is)."""
-    try:
-        await js.stream_info(STREAM_NAME)
-        return
-    except nats.js.errors.NotFoundError:
-        pass
-    config = StreamConfig(
-        name=STREAM_NAME,
-        description="mesh agent inboxes (mesh.inbox.<to>.<from>)",
-        subjects=[INBOX_PREFIX + ">"],
-        retention=RetentionPolicy.WORK_QUEUE,
-        storage=StorageType.FILE,
-        discard=DiscardPolicy.NEW,
-        max_age=STREAM_MAX_AGE,
-        max_bytes=STREAM_MAX_BYTES,
-        duplicate_window=DUPLICATE_WINDOW,
-    )
-    try:
-        await js.add_stream(config)
-    except nats.js.errors.BadRequestError:
-        await js.stream_info(STREAM_NAME)  # lost a creation race: fine if it exists now
+#: The most replicas a JetStream stream may have.
+MAX_REPLICAS = 5
 
 
-async def ensure_rooms_stream(js: JetStreamContext) -> None:
-    """Create the ``MESH_ROOMS`` stream unless it exists (an existing stream is used as is)."""
+def replicas_from_env() -> int:
+    """``$MESH_REPLICAS`` (1..5), else 1; raises ValueError naming the variable for anything else."""
+    raw = os.environ.get(REPLICAS_ENV, "").strip()
+    if not raw:
+        return 1
     try:
-        await js.stream_info(ROOMS_STREAM)
-        return
-    except nats.js.errors.NotFoundError:
-        pass
-    config = StreamConfig(
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"${REPLICAS_ENV} must be an integer from 1 to {MAX_REPLICAS}, got {raw!r}") from None
+    if not 1 <= value <= MAX_REPLICAS:
+        raise ValueError(f"${REPLICAS_ENV} must be from 1 to {MAX_REPLICAS}, got {value}")
+    return value
+
+
+async def ensure_inbox_streams(js: JetStreamContext, quotas: Quotas, *, replicas: int,
+                               denials: Denials | None = None) -> None:
+    """Create ``MESH_INBOX`` and ``MESH_PRIORITY`` unless they exist (see the module docstring)."""
+    for name, prefix, lane, max_bytes, max_msg in (
+        (STREAM_NAME, INBOX_PREFIX, "normal", quotas.inbox_max_bytes, quotas.message_max_bytes),
+        (PRIORITY_STREAM, PRIORITY_PREFIX, "priority", quotas.priority_max_bytes, quotas.priority_message_max_bytes),
+    ):
+        await _ensure_stream(js, StreamConfig(
+            name=name,
+            description=f"mesh inboxes, {lane} lane ({prefix}<to>.<from>)",
+            subjects=[prefix + ">"],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+            discard=DiscardPolicy.NEW,
+            discard_new_per_subject=True,
+            max_msgs_per_subject=quotas.per_sender_messages,
+            max_msg_size=max_msg,
+            max_age=STREAM_MAX_AGE,
+            max_bytes=max_bytes,
+            duplicate_window=DUPLICATE_WINDOW,
+            num_replicas=replicas,
+        ), denials)
+
+
+async def ensure_rooms_stream(js: JetStreamContext, quotas: Quotas, *, replicas: int,
+                              denials: Denials | None = None) -> None:
+    """Create the ``MESH_ROOMS`` stream unless it exists (see the module docstring)."""
+    await _ensure_stream(js, StreamConfig(
         name=ROOMS_STREAM,
         description="mesh room events, one copy per member (mesh.room.<member>.<room_id>.<poster>)",
         subjects=[ROOM_PREFIX + ">"],
@@ -111,100 +138,184 @@ async def ensure_rooms_stream(js: JetStreamContext) -> None:
         storage=StorageType.FILE,
         discard=DiscardPolicy.NEW,
         max_age=ROOMS_MAX_AGE,
-        max_bytes=ROOMS_STREAM_MAX_BYTES,
+        max_bytes=quotas.rooms_max_bytes,
+        max_msg_size=quotas.message_max_bytes,
         duplicate_window=DUPLICATE_WINDOW,
-    )
-    try:
-        await js.add_stream(config)
-    except nats.js.errors.BadRequestError:
-        await js.stream_info(ROOMS_STREAM)
+        num_replicas=replicas,
+    ), denials)
 
 
-async def ensure_bucket(js: JetStreamContext, bucket: str) -> KeyValue:
-    """Open the KV bucket, creating it (file storage, history 1) on first use."""
+def _bucket_config(bucket: str, quotas: Quotas, replicas: int) -> KeyValueConfig:
+    if bucket == REGISTRY_BUCKET:
+        return KeyValueConfig(bucket=bucket, description="mesh handle registry", history=1,
+                              max_bytes=quotas.registry_max_bytes, max_value_size=quotas.registry_record_max_bytes,
+                              storage=StorageType.FILE, direct=True, replicas=replicas)
+    if bucket == SESSIONS_BUCKET:
+        return KeyValueConfig(bucket=bucket, description="mesh session records (<owner>.<session>)", history=1,
+                              ttl=SESSIONS_MAX_AGE, max_bytes=quotas.sessions_max_bytes,
+                              max_value_size=quotas.session_record_max_bytes, storage=StorageType.FILE,
+                              direct=True, replicas=replicas)
+    if bucket == ROOMS_BUCKET:
+        return KeyValueConfig(bucket=bucket, description="mesh room records", history=1, ttl=ROOMS_MAX_AGE,
+                              max_bytes=quotas.room_records_max_bytes, max_value_size=quotas.room_record_max_bytes,
+                              storage=StorageType.FILE, direct=True, replicas=replicas)
+    raise ValueError(f"unknown mesh bucket {bucket!r}")
+
+
+async def ensure_bucket(js: JetStreamContext, bucket: str, quotas: Quotas, *, replicas: int,
+                        denials: Denials | None = None) -> KeyValue:
+    """Open the KV bucket, creating it (file storage, history 1, the quotas' limits) on first use; an
+    existing bucket without a byte limit (an earlier version) gets the limits."""
+    config = _bucket_config(bucket, quotas, replicas)
     try:
-        return await js.key_value(bucket)
+        kv = await js.key_value(bucket)
     except nats.js.errors.BucketNotFoundError:
-        pass
-    description, ttl = _BUCKETS.get(bucket, (None, None))
+        try:
+            return await js.create_key_value(config)
+        except nats.js.errors.BadRequestError:
+            return await js.key_value(bucket)  # lost a creation race
+    info = await js.stream_info(f"KV_{bucket}")
+    await _reconcile(js, info.config, max_bytes=config.max_bytes, max_msg_size=config.max_value_size,
+                     per_subject=None, replicas=replicas, denials=denials)
+    return kv
+
+
+async def _ensure_stream(js: JetStreamContext, config: StreamConfig, denials: Denials | None) -> None:
+    assert config.name is not None
     try:
-        return await js.create_key_value(
-            KeyValueConfig(bucket=bucket, description=description, history=1, ttl=ttl,
-                           storage=StorageType.FILE, direct=True)
-        )
-    except nats.js.errors.BadRequestError:
-        return await js.key_value(bucket)
+        info = await js.stream_info(config.name)
+    except nats.js.errors.NotFoundError:
+        try:
+            await js.add_stream(config)
+            return
+        except nats.js.errors.BadRequestError:
+            info = await js.stream_info(config.name)  # lost a creation race: fine if it exists now
+    await _reconcile(js, info.config, max_bytes=config.max_bytes, max_msg_size=config.max_msg_size,
+                     per_subject=config.max_msgs_per_subject, replicas=config.num_replicas or 1, denials=denials)
 
 
-async def ensure_consumer(
-    js: JetStreamContext,
-    handle: str,
-    *,
-    max_in_flight: int,
-    max_deliver: int,
-    ack_wait: float,
-) -> None:
-    """Create the handle's durable consumer, or update it in place (its delivery state is kept)."""
-    name = durable_name(handle)
+def _unset(value: int | None) -> bool:
+    return value is None or value <= 0
+
+
+async def _reconcile(js: JetStreamContext, current: StreamConfig, *, max_bytes: int | None, max_msg_size: int | None,
+                     per_subject: int | None, replicas: int, denials: Denials | None) -> None:
+    """Give a stream made without quotas (an earlier version) the quotas, and scale its replicas up; an
+    existing stream's own limits are otherwise left as its creator set them. A server whose permissions do
+    not allow the update leaves it as it is (a warning says what is missing)."""
+    changes: dict[str, object] = {}
+    if _unset(current.max_bytes) and max_bytes:
+        changes["max_bytes"] = max_bytes
+    if _unset(current.max_msg_size) and max_msg_size:
+        changes["max_msg_size"] = max_msg_size
+    if per_subject is not None and per_subject > 0 and _unset(current.max_msgs_per_subject):
+        changes.update(max_msgs_per_subject=per_subject, discard=DiscardPolicy.NEW, discard_new_per_subject=True)
+    if (current.num_replicas or 1) < replicas:
+        changes["num_replicas"] = replicas
+    if not changes:
+        return
+    name = current.name
+    updated = replace(current, **changes)  # type: ignore[arg-type]
+    try:
+        update = js.update_stream(updated)
+        if denials is not None:
+            await denials.guard(update, "publish", [f"$JS.API.STREAM.UPDATE.{name}"])
+        else:
+            await update
+    except (nats.errors.Error, MeshError, TimeoutError) as exc:  # any refusal leaves the stream as it was
+        log.warning("mesh: stream %s needs %s but could not be updated (%s: %s); it keeps its settings", name,
+                    ", ".join(sorted(changes)), type(exc).__name__, exc)
+        return
+    log.info("mesh: stream %s updated: %s", name, ", ".join(f"{k}={v}" for k, v in sorted(changes.items())))
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerSpec:
+    """A handle's durable push consumer: its stream, name, filter, and where it delivers."""
+
+    stream: str
+    name: str
+    filter_subject: str
+    deliver_subject: str
+    group: str
+    description: str
+    #: a limits-retention stream (rooms): a replaced consumer resumes after the old one's ack floor
+    resumable: bool = False
+
+
+async def ensure_consumer(js: JetStreamContext, spec: ConsumerSpec, *, max_in_flight: int, max_deliver: int,
+                          ack_wait: float) -> str:
+    """Create the consumer, update it in place (its delivery state is kept), or, when it delivers to another
+    owner's subject, replace it. Returns ``"created"``, ``"updated"`` or ``"replaced"``.
+
+    Replacing voids the old owner's deliveries and acks; on a work-queue stream whatever it had not
+    acknowledged is still stored and goes to the new consumer at once, on the rooms stream the new consumer
+    starts after the old one's ack floor (so a message acknowledged out of order may come again).
+    """
     config = ConsumerConfig(
-        name=name,
-        durable_name=name,
-        description=f"mesh inbox of {handle}",
-        filter_subject=inbox_filter(handle),
-        deliver_subject=deliver_subject(handle),
-        deliver_group=handle,
+        name=spec.name,
+        durable_name=spec.name,
+        description=spec.description,
+        filter_subject=spec.filter_subject,
+        deliver_subject=spec.deliver_subject,
+        deliver_group=spec.group,
         deliver_policy=DeliverPolicy.ALL,
         ack_policy=AckPolicy.EXPLICIT,
         ack_wait=ack_wait,
         max_deliver=max_deliver,
         max_ack_pending=max_in_flight,
     )
-    await js.add_consumer(STREAM_NAME, config)
-
-
-async def ensure_rooms_consumer(js: JetStreamContext, handle: str, *, max_in_flight: int, max_deliver: int,
-                                ack_wait: float) -> None:
-    """Create (or update in place) the handle's durable consumer of its room events.
-
-    Deliver-all: a handle that registers for the first time gets the copies members sent it before.
-    """
-    name = rooms_durable_name(handle)
-    await js.add_consumer(ROOMS_STREAM, ConsumerConfig(
-        name=name,
-        durable_name=name,
-        description=f"mesh room events of {handle}",
-        filter_subject=room_filter(handle),
-        deliver_subject=deliver_subject(handle),
-        deliver_group=handle,
-        deliver_policy=DeliverPolicy.ALL,
-        ack_policy=AckPolicy.EXPLICIT,
-        ack_wait=ack_wait,
-        max_deliver=max_deliver,
-        max_ack_pending=max_in_flight,
-    ))
-
-
-async def remove_inbox(js: JetStreamContext, handle: str, *, rooms: bool = False) -> None:
-    """Delete the handle's durable consumers (the rooms consumer too when ``rooms``) and purge what is
-    left in its inbox (ephemeral handles).
-
-    The purge (which needs the ``$JS.API.STREAM.PURGE.MESH_INBOX`` permission, one that lets a user
-    purge any inbox, so locked-down servers do not grant it) runs only when messages are left. Its
-    room copies are left to expire with the rooms stream, for the same reason.
-    """
+    info: ConsumerInfo | None
     try:
-        info = await js.consumer_info(STREAM_NAME, durable_name(handle))
+        info = await js.consumer_info(spec.stream, spec.name)
     except nats.js.errors.NotFoundError:
         info = None
-    if info is not None:
+    if info is None:
+        await js.add_consumer(spec.stream, config)
+        return "created"
+    if info.config.deliver_subject == spec.deliver_subject:
+        await js.add_consumer(spec.stream, config)
+        return "updated"
+    if spec.resumable:
+        floor = info.ack_floor.stream_seq if info.ack_floor is not None else 0
+        if floor:
+            config = replace(config, deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=floor + 1)
+    with contextlib.suppress(nats.js.errors.NotFoundError):
+        await js.delete_consumer(spec.stream, spec.name)
+    await js.add_consumer(spec.stream, config)
+    return "replaced"
+
+
+async def consumer_exists(js: JetStreamContext, stream: str, name: str) -> bool:
+    try:
+        await js.consumer_info(stream, name)
+    except nats.js.errors.NotFoundError:
+        return False
+    return True
+
+
+async def remove_inbox(js: JetStreamContext, handle: str, *, rooms_consumer: str | None = None) -> None:
+    """Delete the handle's durable inbox consumers (and ``rooms_consumer`` when given) and purge what is
+    left in its inbox (ephemeral handles).
+
+    The purge (which needs the ``$JS.API.STREAM.PURGE`` permission of the inbox streams, one that lets a
+    user purge any inbox, so locked-down servers do not grant it) runs only when messages are left. Its
+    room copies are left to expire with the rooms stream, for the same reason.
+    """
+    for stream, name, subjects in ((STREAM_NAME, durable_name(handle), inbox_filter(handle)),
+                                   (PRIORITY_STREAM, priority_durable_name(handle), priority_filter(handle))):
+        try:
+            info = await js.consumer_info(stream, name)
+        except nats.js.errors.NotFoundError:
+            continue
         with contextlib.suppress(nats.js.errors.NotFoundError):
-            await js.delete_consumer(STREAM_NAME, durable_name(handle))
+            await js.delete_consumer(stream, name)
         if info.num_pending or info.num_ack_pending:
             with contextlib.suppress(nats.js.errors.NotFoundError):
-                await js.purge_stream(STREAM_NAME, subject=inbox_filter(handle))
-    if rooms:
+                await js.purge_stream(stream, subject=subjects)
+    if rooms_consumer is not None:
         with contextlib.suppress(nats.js.errors.NotFoundError):
-            await js.delete_consumer(ROOMS_STREAM, rooms_durable_name(handle))
+            await js.delete_consumer(ROOMS_STREAM, rooms_consumer)
 
 
 async def latest_entries(js: JetStreamContext, bucket: str, key_filter: str = ">", *,

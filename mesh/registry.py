@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import msgpack
 import nats.js.errors
@@ -28,9 +28,12 @@ from .errors import HandleTaken
 from .jetstream import latest_entries
 from .types import HandleInfo, HandleMatch, Manifest
 
-__all__ = ["Record", "Registry", "find_matches", "matches_tags"]
+__all__ = ["Beat", "Record", "Registry", "find_matches", "matches_tags"]
 
 log = logging.getLogger(__name__)
+
+#: What a heartbeat found: the claim held (``"ok"``), another owner's (``"taken"``), no entry (``"missing"``).
+Beat = Literal["ok", "taken", "missing"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,15 +144,22 @@ class Registry:
         except nats.js.errors.KeyWrongLastSequenceError:
             raise HandleTaken(record.handle) from None
 
-    async def heartbeat(self, record: Record, revision: int) -> int | None:
-        """Refresh ``heartbeat_at``; returns the new revision, or None if another owner took the handle."""
+    async def heartbeat(self, record: Record, revision: int) -> tuple[Beat, int]:
+        """Refresh ``heartbeat_at``. Returns ``("ok", new revision)``, ``("taken", 0)`` when another owner
+        holds the handle now, or ``("missing", 0)`` when its entry is gone (deleted, or the server lost its
+        store). Raises what KV raises (``NoRespondersError`` when the bucket itself is gone)."""
         try:
-            return await self._kv.update(record.handle, record.encode(), last=revision)
+            return "ok", await self._kv.update(record.handle, record.encode(), last=revision)
         except nats.js.errors.KeyWrongLastSequenceError:
             current = await self.get(record.handle)
-            if current is None or current[0].owner != record.owner:
-                return None
-            return await self._kv.update(record.handle, record.encode(), last=current[1])
+            if current is None:
+                return "missing", 0
+            if current[0].owner != record.owner:
+                return "taken", 0
+            try:
+                return "ok", await self._kv.update(record.handle, record.encode(), last=current[1])
+            except nats.js.errors.KeyWrongLastSequenceError:
+                return "taken", 0
 
     async def remove(self, handle: str, owner: str) -> None:
         """Delete the handle's record if ``owner`` still holds it (ephemeral handles on close)."""

@@ -16,9 +16,11 @@ from .connection import Denials
 from .constants import DEFAULT_ROOM_MAX_BYTES, DEFAULT_ROOM_MAX_EVENTS, ROOMS_BUCKET, ROOMS_STREAM
 from .dispatch import Dispatcher
 from .errors import MeshError, PermissionDenied
+from .foundations import Foundations
 from .handles import room_filter, rooms_durable_name
-from .jetstream import ensure_bucket, ensure_rooms_consumer, ensure_rooms_stream
-from .operation import operation
+from .jetstream import ConsumerSpec, ensure_bucket, ensure_rooms_stream
+from .operation import operation, patient
+from .quotas import Quotas
 from .rooms import RoomFeed, Rooms, RoomStore
 from .sender import Sender
 from .types import RoomEvent, RoomInfo, RoomPosted
@@ -42,6 +44,9 @@ class RoomMethods:
     _ack_wait: float
     _rooms: Rooms | None
     _rooms_problem: str
+    _foundations: Foundations | None
+    _quotas: Quotas
+    _replicas: int
 
     def _sender(self) -> Sender:
         raise NotImplementedError  # AsyncAgent's
@@ -119,28 +124,39 @@ class RoomMethods:
                             "examples/nats-server.conf for the permissions rooms need)")
         return self._rooms
 
-    async def _attach_rooms(self) -> None:
-        """Make sure the rooms stream, bucket and this handle's room consumer exist; on a server that does
-        not allow them (permissions written before rooms existed), log why and go on without rooms."""
-        js, outbox, handle = self._js, self._outbox, self._handle
-        assert js is not None and outbox is not None
+    async def _attach_rooms(self, deliver: str) -> None:
+        """Make sure the rooms stream, bucket and this handle's room consumer (delivering to ``deliver``)
+        exist; on a server that does not allow them (permissions written before rooms existed), log why and
+        go on without rooms."""
+        js, outbox, handle, foundations = self._js, self._outbox, self._handle, self._foundations
+        assert js is not None and outbox is not None and foundations is not None
+        quotas, replicas, denials = self._quotas, self._replicas, self._denials
+        spec = ConsumerSpec(ROOMS_STREAM, rooms_durable_name(handle), room_filter(handle), deliver, handle,
+                            f"mesh room events of {handle}", resumable=True)
+
+        async def shared() -> RoomStore:
+            await ensure_rooms_stream(js, quotas, replicas=replicas, denials=denials)
+            return RoomStore(js, await ensure_bucket(js, ROOMS_BUCKET, quotas, replicas=replicas, denials=denials))
 
         async def setup() -> Rooms:
-            await ensure_rooms_stream(js)
-            store = RoomStore(js, await ensure_bucket(js, ROOMS_BUCKET))
-            await ensure_rooms_consumer(js, handle, max_in_flight=self._max_in_flight,
-                                        max_deliver=self._max_deliver, ack_wait=self._ack_wait)
-            return Rooms(handle, store=store, feed=RoomFeed(handle, js=js, denials=self._denials), outbox=outbox,
-                         denials=self._denials)
+            store = await shared()
+            await foundations.consumer(spec)
+            return Rooms(handle, store=store, feed=RoomFeed(handle, js=js, denials=denials), outbox=outbox,
+                         denials=denials)
+
+        async def restore() -> None:
+            await shared()
 
         stream, bucket = f"$JS.API.STREAM.%s.{ROOMS_STREAM}", f"$JS.API.STREAM.%s.KV_{ROOMS_BUCKET}"
+        api = f"$JS.API.CONSUMER.%s.{ROOMS_STREAM}.{spec.name}"
         subjects = [stream % "INFO", stream % "CREATE", bucket % "INFO", bucket % "CREATE",
-                    f"$JS.API.CONSUMER.CREATE.{ROOMS_STREAM}.{rooms_durable_name(handle)}.{room_filter(handle)}"]
+                    f"{api % 'CREATE'}.{spec.filter_subject}", api % "INFO", api % "DELETE"]
         try:
-            self._rooms = await self._denials.guard(setup(), "publish", subjects)
+            self._rooms = await denials.guard(patient(setup, handle, "rooms"), "publish", subjects)
         except (PermissionDenied, nats.errors.Error) as exc:
             self._rooms_problem = str(exc) if isinstance(exc, PermissionDenied) else f"{type(exc).__name__}: {exc}"
             log.warning("mesh agent %s: rooms are unavailable (%s); sessions work as usual", handle,
                         self._rooms_problem)
             return
+        foundations.extra = restore
         self._dispatch.check_room = self._rooms.verify

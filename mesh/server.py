@@ -12,10 +12,12 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sysconfig
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -23,7 +25,7 @@ from typing import Self
 from .auth import NatsAuth
 from .errors import ServerError
 
-__all__ = ["NatsServer", "auth_config", "find_nats_server"]
+__all__ = ["ClusterSpec", "NatsServer", "auth_config", "cluster_specs", "find_nats_server", "free_port"]
 
 _READY = "Server is ready"
 _LISTEN_RE = re.compile(r"Listening for client connections on (\S+):(\d+)")
@@ -77,6 +79,39 @@ def find_nats_server() -> str:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class ClusterSpec:
+    """This server's place in a NATS cluster: its ``name`` (``server_name``, unique in the cluster), the
+    cluster's name, the port it listens on for routes, and the other servers' route URLs
+    (``nats-route://host:port``). JetStream then replicates streams across the servers (R1-R3)."""
+
+    name: str
+    route_port: int
+    routes: tuple[str, ...]
+    cluster_name: str = "mesh"
+
+    def config(self, host: str) -> str:
+        routes = ", ".join(json.dumps(r) for r in self.routes)
+        return (f"server_name: {json.dumps(self.name)}\n"
+                f"cluster {{\n  name: {json.dumps(self.cluster_name)}\n  listen: \"{host}:{self.route_port}\"\n"
+                f"  routes: [{routes}]\n}}\n")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` right now (for route ports, which a cluster's servers must know in advance)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def cluster_specs(count: int, *, host: str = "127.0.0.1", name: str = "mesh") -> list[ClusterSpec]:
+    """``count`` ClusterSpecs of one loopback cluster, each routed to all the others (free route ports)."""
+    ports = [free_port(host) for _ in range(count)]
+    return [ClusterSpec(name=f"n{i + 1}", route_port=port, cluster_name=name,
+                        routes=tuple(f"nats-route://{host}:{p}" for p in ports if p != port))
+            for i, port in enumerate(ports)]
+
+
 class NatsServer:
     """A ``nats-server -js`` child process with its store (and log) in ``store_dir``.
 
@@ -84,7 +119,9 @@ class NatsServer:
     that port and the store, so a restart keeps every durable stream, consumer and KV bucket.
     The log is appended to ``store_dir / "nats-server.log"``. ``auth``: without a ``config_file``,
     the written config accepts exactly these credentials (see :func:`auth_config`); the file is then
-    readable by its owner only.
+    readable by its owner only. ``cluster``: this server is one node of a cluster (see
+    :class:`ClusterSpec` and :func:`cluster_specs`); start every node, then connect agents to all their
+    URLs with ``replicas=3``.
     """
 
     def __init__(
@@ -96,6 +133,7 @@ class NatsServer:
         config_file: Path | None = None,
         extra_args: Sequence[str] = (),
         auth: NatsAuth | None = None,
+        cluster: ClusterSpec | None = None,
     ) -> None:
         self.store_dir = Path(store_dir)
         self.host = host
@@ -103,6 +141,9 @@ class NatsServer:
         self.config_file = Path(config_file) if config_file is not None else None
         self.extra_args = tuple(extra_args)
         self._auth_block = auth_config(auth) if auth is not None else ""
+        self.cluster = cluster
+        if cluster is not None and config_file is not None:
+            raise ServerError("a cluster is configured from ClusterSpec or from config_file, not both")
         self.log_path = self.store_dir / "nats-server.log"
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_offset = 0
@@ -135,7 +176,7 @@ class NatsServer:
             config = self.store_dir / "nats-server.conf"
             fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as f:
-                f.write(_DEFAULT_CONFIG + self._auth_block)
+                f.write(_DEFAULT_CONFIG + self._auth_block + (self.cluster.config(self.host) if self.cluster else ""))
             os.chmod(config, 0o600)
         args = [
             binary,

@@ -15,7 +15,7 @@ from collections.abc import Coroutine, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from .agent import AsyncAgent, MessageHandler
+from .agent import AsyncAgent, ClaimLostCallback, MessageHandler
 from .auth import NatsAuth
 from .constants import (
     DEFAULT_ACK_WAIT,
@@ -28,6 +28,7 @@ from .constants import (
     DEFAULT_ROOM_MAX_EVENTS,
 )
 from .errors import AgentClosed, MeshError
+from .quotas import Quotas
 from .types import (
     HandleEntry,
     HandleMatch,
@@ -70,6 +71,9 @@ class SyncAgent:
         retry_on_error: bool = False,
         state_dir: str | os.PathLike[str] | None = None,
         reclaim: bool = True,
+        quotas: Quotas | None = None,
+        replicas: int | None = None,
+        on_claim_lost: ClaimLostCallback | None = None,
         socket: str | None = None,
         binary: str | None = None,
     ) -> None:
@@ -77,7 +81,8 @@ class SyncAgent:
             handle, servers=servers, manifest=manifest, max_in_flight=max_in_flight, max_payload=max_payload,
             connect_options=connect_options, max_deliver=max_deliver, ack_wait=ack_wait,
             heartbeat_interval=heartbeat_interval, drain_timeout=drain_timeout, auth=auth,
-            retry_on_error=retry_on_error, state_dir=state_dir, reclaim=reclaim, socket=socket, binary=binary,
+            retry_on_error=retry_on_error, state_dir=state_dir, reclaim=reclaim, quotas=quotas, replicas=replicas,
+            on_claim_lost=on_claim_lost, socket=socket, binary=binary,
         )
         self._socket, self._binary = socket, binary  # tailbus's; kept so code that prints them still runs
         self._loop = asyncio.new_event_loop()
@@ -140,10 +145,12 @@ class SyncAgent:
         return self._call(self._agent.register(manifest=manifest, ephemeral=ephemeral))
 
     def open_session(
-        self, to: str, payload: str, *, content_type: str = "text/plain", trace_id: str | None = None
+        self, to: str, payload: str, *, content_type: str = "text/plain", trace_id: str | None = None,
+        message_id: str | None = None,
     ) -> Opened:
         """See AsyncAgent.open_session."""
-        return self._call(self._agent.open_session(to, payload, content_type=content_type, trace_id=trace_id))
+        return self._call(self._agent.open_session(to, payload, content_type=content_type, trace_id=trace_id,
+                                                   message_id=message_id))
 
     def send(self, session: str, payload: str, *, content_type: str = "text/plain") -> Sent:
         """See AsyncAgent.send."""
@@ -161,10 +168,12 @@ class SyncAgent:
         content_type: str = "text/plain",
         trace_id: str | None = None,
         timeout: float = 30.0,
+        message_id: str | None = None,
     ) -> Message:
         """See AsyncAgent.request."""
         return self._call(
-            self._agent.request(to, payload, content_type=content_type, trace_id=trace_id, timeout=timeout)
+            self._agent.request(to, payload, content_type=content_type, trace_id=trace_id, timeout=timeout,
+                                message_id=message_id)
         )
 
     def introspect(self, handle: str) -> Introspected:

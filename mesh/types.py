@@ -6,6 +6,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from .priority import Lane, PriorityRule
+
 __all__ = [
     "CommandSpec",
     "HandleEntry",
@@ -14,10 +16,12 @@ __all__ = [
     "HandleMatch",
     "HandleMatches",
     "Introspected",
+    "Lane",
     "Manifest",
     "Message",
     "MessageType",
     "Opened",
+    "PriorityRule",
     "Registered",
     "Resolved",
     "RoomCreated",
@@ -70,7 +74,11 @@ class CommandSpec:
 
 @dataclass(frozen=True, slots=True)
 class Manifest:
-    """What an agent offers, published in the registry by ``register()`` and used by discovery."""
+    """What an agent offers, published in the registry by ``register()`` and used by discovery.
+
+    tailbus's fields, plus ``priority``: which payloads take this agent's priority lane (see
+    :class:`~mesh.priority.PriorityRule`; None: every message takes the normal lane).
+    """
 
     description: str = ""
     commands: tuple[CommandSpec, ...] = ()
@@ -80,6 +88,7 @@ class Manifest:
     domains: tuple[str, ...] = ()
     input_types: tuple[str, ...] = ()
     output_types: tuple[str, ...] = ()
+    priority: PriorityRule | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict with the tailbus keys; empty fields are omitted."""
@@ -94,6 +103,8 @@ class Manifest:
                 d[key] = list(values)
         if self.version:
             d["version"] = self.version
+        if self.priority is not None:
+            d["priority"] = self.priority.to_dict()
         return d
 
     @classmethod
@@ -123,6 +134,7 @@ class Manifest:
             domains=_strs(data.get("domains"), "domains"),
             input_types=_strs(data.get("input_types"), "input_types"),
             output_types=_strs(data.get("output_types"), "output_types"),
+            priority=PriorityRule.from_dict(data.get("priority")),
         )
 
 
@@ -130,9 +142,11 @@ class Manifest:
 class Message:
     """A message delivered to an agent.
 
-    ``sent_at`` is seconds since the epoch (float, the sender's clock); ``sequence`` is the
-    message's 1-based position in its session (the open is 1), assigned by the sender under the
-    session's compare-and-set, so it is unique and increasing within the session.
+    ``sent_at`` is seconds since the epoch (float, the sender's clock); ``sequence`` is the message's
+    position in its session as its sender saw it: the open is 1, and each message numbers one past the
+    last one its sender sent or received in the session (so sides taking turns count 1, 2, 3 ...; it
+    increases along each sender's messages and along cause and effect). ``lane`` is the inbox lane it
+    came in: ``"priority"`` for what the recipient's manifest declares priority, else ``"normal"``.
     """
 
     session: str
@@ -145,6 +159,7 @@ class Message:
     message_id: str
     sent_at: float
     sequence: int
+    lane: Lane = "normal"
 
 
 @dataclass(frozen=True, slots=True)

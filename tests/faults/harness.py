@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import nats
+import nats.js.errors
 import numpy as np
 
 from memory_agent.index.flat import FlatIndex
@@ -379,15 +380,19 @@ async def inbox_drained(nats_url: str) -> bool:
         await nc.close()
 
 
-async def resolved_sessions(nats_url: str, sessions: Iterable[str]) -> set[str]:
-    """The sessions whose record in the mesh's session bucket says resolved."""
+async def resolved_sessions(nats_url: str, sessions: Iterable[str], handle: str = "memory") -> set[str]:
+    """The sessions whose record kept by ``handle`` (the mesh's session bucket, key ``<handle>.<session>``)
+    says resolved."""
     nc = await nats.connect(nats_url)
     try:
         kv = await nc.jetstream().key_value(SESSIONS_BUCKET)
         out = set()
         for session in sessions:
-            entry = await kv.get(session)
-            if entry.value is not None and SessionState.decode(session, entry.value).resolved:
+            try:
+                entry = await kv.get(f"{handle}.{session}")
+            except nats.js.errors.KeyNotFoundError:
+                continue
+            if entry.value is not None and SessionState.decode(session, handle, entry.value).resolved:
                 out.add(session)
         return out
     finally:

@@ -59,11 +59,11 @@ async def test_sigkill_with_reports_in_flight_stores_each_exactly_once(
         await wait_rows(data / "memory.sqlite3", n, timeout=300)
         replies = await reporters.collect_replies([o.session for o in opened], nats_server.url, timeout=300)
         drained_after = time.monotonic() - started
-        # A reply can be lost only where the dead daemon had already resolved the session (the session
-        # record's compare-and-set) but not yet published the resolve: docs/mesh.md, "Known limits".
+        # No reply is lost, not even where the dead daemon had recorded its resolve but not published it:
+        # the redelivered report is answered again, with the recorded resolve (docs/mesh.md, "Exactly once").
         unanswered = {o.session for o in opened} - set(replies)
-        assert unanswered <= await resolved_sessions(nats_server.url, unanswered)
-        assert len(unanswered) <= 512, "more replies lost than the daemon can have had in hand (max_in_flight)"
+        assert not unanswered, (f"{len(unanswered)} reports got no reply; "
+                                f"{len(await resolved_sessions(nats_server.url, unanswered))} of them resolved")
         await wait_embedded(data / "memory.sqlite3", n, timeout=600)
         assert restarted.stop() == 0
     finally:

@@ -16,6 +16,7 @@ import pytest
 from mesh import Envelope, Message, NatsServer, Retry, encode_envelope
 from mesh.constants import STREAM_NAME
 from mesh.handles import durable_name, inbox_filter, inbox_subject
+from mesh.sender import dedup_id
 from tests.mesh.helpers import Factory, inbox, next_msg
 
 
@@ -186,7 +187,7 @@ async def test_a_duplicate_publish_is_stored_once(mesh_agent: Factory, nats_url:
     )
     nc = await nats.connect(nats_url)
     ack = await nc.jetstream().publish(inbox_subject("worker", "sender"), encode_envelope(envelope),
-                                       headers={"Nats-Msg-Id": opened.message_id})
+                                       headers={"Nats-Msg-Id": dedup_id("sender", opened.message_id)})
     await nc.close()
     assert ack.duplicate is True
     assert await stored_for(nats_url, "worker") == 1

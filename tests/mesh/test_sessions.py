@@ -3,25 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 import uuid
 
+import nats
 import pytest
 
 from mesh import (
     AsyncAgent,
+    Envelope,
     HandleNotFound,
     HandleTaken,
     InvalidHandle,
     MeshError,
     MeshTimeout,
     Message,
-    NotParticipant,
     NotRegistered,
     PayloadTooLarge,
     SessionClosed,
     SessionNotFound,
+    encode_envelope,
 )
-from tests.mesh.helpers import Factory, inbox, next_msg
+from mesh.handles import inbox_subject
+from tests.mesh.helpers import Factory, eventually, inbox, next_msg
 
 
 async def test_open_reply_resolve_round_trip(mesh_agent: Factory) -> None:
@@ -108,26 +113,60 @@ async def test_trace_id_is_generated_once_and_carried_by_every_message(mesh_agen
 async def test_only_participants_may_send_or_resolve(mesh_agent: Factory) -> None:
     a = await mesh_agent("alpha")
     b = await mesh_agent("beta")
+    b_in = inbox(b)
     intruder = await mesh_agent("intruder")
     opened = await a.open_session("beta", "private")
-    with pytest.raises(NotParticipant) as info:
+    # Each participant keeps its own record of the session; to anyone else it does not exist.
+    with pytest.raises(SessionNotFound) as info:
         await intruder.send(opened.session, "let me in")
-    assert (info.value.session, info.value.handle) == (opened.session, "intruder")
-    with pytest.raises(NotParticipant):
+    assert info.value.session == opened.session
+    with pytest.raises(SessionNotFound):
         await intruder.resolve(opened.session)
-    await b.send(opened.session, "fine")  # the participants still can
+    await next_msg(b_in)  # beta learns of the session from its open
+    await b.send(opened.session, "fine")  # the participants can
+    await a.send(opened.session, "fine too")
 
 
 async def test_a_resolved_session_accepts_nothing_more(mesh_agent: Factory) -> None:
     a = await mesh_agent("alpha")
     b = await mesh_agent("beta")
+    a_in, b_in = inbox(a), inbox(b)
     opened = await a.open_session("beta", "hi")
+    await next_msg(b_in)
     await b.resolve(opened.session, "bye")
+    assert (await next_msg(a_in)).message_type == "session_resolve"  # alpha knows once the resolve arrived
     for call in (a.send(opened.session, "x"), b.send(opened.session, "y"), a.resolve(opened.session),
                  b.resolve(opened.session, "again")):
         with pytest.raises(SessionClosed) as info:
             await call
         assert info.value.session == opened.session
+
+
+async def test_a_message_that_crosses_the_resolve_is_dropped_by_the_receiver(
+    mesh_agent: Factory, nats_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    a = await mesh_agent("alpha")
+    b = await mesh_agent("beta")
+    b_in = inbox(b)
+    opened = await a.open_session("beta", "hi")
+    await next_msg(b_in)
+    resolved = await b.resolve(opened.session, "bye")
+    assert resolved.sequence == 2
+    # What alpha's SDK would publish if it sent before the resolve reached it: sequence 2 as well.
+    crossing = Envelope(message_id=str(uuid.uuid4()), session_id=opened.session, from_handle="alpha",
+                        to_handle="beta", payload="one more thing", content_type="text/plain", sent_at=time.time(),
+                        type="message", trace_id=opened.trace_id, sequence=2)
+    nc = await nats.connect(nats_url)
+    with caplog.at_level(logging.INFO, logger="mesh.agent"):
+        await nc.jetstream().publish(inbox_subject("beta", "alpha"), encode_envelope(crossing))
+        await nc.close()
+        assert await eventually(lambda: _logged(caplog, f"dropped message {crossing.message_id}"))
+    assert b_in.empty()
+    assert "sent after or across the resolve by this agent" in caplog.text
+
+
+async def _logged(caplog: pytest.LogCaptureFixture, text: str) -> bool:
+    return text in caplog.text
 
 
 async def test_unknown_session_is_refused(mesh_agent: Factory) -> None:

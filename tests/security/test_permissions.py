@@ -131,9 +131,9 @@ async def test_agents_reach_memory_but_cannot_read_its_inbox_or_speak_for_anothe
             # (a) deploy's credentials cannot consume @memory's inbox ...
             nc = await spy.connect(url, auths["deploy"], "deploy")
             stolen: asyncio.Queue[Any] = asyncio.Queue()
-            await nc.subscribe("mesh.deliver.memory", queue="memory", cb=stolen.put)
+            await nc.subscribe("mesh.deliver.memory.>", queue="memory", cb=stolen.put)
             await nc.flush()
-            assert await spy.denied('Subscription to "mesh.deliver.memory"')
+            assert await spy.denied('Subscription to "mesh.deliver.memory.>"')
             js = nc.jetstream(timeout=1.0)
             with pytest.raises(nats.errors.TimeoutError):  # the request never reaches JetStream
                 await js.add_consumer(STREAM_NAME, ConsumerConfig(

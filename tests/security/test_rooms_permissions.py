@@ -69,9 +69,9 @@ async def test_a_non_member_can_neither_read_nor_post(
 
             # The non-member, with raw requests and its own credentials: denied by the server.
             nc = await spy.connect(url, auths["monitor"], "monitor")
-            await nc.subscribe("mesh.deliver.memory", queue="memory")
+            await nc.subscribe("mesh.deliver.memory.>", queue="memory")
             denied = {
-                "memory's deliveries": 'Subscription to "mesh.deliver.memory"',
+                "memory's deliveries": 'Subscription to "mesh.deliver.memory.>"',
             }
             attempts = {
                 # its room consumer, pointed at memory's copies
