@@ -106,13 +106,20 @@ def run(config: ConfigOpt = None, nats_url: NatsOpt = None, data_dir: DataOpt = 
 @app.command()
 def ask(question: Annotated[str, typer.Argument(help="A question in plain language.")], config: ConfigOpt = None,
         nats_url: NatsOpt = None, json_out: JsonOpt = False,
-        limit: Annotated[int | None, typer.Option(help="Most events to return (with --json).")] = None,
+        limit: Annotated[int | None, typer.Option(min=1, help="Most events to show (and return with --json).")] = None,
         timeout: TimeoutOpt = 30.0) -> None:
     """Ask @memory a question, e.g. "Why did production roll back on Friday?"."""
     cfg = _config(config, nats_url=nats_url)
-    if json_out:
+    if json_out or limit:
+        # A limit travels only in a structured question; without --json its answer text is printed.
         query: dict[str, Any] = {"query": question, **({"limit": limit} if limit else {})}
-        typer.echo(json.dumps(_talk(cfg, timeout, lambda c: c.ask_structured(query)), indent=2))
+        answer = _talk(cfg, timeout, lambda c: c.ask_structured(query))
+        if json_out:
+            typer.echo(json.dumps(answer, indent=2))
+        elif "answer" in answer:
+            typer.echo(answer["answer"])
+        else:
+            _fail(str(answer.get("error", answer)))
     else:
         typer.echo(_talk(cfg, timeout, lambda c: c.ask(question)))
 

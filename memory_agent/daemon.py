@@ -31,6 +31,7 @@ from memory_agent.protocols import Clock, Embedder
 from memory_agent.query.answer import Answerer
 from memory_agent.query.retrieval import HybridRetriever
 from memory_agent.query.summarizer import OpenAISummarizer
+from memory_agent.query.vocabulary import VocabularyIndex
 from memory_agent.retention import Eraser, sweep_forever
 from memory_agent.store.events import EventStore
 from memory_agent.tools.datadir import lock_data_dir
@@ -147,16 +148,21 @@ class MemoryDaemon:
         r = cfg.retrieval
         retriever = HybridRetriever(
             self._store, self._index, self._batcher, rrf_k=r.rrf_k, candidates=r.candidates,
-            fusion=r.fusion, dense_weight=r.dense_weight, context_window=r.context_window,
-            context_weight=r.context_weight,
+            fusion=r.fusion, dense_weight=r.dense_weight, coverage_power=r.coverage_power,
+            context_window=r.context_window, context_weight=r.context_weight, min_score=r.min_score,
         )
+        started = time.perf_counter()
+        vocabulary = await asyncio.to_thread(VocabularyIndex.build, await self._store.vocabulary())
+        log.info("vocabulary of %d names indexed in %.1f s", len(vocabulary), time.perf_counter() - started)
         self._answerer = Answerer(
             self._store,
             retriever,
             tz=cfg.tz,
-            vocabulary=await self._store.vocabulary(),
+            vocabulary=vocabulary,
             default_limit=r.default_limit,
+            text_limit=r.text_limit,
             max_list=r.max_list,
+            max_clock_skew=cfg.max_clock_skew,
             summarizer=self._summarizer,
             summarizer_events=cfg.llm.max_events,
             clock=self._clock,
@@ -171,7 +177,7 @@ class MemoryDaemon:
         if cfg.retention_days > 0:
             self._sweeper = asyncio.create_task(
                 sweep_forever(self._eraser, days=cfg.retention_days, interval=cfg.retention_interval,
-                              clock=self._clock), name="memory-retention")
+                              future_skew=cfg.max_clock_skew, clock=self._clock), name="memory-retention")
         self._handlers = Handlers(
             cfg, ingestor=self._ingestor, answerer=self._answerer, eraser=self._eraser, stats=self.stats,
             on_forgotten=self._forgotten, clock=self._clock,
