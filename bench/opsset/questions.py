@@ -31,6 +31,7 @@ TARGETS: dict[str, int] = {
 }  # fmt: skip
 """Questions of each kind in a full set (fewer when a small history offers fewer)."""
 
+_NUMBER_WORDS = {"2": "two", "3": "three", "4": "four", "7": "seven", "14": "fourteen"}
 _MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
            "November", "December")
 
@@ -133,8 +134,7 @@ class _Phrases:
         if name in options:
             return rng.choice(options[name])
         if name == "rolling_days":
-            words = {"3": "three", "7": "seven", "14": "fourteen"}
-            choices = [f"in the last {arg} days", f"over the past {words.get(arg, arg)} days"]
+            choices = [f"in the last {arg} days", f"over the past {_NUMBER_WORDS.get(arg, arg)} days"]
             if arg == "7":
                 choices.append("in the past week")
             return rng.choice(choices)
@@ -143,7 +143,7 @@ class _Phrases:
         if name == "weekday":
             return rng.choice([f"on {arg.capitalize()}", f"last {arg.capitalize()}"])
         if name == "days_ago":
-            return rng.choice([f"{arg} days ago", f"{ {'2': 'two', '3': 'three', '4': 'four'}.get(arg, arg)} days ago"])
+            return rng.choice([f"{arg} days ago", f"{_NUMBER_WORDS.get(arg, arg)} days ago"])
         if name == "date":
             day = date.fromisoformat(arg)
             return rng.choice([f"on {self._md(day)}", f"on {arg}", f"on {self._md(day, True)}"])
@@ -365,7 +365,12 @@ class _Builder:
         return out
 
     def story_reports(self, story: str, part: str) -> list[Report]:
-        return [r for r in self.reports if r.meta.get("story") == story and r.meta.get("part") == part]
+        """The reports a question about a story's ``part`` is about: its root cause for ``"cause"``; for
+        ``"symptom"`` its anomaly reports (one or two agents) and the incident's opening, whose title
+        names the symptom."""
+        parts = {part, "opened"} if part == "symptom" else {part}
+        found = [r for r in self.reports if r.meta.get("story") == story and r.meta.get("part") in parts]
+        return sorted(found, key=lambda r: (r.meta.get("part") == "opened", r.occurred_at))
 
     def ranked(self) -> list[_Draft]:
         """Story reports asked about in their own words (both parts of every story), then deploys by

@@ -1,10 +1,11 @@
 """The words of the generated ops history (bench/opsgen.py): services, handles, incident stories, pools.
 
 Data only. Every free-text field has several wordings so reports of one kind are not template-identical,
-and every incident story carries two questions about each of its reports: ``ask_*`` shares words with
-the report (a ranked question as an engineer would type it), ``para_*`` shares no content word with it
-(a paraphrase: ``python bench/opsgen.py --check`` verifies this on every generated set, counting
-Porter and Snowball stems, so "rolled" and "rollback" or "deploys" and "deployment" count as shared).
+and every incident story carries two questions about each of its two main reports (the anomaly and the
+root cause): ``ask_*`` shares words with the report (a ranked question as an engineer would type it),
+``para_*`` shares no content word with it (a paraphrase: ``python bench/opsgen.py --check`` verifies
+this on every generated set, counting Porter and Snowball stems, so "rolled" and "roll" or "deploys"
+and "deployment" count as shared).
 
 A paraphrase must avoid every word of its target report: the wordings below, the service, the
 environment, field names (``service``, ``env``, ``metric``, ``value``, ``baseline``...) and values. The
@@ -88,7 +89,7 @@ STORIES: tuple[Story, ...] = (
         "config",
         ("re-enabled the cert renewal cron and pushed a fresh chain", "renewal job back on, new intermediate installed"),
         "When did the TLS handshake failures with an invalid chain start?", "Tell me about the intermediate certificate that expired because renewal was switched off in March.",
-        "When could a big share of visitors not open a secure session to us?",
+        "When could a big share of visitors not establish a secure session with us?",
         "Which outage came from an out-of-date security credential that nobody refreshed?",
         ("cert_renewal.enabled", "false", "true"),
     ),
