@@ -50,8 +50,8 @@ from .errors import (
 )
 from .handles import deliver_subject, durable_name, inbox_filter, reply_prefix, validate_handle
 from .jetstream import ensure_bucket, ensure_consumer, ensure_stream, remove_inbox
-from .sender import Sender
 from .registry import Record, Registry, find_matches, matches_tags
+from .sender import Sender
 from .sessions import SessionStore
 from .types import (
     HandleEntry,
