@@ -107,6 +107,21 @@ def test_cli_ask_report_stats_check(daemon) -> None:  # type: ignore[no-untyped-
     assert cli("check", env=env).returncode == 0
 
 
+def test_cli_ask_limit_applies_to_the_plain_text_answer(daemon) -> None:  # type: ignore[no-untyped-def]
+    _, env, _ = daemon
+    full = cli("ask", "Which tests were flaky today?", env=env)
+    assert full.returncode == 0, full.stderr
+    assert full.stdout.startswith("2 events of type flaky_test today (")
+    assert full.stdout.count("- [#") == 2
+    limited = cli("ask", "Which tests were flaky today?", "--limit", "1", env=env)
+    assert limited.returncode == 0, limited.stderr
+    assert limited.stdout.startswith("2 events of type flaky_test today (")  # the count stays exact
+    assert limited.stdout.count("- [#") == 1 and "... and 1 more" in limited.stdout
+    assert not limited.stdout.lstrip().startswith("{")  # text, not JSON
+    bad = cli("ask", "Which tests were flaky today?", "--limit", "0", env=env)
+    assert bad.returncode == 2 and "--limit" in bad.stderr
+
+
 @pytest.mark.skipif(not LOCOMO.is_file(), reason="needs ../shared/data/locomo/locomo10.json")
 def test_locomo_replay_prints_questions_gold_and_answers(daemon) -> None:  # type: ignore[no-untyped-def]
     _, env, _ = daemon
