@@ -188,3 +188,42 @@ async def test_the_floor_decides_what_is_presented(start_daemon, mesh_agent, flo
     assert all(e["score"] >= floor for e in answer["events"])
     if not found:
         assert answer["answer"].startswith("No reports match") and answer["total"] == 0
+
+
+# --- the daemon with the real model: a paraphrase beats an incidental shared word --------------------------
+
+PARAPHRASE_REPORTS = [
+    {"event": "config_change", "service": "web", "summary": "TLS certificate renewed, expiry moved to March",
+     "trace_id": "t-301"},
+    {"event": "deploy", "service": "search", "summary": "shipped build 41: faster autocomplete", "trace_id": "t-302"},
+    {"event": "incident_opened", "service": "storage", "summary": "disk on db-3 is 97% full", "trace_id": "t-303"},
+    # Decoys: each shares one word of a question below and means something else.
+    {"event": "deploy", "service": "web", "summary": "replaced the login page banner", "trace_id": "t-304"},
+    {"event": "anomaly", "service": "search", "summary": "suggestions endpoint returned stale results for an hour",
+     "trace_id": "t-305"},
+]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("question, gold", [
+    ("When was the SSL cert replaced?", "t-301"),  # "replaced" is the decoy's word only
+    ("What made typeahead suggestions quicker?", "t-302"),  # "suggestions" likewise
+])
+async def test_a_paraphrase_ranks_its_report_above_an_incidental_shared_word(  # type: ignore[no-untyped-def]
+        start_daemon, mesh_agent, tmp_path, question: str, gold: str) -> None:
+    import asyncio
+
+    from memory_agent.config import EmbeddingConfig
+    from memory_agent.embedding.base import load_embedder
+
+    embedder = await asyncio.to_thread(load_embedder, EmbeddingConfig(), data_dir=tmp_path / "model")
+    await start_daemon(embedder=embedder)
+    reporter = await mesh_agent("ops")
+    for payload in PARAPHRASE_REPORTS:
+        reply = await reporter.request("memory", json.dumps(payload), content_type="application/json", timeout=60)
+        assert json.loads(reply.payload)["status"] == "stored"
+    asker = await mesh_agent("asker")
+    answer = await _ask(asker, {"query": question, "mode": "search"})
+    assert answer["events"], answer["answer"]
+    assert answer["events"][0]["trace_id"] == gold
