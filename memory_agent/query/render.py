@@ -41,8 +41,10 @@ _HIDDEN_FIELDS = frozenset({"event", "trace_id", "occurred_at"})
 
 
 def plural(n: int, word: str) -> str:
-    """``word`` for 1, ``word + "s"`` otherwise."""
-    return word if n == 1 else word + "s"
+    """``word`` for 1, else its English plural: ``"es"`` after s, x, z, ch and sh (``matches``), else ``"s"``."""
+    if n == 1:
+        return word
+    return word + ("es" if word.endswith(("s", "x", "z", "ch", "sh")) else "s")
 
 
 def when(seconds: float, tz: tzinfo) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from memory_agent.query.render import MAX_LINE_CHARS, TEXT_BUDGET, Budget, event_line, window_in_words
+from memory_agent.query.render import MAX_LINE_CHARS, TEXT_BUDGET, Budget, event_line, plural, window_in_words
 from memory_agent.query.retrieval import calibrated_fusion
 from memory_agent.store.lexical import LexicalHits, bm25_idf
 from memory_agent.types import StoredEvent, TimeWindow
@@ -73,6 +73,11 @@ def test_a_text_answer_stays_within_one_mesh_message_and_says_what_it_left_out()
     text = budget.text()
     assert len(text.encode()) <= DEFAULT_MAX_PAYLOAD and TEXT_BUDGET < DEFAULT_MAX_PAYLOAD
     assert budget.left_out > 0 and f"{budget.left_out} more events not shown" in text
+
+
+def test_plurals_of_the_words_answers_count() -> None:
+    assert [plural(n, "match") for n in (0, 1, 2)] == ["matches", "match", "matches"]
+    assert (plural(1, "event"), plural(3, "event"), plural(2, "field")) == ("event", "events", "fields")
 
 
 def test_the_window_in_words_with_its_zone() -> None:
