@@ -282,7 +282,7 @@ async def stages(data_dir: Path, qs: dict[str, list[dict[str, Any]]]) -> dict[st
     from memory_agent.index.repair import open_index
     from memory_agent.store.events import EventStore
     from memory_agent.types import Filters, TimeWindow
-    from memory_agent.wire import _time_field
+    from memory_agent.wire import parse_time
 
     cfg = Config(data_dir=data_dir, embedding=EmbeddingConfig(backend=BACKEND))  # type: ignore[arg-type]
     embedder = load_embedder(cfg.embedding, data_dir=data_dir)
@@ -297,8 +297,8 @@ async def stages(data_dir: Path, qs: dict[str, list[dict[str, Any]]]) -> dict[st
             for q in items:
                 window = None
                 if "since" in q:
-                    window = TimeWindow(_time_field(q["since"], "since", tz=UTC, error=ValueError),
-                                        _time_field(q["until"], "until", tz=UTC, error=ValueError))
+                    window = TimeWindow(parse_time(q["since"], "since", tz=UTC, error=ValueError),
+                                        parse_time(q["until"], "until", tz=UTC, error=ValueError))
                 filters = Filters(**{k: tuple(v) for k, v in q.get("filters", {}).items()})
                 t0 = time.perf_counter()
                 vec = await asyncio.to_thread(embedder.encode, [q["query"]])

@@ -28,6 +28,7 @@ with SyncAgent("postmortem", servers=args.nats_url, manifest=manifest) as agent:
     reply = agent.request("memory", json.dumps({"query": "What rollbacks happened in the last 7 days?", "limit": 20}),
                           content_type="application/json", timeout=60)
     answer = json.loads(reply.payload)
-    print(f"{len(answer['events'])} rollback(s) in {answer['window']}:")
+    # The answer's first line says how the question was read: what, and the window in words with its zone.
+    print(answer["answer"].splitlines()[0])
     for event in answer["events"]:
         print(f"  #{event['id']} {event['occurred_at']} @{event['from_handle']} {event['event']} trace={event['trace_id']}")

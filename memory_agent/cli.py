@@ -168,18 +168,24 @@ def _with_listen(config: Path | None, listen: str) -> dict[str, Any]:
 @app.command()
 def ask(question: Annotated[str, typer.Argument(help="A question in plain language.")], config: ConfigOpt = None,
         nats_url: NatsOpt = None, json_out: JsonOpt = False,
-        limit: Annotated[int | None, typer.Option(help="Most events to return (with --json).")] = None,
+        limit: Annotated[int | None, typer.Option(min=1, help="Most events to show (and return with --json).")] = None,
         timeout: TimeoutOpt = 30.0, as_handle: AsOpt = None) -> None:
     """Ask @memory a question, e.g. "Why did production roll back on Friday?"; exits 1 if it is refused."""
     if not question.strip():
         _fail("the question is empty: ask e.g. memory-agent ask \"What rollbacks happened today?\"", code=2)
     cfg = _config(config, nats_url=nats_url)
-    if json_out:
+    if json_out or limit:
+        # A limit travels only in a structured question; without --json its answer text is printed.
         query: dict[str, Any] = {"query": question, **({"limit": limit} if limit else {})}
         reply = _talk(cfg, timeout, lambda c: c.ask_structured(query), as_handle=as_handle)
         if reply.get("status") == "error":
             _fail(str(reply.get("error")))
-        typer.echo(json.dumps(reply, indent=2))
+        if json_out:
+            typer.echo(json.dumps(reply, indent=2))
+        elif "answer" in reply:
+            typer.echo(reply["answer"])
+        else:
+            _fail(str(reply.get("error", reply)))
     else:
         typer.echo(_talk(cfg, timeout, lambda c: c.ask(question), as_handle=as_handle))
 

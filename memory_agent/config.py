@@ -108,24 +108,36 @@ class IngestConfig(_Section):
 class RetrievalConfig(_Section):
     """Hybrid retrieval: FAISS (dense) and FTS5 BM25 (sparse) fused, then spread to trace neighbours.
 
-    The steps and their sources are in :mod:`memory_agent.query.retrieval`.
+    The steps and their sources are in :mod:`memory_agent.query.retrieval`; how the defaults were chosen,
+    on LoCoMo and the generated ops set, in docs/benchmarks.md ("Choosing the retrieval defaults").
     """
 
-    fusion: Literal["convex", "rrf"] = "convex"
-    """"convex": weighted sum of min-max normalised scores (Bruch, Gai and Ingber, ACM TOIS 2023);
-    "rrf": reciprocal-rank fusion (Cormack, Clarke and Buettcher, SIGIR 2009)."""
+    fusion: Literal["calibrated", "convex", "rrf"] = "calibrated"
+    """"calibrated": dense_weight * cosine + (1 - dense_weight) * BM25 over its upper bound for the question,
+    times the share of the question's phrases the report holds (bounded scores, so a floor means the same
+    for every question); "convex": the same sum of min-max normalised scores (Bruch, Gai and Ingber, ACM
+    TOIS 2023); "rrf": reciprocal-rank fusion (Cormack, Clarke and Buettcher, SIGIR 2009)."""
     dense_weight: float = Field(default=0.3, ge=0.0, le=1.0)
     """Share of the dense (FAISS) side in the fusion; BM25 gets 1 - dense_weight (with "rrf", 0.5 is plain RRF)."""
+    coverage_power: float = Field(default=2.0, ge=0.0, le=8.0)
+    """"calibrated" only: the BM25 side is multiplied by (phrases the report holds / phrases searched) to this
+    power (0 = off), so one incidental shared word does not outvote the meaning of the whole question."""
     rrf_k: int = Field(default=60, ge=1)
     """The k of RRF, score = sum 1/(k + rank); 60 is the value of Cormack, Clarke and Buettcher (SIGIR 2009)."""
     candidates: int = Field(default=100, ge=1, le=10_000)
     """How many hits each retriever contributes before fusion."""
-    context_window: int = Field(default=1, ge=0, le=5)
+    context_window: int = Field(default=2, ge=0, le=5)
     """Events on each side of a hit, on the same trace in time order, that get part of its score (0 = off)."""
-    context_weight: float = Field(default=0.5, ge=0.0, le=10.0)
+    context_weight: float = Field(default=0.3, ge=0.0, le=10.0)
     """Part of a hit's score its trace neighbour at distance d gets: context_weight * score / d (the largest share wins)."""
+    min_score: float = Field(default=0.1, ge=0.0, le=1.0)
+    """Relevance floor: ranked answers (search, why, a timeline found by search) hold only events whose fused
+    score reaches it, and answer "No reports match ..." when none does ("calibrated" scores are within 0..1).
+    Only such events lend score to their trace neighbours."""
     default_limit: int = Field(default=20, ge=1, le=10_000)
-    """Events returned by a ranked search when the question gives no ``limit``."""
+    """Events a structured ranked answer returns when the question gives no ``limit``."""
+    text_limit: int = Field(default=5, ge=1, le=10_000)
+    """Events a plain-text ranked answer shows when the question gives no ``limit`` (it says how many more matched)."""
     max_list: int = Field(default=1000, ge=1, le=100_000)
     """Most events a list, count or timeline answer carries (the count itself is always exact)."""
 
@@ -486,6 +498,11 @@ class Config(BaseSettings):
     """Seconds between retention sweeps (the first runs at start)."""
     retention_batch: int = Field(default=500, ge=1, le=100_000)
     """Events deleted per transaction by a sweep; ingest runs between batches."""
+    max_clock_skew: float = Field(default=86_400.0, gt=0)
+    """Seconds a report may be dated after @memory received it. A report dated further ahead (a sender's
+    clock running fast, a wrong year) is stored with its claimed time, but windows that reach the
+    present ("in the last hour", "today", "this week") do not count it, and retention expires it by its
+    receipt time."""
     nats: NatsConfig = NatsConfig()
     security: SecurityConfig = SecurityConfig()
     http: HttpConfig = HttpConfig()

@@ -44,6 +44,7 @@ from memory_agent.protocols import Clock, Embedder, Summarizer
 from memory_agent.query.answer import Answerer
 from memory_agent.query.retrieval import HybridRetriever
 from memory_agent.query.summarizer import OpenAISummarizer
+from memory_agent.query.vocabulary import VocabularyIndex
 from memory_agent.retention import Eraser, sweep_forever
 from memory_agent.shared.ops import SharedOps
 from memory_agent.shared.service import SharedState, WriteRules
@@ -193,8 +194,8 @@ class MemoryDaemon:
         r = cfg.retrieval
         self._retriever = HybridRetriever(
             self._store, None, None, rrf_k=r.rrf_k, candidates=r.candidates,
-            fusion=r.fusion, dense_weight=r.dense_weight, context_window=r.context_window,
-            context_weight=r.context_weight,
+            fusion=r.fusion, dense_weight=r.dense_weight, coverage_power=r.coverage_power,
+            context_window=r.context_window, context_weight=r.context_weight, min_score=r.min_score,
         )
         self._eraser = Eraser(self._store, None, batch=cfg.retention_batch, on_removed=self._on_removed,
                               vector_lock=self._vector_lock)
@@ -206,13 +207,18 @@ class MemoryDaemon:
             )
             summarizer = MeteredSummarizer(self._summarizer, self.metrics)
             log.info("LLM summarizer: %s at %s", cfg.llm.model, cfg.llm.base_url)
+        started = time.perf_counter()
+        vocabulary = await asyncio.to_thread(VocabularyIndex.build, await self._store.vocabulary())
+        log.info("vocabulary of %d names indexed in %.1f s", len(vocabulary), time.perf_counter() - started)
         self._answerer = Answerer(
             self._store,
             self._retriever,
             tz=cfg.tz,
-            vocabulary=await self._store.vocabulary(),
+            vocabulary=vocabulary,
             default_limit=r.default_limit,
+            text_limit=r.text_limit,
             max_list=r.max_list,
+            max_clock_skew=cfg.max_clock_skew,
             summarizer=summarizer,
             summarizer_events=cfg.llm.max_events,
             clock=self._clock,
@@ -228,7 +234,7 @@ class MemoryDaemon:
         if cfg.retention_days > 0:
             self._sweeper = asyncio.create_task(
                 sweep_forever(self._eraser, days=cfg.retention_days, interval=cfg.retention_interval,
-                              clock=self._clock), name="memory-retention")
+                              future_skew=cfg.max_clock_skew, clock=self._clock), name="memory-retention")
         # A handler exception (the store lost, ingest closing) leaves the message for redelivery.
         self._agent = AsyncAgent(cfg.handle, servers=self.nats_url, manifest=MANIFEST, max_in_flight=cfg.max_in_flight,
                                  retry_on_error=True, drain_timeout=cfg.drain_timeout, auth=auth)

@@ -20,7 +20,8 @@ index save (``forget`` saves at once; the sweep leaves it to the periodic save) 
 when the index is found stale and rebuilt from SQLite at start.
 
 :func:`sweep_forever` is the retention task: every ``interval`` seconds it deletes the events whose
-``occurred_at`` is more than ``days`` days before now.
+``occurred_at`` is more than ``days`` days before now; an event dated more than ``max_clock_skew``
+after its receipt (a sender's clock running ahead) is expired by its ``received_at`` instead.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ __all__ = ["Eraser", "ForgetRequest", "check_admin", "parse_forget", "sweep_fore
 log = logging.getLogger(__name__)
 
 _DAY = 86_400.0
+#: Seconds a report may be dated after its receipt before it counts as dated ahead (``max_clock_skew``).
+DEFAULT_CLOCK_SKEW = _DAY
 
 Selector = Literal["trace_id", "id", "before"]
 _SELECTORS: tuple[Selector, ...] = ("trace_id", "id", "before")
@@ -118,10 +121,11 @@ class Eraser:
             ids = await self._store.candidate_ids(TimeWindow(until=float(request.value)), Filters())
         return await self.delete(ids if ids is not None else np.empty(0, dtype=np.int64))
 
-    async def delete_before(self, cutoff: float) -> int:
-        """Delete every event with ``occurred_at < cutoff`` (seconds since the epoch, UTC); returns the count."""
-        ids = await self._store.candidate_ids(TimeWindow(until=cutoff), Filters())
-        return await self.delete(ids if ids is not None else np.empty(0, dtype=np.int64))
+    async def delete_before(self, cutoff: float, *, future_skew: float = DEFAULT_CLOCK_SKEW) -> int:
+        """Delete every event older than ``cutoff`` (seconds since the epoch, UTC): by ``occurred_at``, or by
+        ``received_at`` for an event dated more than ``future_skew`` seconds after its receipt (so a clock
+        running ahead cannot keep a report forever). Returns the count."""
+        return await self.delete(await self._store.expired_ids(cutoff, future_skew=future_skew))
 
     async def delete(self, ids: np.ndarray) -> int:
         """Delete ``ids`` (int64) in batches: SQLite (with FTS5) first, then FAISS; returns rows deleted."""
@@ -139,9 +143,10 @@ class Eraser:
         return deleted
 
 
-async def sweep_forever(eraser: Eraser, *, days: float, interval: float,
+async def sweep_forever(eraser: Eraser, *, days: float, interval: float, future_skew: float = DEFAULT_CLOCK_SKEW,
                         clock: Callable[[], float] = time.time) -> None:
-    """Every ``interval`` s (the first time at once), delete events older than ``days`` days; runs until cancelled.
+    """Every ``interval`` s (the first time at once), delete events older than ``days`` days (see
+    :meth:`Eraser.delete_before` for events dated ahead of their receipt); runs until cancelled.
 
     ``clock`` gives seconds since the epoch, UTC. A failed sweep is logged and tried again next time.
     """
@@ -149,7 +154,7 @@ async def sweep_forever(eraser: Eraser, *, days: float, interval: float,
         started = time.perf_counter()
         cutoff = clock() - days * _DAY
         try:
-            removed = await eraser.delete_before(cutoff)
+            removed = await eraser.delete_before(cutoff, future_skew=future_skew)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

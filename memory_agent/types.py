@@ -60,12 +60,21 @@ class InsertResult:
 
 @dataclass(frozen=True, slots=True)
 class TimeWindow:
-    """Half-open interval ``[since, until)`` in seconds since the epoch, UTC; ``None`` is unbounded."""
+    """Half-open interval ``[since, until)`` in seconds since the epoch, UTC; ``None`` is unbounded.
+
+    ``future_skew`` (seconds, ``None`` = off) also leaves out events dated more than that after they
+    were received (``occurred_at - received_at > future_skew``): a window that reaches the present
+    does not count reports from a clock running ahead (issue 14; ``Config.max_clock_skew``).
+    """
 
     since: float | None = None
     until: float | None = None
+    future_skew: float | None = None
 
-    def contains(self, t: float) -> bool:
+    def contains(self, t: float, received_at: float | None = None) -> bool:
+        """Is an event at ``t`` (received at ``received_at``, when known) inside the window?"""
+        if self.future_skew is not None and received_at is not None and t - received_at > self.future_skew:
+            return False
         return (self.since is None or t >= self.since) and (self.until is None or t < self.until)
 
 
@@ -101,6 +110,10 @@ class Understanding:
     ``intent``: list every match / count them / timeline of a trace / why (match + same-trace reports) /
     search (ranked). ``window`` is ``None`` when the question names no time. ``filters`` narrow the search
     in SQL. ``text`` is the question with the time phrase removed, used for FTS5 and the embedding.
+    ``unknown_names``: words written as names (``geo-router``, ``@cost-watcher``, "the backup agent")
+    that match no stored event type, service or handle. ``residual``: the question's other words (lower
+    case, stop words, intent cues, names and the time phrase taken out), what a search still has to match;
+    ``named``: the question's own words gave filters (set by the answerer before structured filters apply).
     """
 
     intent: Intent
@@ -109,3 +122,6 @@ class Understanding:
     text: str
     window_phrase: str | None = None
     notes: tuple[str, ...] = field(default=())
+    unknown_names: tuple[str, ...] = ()
+    residual: tuple[str, ...] = ()
+    named: bool = False

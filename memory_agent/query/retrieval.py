@@ -7,11 +7,26 @@ matching events exist.
 
 Three steps, each a ``[retrieval]`` key:
 
-1. **Fusion** (``fusion``, ``dense_weight``): ``"convex"`` (default) adds the min-max normalised scores of
-   the two retrievers, weighted ``dense_weight`` and ``1 - dense_weight`` (Bruch, Gai and Ingber, "An
-   Analysis of Fusion Functions for Hybrid Retrieval", ACM TOIS 42(1), 2023, who find it better than
-   RRF in and out of domain); ``"rrf"`` is reciprocal-rank fusion (Cormack et al., SIGIR 2009) with
-   weights ``2 * dense_weight`` and ``2 * (1 - dense_weight)``, so 0.5 is plain RRF.
+1. **Fusion** (``fusion``, ``dense_weight``, ``coverage_power``). ``"calibrated"`` (default) adds two
+   scores that mean the same thing for every question, so that a weak side cannot outvote a strong one
+   and a floor on the sum (``min_score``) says "nothing relevant":
+
+   * dense: the cosine similarity itself (not min-max normalised: a best hit at cosine 0.3 stays weak);
+   * lexical: the BM25 score divided by its upper bound for the question, the sum of the IDFs of its
+     searched phrases (the per-term bound of MaxScore, Turtle and Flood, "Query evaluation: strategies
+     and optimizations", IP&M 31(6), 1995), capped at 1, times the share of the question's phrases the
+     event holds raised to ``coverage_power`` (the coordination factor of Lucene's classic TF-IDF
+     similarity). A phrase no event holds still counts in both, so one incidental shared word in a
+     question worded otherwise (a paraphrase) scores low, while a question sharing most of its rare words
+     with a report scores near 1.
+
+   ``score = dense_weight * cosine + (1 - dense_weight) * lexical``: the convex combination of Bruch,
+   Gai and Ingber ("An Analysis of Fusion Functions for Hybrid Retrieval", ACM TOIS 42(1), 2023) over
+   these bounded scores (their "theoretical min-max" normalisation, with the bounds known per question
+   instead of observed). ``"convex"`` is the same combination of min-max normalised scores, as those
+   authors study it; ``"rrf"`` is reciprocal-rank fusion (Cormack et al., SIGIR 2009) with weights
+   ``2 * dense_weight`` and ``2 * (1 - dense_weight)``, so 0.5 is plain RRF. The defaults were chosen on
+   two labelled sets of different character, LoCoMo and the generated ops set (docs/benchmarks.md).
 2. **Local context** (``context_window``, ``context_weight``): a report is often understood only with
    the reports next to it on its trace (the question before an answer, the anomaly before a rollback).
    Each fused hit passes ``context_weight * score / distance`` to the up to ``context_window`` events
@@ -20,7 +35,8 @@ Three steps, each a ``[retrieval]`` key:
    nothing. This is the local-context idea of sentence retrieval (Fernández, Losada and Azzopardi,
    "Extending the language modeling framework for sentence retrieval to include local context",
    Information Retrieval 14(4), 2011; Doko et al., IP&M 49(6), 2013) applied at query time, so stored
-   events and their embeddings do not change.
+   events and their embeddings do not change. Only hits at or above ``min_score`` lend (at most
+   ``max(2 * limit, 20)`` of them): a weak hit does not promote its neighbours.
 3. The ``limit`` best are returned.
 """
 
@@ -29,7 +45,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -41,11 +57,14 @@ if TYPE_CHECKING:
     from memory_agent.embedding.batching import BatchingEmbedder
     from memory_agent.index.async_index import AsyncIndex
     from memory_agent.store.events import EventStore
+    from memory_agent.store.lexical import LexicalHits
 
 __all__ = [
+    "FUSIONS",
     "Fusion",
     "Hit",
     "HybridRetriever",
+    "calibrated_fusion",
     "convex_fusion",
     "reciprocal_rank_fusion",
     "spread_to_neighbours",
@@ -53,8 +72,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Fusion = Literal["convex", "rrf"]
-"""How the dense and sparse rankings are fused: convex combination of scores, or reciprocal-rank fusion."""
+Fusion = Literal["calibrated", "convex", "rrf"]
+"""How the dense and sparse rankings are fused (see the module docstring)."""
+FUSIONS: tuple[Fusion, ...] = ("calibrated", "convex", "rrf")
 
 MAX_CONTEXT_WINDOW = 5
 
@@ -112,6 +132,27 @@ def convex_fusion(results: Sequence[Sequence[tuple[int, float]]], weights: Seque
     return [Hit(id=doc, score=score) for doc, score in ordered]
 
 
+def calibrated_fusion(
+    dense: Sequence[tuple[int, float]], lexical: LexicalHits, *, dense_weight: float, coverage_power: float
+) -> list[Hit]:
+    """Fuse ``dense`` ``(id, cosine)`` hits and BM25 ``lexical`` hits on bounded scores, best first.
+
+    ``score(d) = dense_weight * max(cos(d), 0) + (1 - dense_weight) * min(bm25(d) / B, 1) * (m(d) / n) **
+    coverage_power`` with ``B`` the sum of the IDFs of the question's ``n`` searched phrases and ``m(d)``
+    how many of them ``d`` holds (:class:`memory_agent.store.lexical.LexicalHits`); an id missing from a
+    side gets 0 from it. Every score is within 0..1 whatever the question; sources in the module
+    docstring. Ties keep the order of first appearance (dense first).
+    """
+    scores: dict[int, float] = {doc: dense_weight * max(cos, 0.0) for doc, cos in dense}
+    if lexical.hits and lexical.bound > 0 and lexical.phrases > 0:
+        for doc, bm25 in lexical.hits:
+            share = lexical.matched.get(doc, 1) / lexical.phrases
+            lex = min(bm25 / lexical.bound, 1.0) * share**coverage_power
+            scores[doc] = scores.get(doc, 0.0) + (1.0 - dense_weight) * lex
+    ordered = sorted(scores.items(), key=lambda item: -item[1])
+    return [Hit(id=doc, score=score) for doc, score in ordered]
+
+
 def spread_to_neighbours(
     hits: Sequence[Hit],
     neighbours: Mapping[int, Sequence[tuple[int, int]]],
@@ -151,12 +192,14 @@ def spread_to_neighbours(
 class HybridRetriever:
     """Dense + BM25 search within a window and filters, fused and spread to trace neighbours.
 
-    ``candidates`` hits come from each retriever; ``fusion`` and ``dense_weight`` say how they are
-    combined; ``context_window`` events on each side of a hit on its trace (0 = off, at most 5) get
-    ``context_weight`` of its score. See the module docstring for each step and its source.
-    Without an ``index`` and ``embedder`` (the model has not loaded: the daemon runs degraded), or when
-    the query cannot be embedded, the dense side is empty and BM25 alone ranks; :meth:`attach` adds them.
-    Raises ``InvalidArgument`` (a ``ValueError``) for a setting out of range.
+    ``candidates`` hits come from each retriever; ``fusion``, ``dense_weight`` and ``coverage_power`` say
+    how they are combined; ``context_window`` events on each side of a hit on its trace (0 = off, at most
+    5) get ``context_weight`` of its score; ``min_score`` is the relevance floor below which a hit lends
+    nothing to its neighbours (the answerer does not present such hits either). See the module docstring
+    for each step and its source. Without an ``index`` and ``embedder`` (the model has not loaded: the
+    daemon runs degraded), or when the query cannot be embedded, the dense side is empty and BM25 alone
+    ranks; :meth:`attach` adds them. Raises ``InvalidArgument`` (a ``ValueError``) for a setting out of
+    range.
     """
 
     def __init__(
@@ -167,28 +210,34 @@ class HybridRetriever:
         *,
         rrf_k: int = 60,
         candidates: int = 100,
-        fusion: Fusion = "convex",
+        fusion: Fusion = "calibrated",
         dense_weight: float = 0.3,
-        context_window: int = 1,
-        context_weight: float = 0.5,
+        coverage_power: float = 2.0,
+        context_window: int = 2,
+        context_weight: float = 0.3,
+        min_score: float = 0.0,
     ) -> None:
-        if fusion not in ("convex", "rrf"):
-            raise InvalidArgument("fusion", f"must be 'convex' or 'rrf', not {fusion!r}")
+        if fusion not in FUSIONS:
+            raise InvalidArgument("fusion", f"must be one of {', '.join(map(repr, FUSIONS))}, not {fusion!r}")
         if not 0.0 <= dense_weight <= 1.0:
             raise InvalidArgument("dense_weight", f"must be within 0..1, not {dense_weight}")
         if not 0 <= context_window <= MAX_CONTEXT_WINDOW:
             raise InvalidArgument("context_window", f"must be within 0..{MAX_CONTEXT_WINDOW}, not {context_window}")
         if context_weight < 0:
             raise InvalidArgument("context_weight", f"must be >= 0, not {context_weight}")
+        if coverage_power < 0:
+            raise InvalidArgument("coverage_power", f"must be >= 0, not {coverage_power}")
         self._store = store
         self._index = index
         self._embedder = embedder
         self._rrf_k = rrf_k
-        self._candidates = candidates
+        self.candidates = candidates
         self._fusion: Fusion = fusion
         self._dense_weight = dense_weight
+        self._coverage_power = coverage_power
         self._context_window = context_window
         self._context_weight = context_weight
+        self.min_score = min_score
 
     def attach(self, index: AsyncIndex, embedder: BatchingEmbedder) -> None:
         """Use ``index`` and ``embedder`` for the dense side from now on (the model loaded)."""
@@ -203,28 +252,81 @@ class HybridRetriever:
             log.warning("query embedding failed (%s: %s); ranking by BM25 alone", type(exc).__name__, exc)
             return None
 
+    async def _dense(self, query: np.ndarray | None, depth: int, allowed: np.ndarray | None) -> list[tuple[int, float]]:
+        if query is None or self._index is None:
+            return []
+        return await self._index.search(query, depth, allowed)
+
     async def search(
-        self, text: str, window: TimeWindow | None, filters: Filters, *, limit: int
+        self, text: str, window: TimeWindow | None, filters: Filters, *, limit: int, words: str | None = None
     ) -> list[Hit]:
-        """The ``limit`` best events for ``text`` inside ``window`` and ``filters``, best first."""
+        """The ``limit`` best events for ``text`` inside ``window`` and ``filters``, best first.
+
+        ``words``: what the BM25 side searches, when not ``text`` (the answerer leaves out the names it
+        turned into filters: every candidate holds them already, so they would only favour reports that
+        repeat them).
+
+        With local context on and an event-type or sender filter, the reports that lend context are also
+        searched without those two filters (a rollback is explained by the anomaly before it, an answer
+        by the question before it, whoever reported them); only events passing every filter are returned.
+        """
         allowed = await self._store.candidate_ids(window, filters)
         if allowed is not None and len(allowed) == 0:
             return []
-        depth = max(self._candidates, limit)
+        depth = max(self.candidates, limit)
+        context = self._context_window > 0 and self._context_weight > 0
+        wide = replace(filters, event=(), from_handle=())
+        widen = context and wide != filters and self._fusion == "calibrated"
         # The query embedding (model thread) overlaps the BM25 search (SQLite thread).
-        query, sparse = await asyncio.gather(
-            self._query_vector(text), self._store.fts_search(text, window, filters, limit=depth)
+        query, lexical = await asyncio.gather(
+            self._query_vector(text),
+            self._store.lexical_search(text if words is None else words, window, filters, limit=depth),
         )
-        dense = [] if query is None or self._index is None else await self._index.search(query, depth, allowed)
+        dense = await self._dense(query, depth, allowed)
+        fused = await self._fuse(query, dense, lexical, limit=limit)
+        if not context or not fused:
+            return fused[:limit]
+        receivers = allowed
+        if widen:
+            # Calibrated scores mean the same in both searches, so the two lists merge by id.
+            around = await self._store.candidate_ids(window, wide)
+            wide_lexical = await self._store.lexical_search(text if words is None else words, window, wide, limit=depth)
+            wide_dense = await self._dense(query, depth, around)
+            merged = {h.id: h.score for h in await self._fuse(query, wide_dense, wide_lexical, limit=limit)}
+            merged.update((h.id, h.score) for h in fused)
+            fused = [Hit(doc, score) for doc, score in sorted(merged.items(), key=lambda item: -item[1])]
+        lenders = [h.id for h in fused[: max(2 * limit, 20)] if h.score >= self.min_score]
+        if lenders:
+            neighbours = await self._store.trace_neighbours(lenders, width=self._context_window)
+            fused = spread_to_neighbours(fused, neighbours, weight=self._context_weight, allowed=receivers)
+        if widen and receivers is not None:
+            inside = set(receivers.tolist()) if len(receivers) < 4 * depth else None
+            if inside is not None:
+                fused = [h for h in fused if h.id in inside]
+            else:
+                keys = np.fromiter((h.id for h in fused), dtype=np.int64, count=len(fused))
+                at = np.minimum(np.searchsorted(receivers, keys), len(receivers) - 1)
+                fused = [h for h, ok in zip(fused, receivers[at] == keys, strict=True) if ok]
+        return fused[:limit]
+
+    async def _fuse(
+        self, query: np.ndarray | None, dense: list[tuple[int, float]], lexical: LexicalHits, *, limit: int
+    ) -> list[Hit]:
         w = self._dense_weight
+        sparse = lexical.hits
         if self._fusion == "convex":
-            fused = convex_fusion([dense, sparse], [w, 1.0 - w])
-        else:
-            fused = reciprocal_rank_fusion(
+            return convex_fusion([dense, sparse], [w, 1.0 - w])
+        if self._fusion == "rrf":
+            return reciprocal_rank_fusion(
                 [[doc for doc, _ in dense], [doc for doc, _ in sparse]], k=self._rrf_k,
                 weights=[2.0 * w, 2.0 * (1.0 - w)],
             )
-        if self._context_window > 0 and self._context_weight > 0 and fused:
-            neighbours = await self._store.trace_neighbours([h.id for h in fused], width=self._context_window)
-            fused = spread_to_neighbours(fused, neighbours, weight=self._context_weight, allowed=allowed)
-        return fused[:limit]
+        # The best BM25 hits outside the dense list get their exact cosine (their rows are few).
+        seen = {doc for doc, _ in dense}
+        missing = [doc for doc, _ in sparse[: max(limit, 20)] if doc not in seen]
+        if missing and w > 0 and query is not None:
+            found, vectors = await self._store.vectors(missing)
+            if len(found):
+                cosines = vectors @ np.asarray(query, dtype=np.float32).reshape(-1)
+                dense = [*dense, *zip(found.tolist(), cosines.tolist(), strict=True)]
+        return calibrated_fusion(dense, lexical, dense_weight=w, coverage_power=self._coverage_power)

@@ -31,16 +31,17 @@ Everything is linear in the question's length; nothing raises on any question st
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
-from functools import lru_cache
+from itertools import combinations
 
-from memory_agent.query.text import clip, split_name, stem, tokenize_spans, word_set
+from memory_agent.query.text import STOPWORDS, clip, stem, tokenize_spans, word_set
 from memory_agent.query.timewindow import WindowMatch, scan_window
+from memory_agent.query.vocabulary import MAX_ORDER_FREE_PARTS, EventNames, Names, VocabularyIndex
 from memory_agent.types import Filters, Intent, TimeWindow, Understanding, Vocabulary
 
-__all__ = ["understand"]
+__all__ = ["trace_candidates", "understand"]
 
 
 _F = re.IGNORECASE
@@ -89,6 +90,27 @@ _UUID = re.compile(
     r"(?<![0-9a-f-])[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}(?![0-9a-f-])", _F
 )
 _BARE_TRACE = re.compile(r"(?<![\w-])(?:t|tr|trace)[-_][0-9]{1,18}(?![\w-])", _F)
+# A short word, "-" or "_", then letters and digits with a digit among them: "t-9f3ac2", "req_7b1e0c",
+# "INC-2041". Taken as a trace id even when none is stored (the answer then says so); a bare hash or
+# version in the text is not ("9f3ac2d1", "v2.3.1"): those are trace ids only when stored.
+_PREFIXED_ID = re.compile(r"(?<![\w.:/-])[A-Za-z]{1,8}[-_](?=[A-Za-z]*[0-9])[A-Za-z0-9]{4,64}(?![\w.:/-]*[\w])", _F)
+# Tokens that may be trace ids: letters and digits with inner "-", "_", ".", ":", "/" or "#" (looked up
+# in the store, see trace_candidates).
+_ID_TOKEN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_.:/#-]{0,126}[A-Za-z0-9])?")
+# Id-like tokens that are something else when not stored: versions, times, numbers with units.
+_NOT_AN_ID = re.compile(
+    r"v?[0-9]+(?:\.[0-9]+)+(?:[-+.][A-Za-z0-9.]+)?|[0-9]{1,2}:[0-9]{2}(?::[0-9]{2})?(?:am|pm)?"
+    r"|[0-9]+(?:[a-z]{1,3})?|[0-9]{4}-[0-9]{2}-[0-9]{2}(?:t[0-9:.]+z?)?",
+    _F,
+)
+_TIMELINE_OBJECT = re.compile(
+    r"\b(?:time\s?line|chronolog\w*|history|sequence\s+of\s+events|order\s+of\s+events|what\s+happened)"
+    r"\s+(?:(?:of|for|in|with|on|to)\s+)?(?:(?:the|this|that)\s+)?(?:(?:trace|request|incident|release|id)\s+)?"
+    r"(?P<id>[A-Za-z0-9][A-Za-z0-9_.:/#-]{0,126}[A-Za-z0-9])",
+    _F,
+)
+_MAX_CANDIDATES = 32
+_MAX_UNKNOWN = 8
 
 _REPORT_VERBS = word_set(
     "report reported reports reporting say says said saying flag flagged flags log logged logs "
@@ -169,76 +191,35 @@ def _tokens(question: str, skip: tuple[int, int] | None) -> list[_Tok]:
     return out
 
 
-# --- vocabulary indexes (cached per vocabulary) ----------------------------------------------------------
+# --- names in the question (lookups in the vocabulary index; see memory_agent.query.vocabulary) -----------
 
 
-@dataclass(frozen=True, slots=True)
-class _EventIndex:
-    single: dict[str, tuple[str, ...]]  # one stem (or compound key) → events
-    by_part: dict[str, tuple[tuple[str, tuple[str, ...]], ...]]  # part stem → (event, part stems)
+def _find_names(toks: list[_Tok], index: Names, kind: str, claimed: set[int]) -> list[_Occ]:
+    """Occurrences of stored names (services, handles) as consecutive tokens or written together.
 
-
-@dataclass(frozen=True, slots=True)
-class _NameIndex:
-    by_first: dict[str, tuple[tuple[str, tuple[str, ...]], ...]]  # first token → (name, tokens)
-    joined: dict[str, tuple[str, ...]]  # all tokens written together → names
-
-
-def _add(d: dict[str, list[str]], key: str, value: str) -> None:
-    if key and value not in d.setdefault(key, []):
-        d[key].append(value)
-
-
-@lru_cache(maxsize=16)
-def _event_index(events: frozenset[str]) -> _EventIndex:
-    single: dict[str, list[str]] = {}
-    by_part: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
-    for event in sorted(events):
-        parts = split_name(event)
-        if not parts:
-            continue
-        stems = tuple(stem(p) for p in parts)
-        _add(single, "".join(stems), event)
-        _add(single, stem("".join(parts)), event)
-        if len(parts) > 1:
-            for s in set(stems):
-                by_part.setdefault(s, []).append((event, stems))
-    return _EventIndex({k: tuple(v) for k, v in single.items()}, {k: tuple(v) for k, v in by_part.items()})
-
-
-@lru_cache(maxsize=32)
-def _name_index(names: frozenset[str]) -> _NameIndex:
-    by_first: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
-    joined: dict[str, list[str]] = {}
-    for name in sorted(names):
-        parts = split_name(name)
-        if not parts:
-            continue
-        by_first.setdefault(parts[0], []).append((name, parts))
-        if len(parts) > 1:
-            _add(joined, "".join(parts), name)
-    return _NameIndex({k: tuple(v) for k, v in by_first.items()}, {k: tuple(v) for k, v in joined.items()})
-
-
-def _find_names(toks: list[_Tok], index: _NameIndex, kind: str, claimed: set[int]) -> list[_Occ]:
-    """Occurrences of stored names (services, handles) as consecutive tokens or written together."""
+    One dict lookup per (start token, length up to the longest indexed name): independent of how many
+    names are stored.
+    """
     found: list[_Occ] = []
-    for i, t in enumerate(toks):
+    n_toks = len(toks)
+    for i in range(n_toks):
         if i in claimed:
             continue
-        for name, parts in index.by_first.get(t.text, ()):
-            j = i + len(parts)
-            if j > len(toks) or any(k in claimed for k in range(i, j)):
-                continue
-            if all(toks[i + n].text == p and (n == 0 or toks[i + n].join_prev) for n, p in enumerate(parts)):
-                found.append(_Occ(kind, (name,), i, j, tuple(range(i, j))))
-        for name in index.joined.get(t.text, ()):
+        key: tuple[str, ...] = ()
+        for j in range(i, min(n_toks, i + index.max_tokens)):
+            if j in claimed or (j > i and not toks[j].join_prev):
+                break
+            key += (toks[j].text,)
+            for name in index.by_tokens.get(key, ()):
+                found.append(_Occ(kind, (name,), i, j + 1, tuple(range(i, j + 1))))
+        for name in index.joined.get(toks[i].text, ()):
             found.append(_Occ(kind, (name,), i, i + 1, (i,)))
     return found
 
 
-def _find_events(toks: list[_Tok], index: _EventIndex, claimed: set[int]) -> list[_Occ]:
-    """Event-type occurrences: one stem, 2-3 adjacent tokens compounded, or all parts within a span."""
+def _find_events(toks: list[_Tok], index: EventNames, claimed: set[int]) -> list[_Occ]:
+    """Event-type occurrences: one stem, 2-3 adjacent tokens compounded, the parts in sequence, or all
+    parts (up to MAX_ORDER_FREE_PARTS) in any order within a short span. Dict lookups only."""
     found: list[_Occ] = []
     n_toks = len(toks)
     for i, t in enumerate(toks):
@@ -246,7 +227,7 @@ def _find_events(toks: list[_Tok], index: _EventIndex, claimed: set[int]) -> lis
             continue
         events = index.single.get(t.stem)
         if events:
-            found.append(_Occ("event", events, i, i + 1, (i,)))
+            found.append(_Occ("event", tuple(events), i, i + 1, (i,)))
         raw, stems = t.text, t.stem
         for k in range(i + 1, min(i + 3, n_toks)):
             if k in claimed or not toks[k].join_prev:
@@ -255,20 +236,31 @@ def _find_events(toks: list[_Tok], index: _EventIndex, claimed: set[int]) -> lis
             stems += toks[k].stem
             compound = index.single.get(stems) or index.single.get(stem(raw))
             if compound:
-                found.append(_Occ("event", compound, i, k + 1, tuple(range(i, k + 1))))
-        for event, part_stems in index.by_part.get(t.stem, ()):
-            needed = list(part_stems)
-            needed.remove(t.stem)
-            used = [i]
-            limit = min(n_toks, i + len(part_stems) + _MULTI_SLACK)
-            for k in range(i + 1, limit):
-                if not needed or toks[k].break_before:
+                found.append(_Occ("event", tuple(compound), i, k + 1, tuple(range(i, k + 1))))
+        sequence: tuple[str, ...] = (t.stem,)
+        for k in range(i + 1, min(n_toks, i + index.max_tokens)):
+            if k in claimed or not toks[k].join_prev:
+                break
+            sequence += (toks[k].stem,)
+            for event in index.by_sequence.get(sequence, ()):
+                found.append(_Occ("event", (event,), i, k + 1, tuple(range(i, k + 1))))
+        if not index.by_parts:
+            continue
+        seen: set[str] = set()
+        for size in range(2, MAX_ORDER_FREE_PARTS + 1):
+            window: list[int] = []
+            for k in range(i + 1, min(n_toks, i + size + _MULTI_SLACK)):
+                if toks[k].break_before:
                     break
-                if k not in claimed and toks[k].stem in needed:
-                    needed.remove(toks[k].stem)
-                    used.append(k)
-            if not needed:
-                found.append(_Occ("event", (event,), i, used[-1] + 1, tuple(used)))
+                if k not in claimed:
+                    window.append(k)
+            for chosen in combinations(window, size - 1):
+                key = tuple(sorted((t.stem, *(toks[k].stem for k in chosen))))
+                for event in index.by_parts.get(key, ()):
+                    if event not in seen:  # the earliest tokens that complete it, as people write it
+                        seen.add(event)
+                        used = (i, *chosen)
+                        found.append(_Occ("event", (event,), i, used[-1] + 1, used))
     return found
 
 
@@ -379,37 +371,125 @@ def _inside(pos: int, spans: list[tuple[int, int]]) -> bool:
     return any(a <= pos < b for a, b in spans)
 
 
+@dataclass(frozen=True, slots=True)
+class _TraceSpan:
+    start: int
+    end: int
+    value: str  # the trace id to filter on (as stored when known)
+    why: str  # for the note
+
+
+def trace_candidates(question: str) -> list[str]:
+    """Tokens of ``question`` that could be trace ids, to look up in the store (at most 32, in order).
+
+    A candidate is a run of letters and digits with inner ``-``, ``_``, ``.``, ``:``, ``/`` or ``#``,
+    holding a digit or a separator (so plain words are not looked up), plus its lower- and upper-case
+    forms. Pure and linear; the lookup (:meth:`memory_agent.store.events.EventStore.known_traces`) is
+    an index seek per candidate, so recognising any shape of trace id costs nothing per stored trace.
+    """
+    out: list[str] = []
+    for m in _ID_TOKEN.finditer(question[: 4 * 1024]):
+        token = m.group()
+        if len(token) < 2 or not any(c.isdigit() or c in "-_.:/#" for c in token):
+            continue
+        for form in (token, token.lower(), token.upper()):
+            if form not in out:
+                out.append(form)
+        if len(out) >= 3 * _MAX_CANDIDATES:
+            break
+    return out
+
+
 def _find_traces(
-    question: str, wm: WindowMatch | None, notes: list[str]
-) -> tuple[list[str], list[tuple[int, int]]]:
-    """Trace ids written in the question, in order, and their spans (sorted)."""
-    found: list[tuple[int, int, str, int]] = []
-    for pattern in (_TRACE_AFTER_WORD, _UUID, _BARE_TRACE):
+    question: str, known: Mapping[str, str], vocabulary: VocabularyIndex, intent: Intent, notes: list[str]
+) -> tuple[list[_TraceSpan], list[_TraceSpan]]:
+    """Trace ids in the question: ``(stored, written)``.
+
+    ``stored``: tokens equal to a stored trace id (``known`` maps a candidate as written, or its lower or
+    upper case, to the stored id). ``written``: ids asked for by the way they are written, stored or
+    not: after the word "trace", a UUID, ``t-81``, a prefixed id such as ``req_7b1e0c``, and the object
+    of a timeline ("timeline of a1b2c3d4"); a token that is a stored event type, service or handle is
+    not one. The window is found afterwards, outside stored ids (``rel-2026-11-20-3`` holds a date).
+    """
+    stored: list[_TraceSpan] = []
+    if known:
+        for m in _ID_TOKEN.finditer(question[: 4 * 1024]):
+            token = m.group()
+            value = known.get(token) or known.get(token.lower()) or known.get(token.upper())
+            if value is not None:
+                stored.append(_TraceSpan(m.start(), m.end(), value, "a stored trace id"))
+                if len(stored) >= _MAX_TRACE_SPANS:
+                    break
+    written: list[_TraceSpan] = []
+    patterns: list[tuple[re.Pattern[str], str]] = [
+        (_TRACE_AFTER_WORD, "after 'trace'"), (_UUID, "a UUID"), (_BARE_TRACE, "shaped like a trace id"),
+        (_PREFIXED_ID, "shaped like a trace id"),
+    ]
+    if intent == "timeline":
+        patterns.append((_TIMELINE_OBJECT, "what the timeline is of"))
+    for pattern, why in patterns:
         count = 0
         for m in pattern.finditer(question):
             span = m.span("id") if "id" in pattern.groupindex else m.span()
-            value = question[span[0] : span[1]].rstrip(".:-_")
+            value = question[span[0] : span[1]].rstrip(".:-_/#")
             if pattern is _UUID:
                 value = value.lower()
             if not any(c.isdigit() for c in value):
                 continue
-            if wm is not None and span[0] < wm.end and span[1] > wm.start:
+            if pattern is not _TRACE_AFTER_WORD and _NOT_AN_ID.fullmatch(value):
                 continue
-            found.append((span[0], span[0] + len(value), value, m.start()))
+            if vocabulary.services.same_tokens(value) or vocabulary.handles.same_tokens(value) or (
+                vocabulary.events.same_tokens(value)
+            ):
+                continue
+            written.append(_TraceSpan(span[0], span[0] + len(value), value, why))
             count += 1
             if count >= _MAX_TRACE_SPANS:
                 break
-    found.sort()
+    return stored, written
+
+
+def _merge_traces(
+    question: str, stored: list[_TraceSpan], written: list[_TraceSpan], wm: WindowMatch | None, notes: list[str]
+) -> tuple[list[str], list[tuple[int, int]]]:
+    """Trace filter values in question order and their spans: stored ids first, then written ids that
+    overlap neither a stored id nor the time phrase."""
+    taken: list[_TraceSpan] = list(stored)
+    for w in written:
+        if wm is not None and w.start < wm.end and w.end > wm.start:
+            continue
+        if any(w.start < t.end and w.end > t.start for t in taken):
+            continue
+        taken.append(w)
+    taken.sort(key=lambda t: t.start)
     traces: list[str] = []
     spans: list[tuple[int, int]] = []
-    for begin, stop, value, cue_start in found:
-        if spans and begin < spans[-1][1]:
-            continue  # inside an id already taken ("trace t-81" and bare "t-81")
-        spans.append((begin, stop))
-        if value not in traces:
-            traces.append(value)
-            notes.append(f"trace={_note(value)} from {_note(question[cue_start:stop])!r}")
+    for t in taken:
+        spans.append((t.start, t.end))
+        if t.value not in traces and len(traces) < _MAX_TRACE_SPANS:
+            traces.append(t.value)
+            notes.append(f"trace={_note(t.value)} from {_note(question[t.start : t.end])!r} ({t.why})")
     return traces, spans
+
+
+def _unknown_names(question: str, toks: list[_Tok], taken: set[int]) -> list[str]:
+    """Words written as names that no stored name claimed: compounds joined by ``-`` or ``_``
+    (``geo-router``), ``@handles``, and the word before "agent"/"bot" ("the backup agent")."""
+    out: list[str] = []
+    i = 0
+    while i < len(toks) and len(out) < _MAX_UNKNOWN:
+        j = i + 1
+        while j < len(toks) and question[toks[j - 1].end : toks[j].start] in ("-", "_"):
+            j += 1
+        run = range(i, j)
+        after = toks[j].text if j < len(toks) else ""
+        named = j - i > 1 or toks[i].at or (after in _AGENT_WORDS and toks[i].text not in STOPWORDS)
+        if named and not any(k in taken for k in run) and any(c.isalpha() for c in toks[i].text):
+            value = question[toks[i].start : toks[j - 1].end]
+            if value not in out:
+                out.append(value)
+        i = j
+    return out
 
 
 def _note(text: str) -> str:
@@ -434,17 +514,34 @@ def _fmt_window(window: TimeWindow, tz: tzinfo) -> str:
     return f"[{one(window.since, '-inf')}, {one(window.until, 'open')})"
 
 
-def understand(question: str, *, now: datetime, tz: tzinfo, vocabulary: Vocabulary) -> Understanding:
+def understand(
+    question: str,
+    *,
+    now: datetime,
+    tz: tzinfo,
+    vocabulary: Vocabulary | VocabularyIndex,
+    traces: Mapping[str, str] | None = None,
+) -> Understanding:
     """Read a plain-language question (rules, no LLM; see the module docstring).
 
     ``now``: aware datetime the question is asked at; ``tz``: zone for days and weeks (e.g.
-    ``ZoneInfo("UTC")``); ``vocabulary``: event types, services and handles already stored. Returns the
-    intent, the window (``None`` if no time phrase), exact-match filters holding stored values only
-    (plus trace ids as written), ``text`` (the question without the time phrase, whitespace tidied), the
-    time phrase, and ``notes`` explaining every decision. Never raises on any question string.
+    ``ZoneInfo("UTC")``); ``vocabulary``: event types, services and handles already stored (an index, or
+    a plain :class:`~memory_agent.types.Vocabulary`, indexed here); ``traces``: which of
+    :func:`trace_candidates` are stored trace ids (candidate -> stored id), as the store's indexed
+    lookup found them. Returns the intent, the window (``None`` if no time phrase), exact-match filters
+    holding stored values only (plus trace ids as written), ``text`` (the question without the time
+    phrase, whitespace tidied), the time phrase, and ``notes`` explaining every decision. Never raises on
+    any question string.
     """
+    index = vocabulary if isinstance(vocabulary, VocabularyIndex) else VocabularyIndex.build(vocabulary)
     notes: list[str] = []
-    scan = scan_window(question, now=now, tz=tz)
+    intent, cue = _classify(question)
+    stored, written = _find_traces(question, traces or {}, index, intent, notes)
+    # A stored trace id is not read as a time ("rel-2026-11-20-3"): the window is found outside them.
+    masked = question
+    for t in stored:
+        masked = masked[: t.start] + " " * (t.end - t.start) + masked[t.end :]
+    scan = scan_window(masked, now=now, tz=tz)
     wm: WindowMatch | None = scan.match
     for bad in scan.rejected:
         notes.append(f"ignored {_note(bad)!r}: no such date")
@@ -453,8 +550,6 @@ def understand(question: str, *, now: datetime, tz: tzinfo, vocabulary: Vocabula
         text = _tidy(question[: wm.start] + " " + question[wm.end :])
     else:
         text = _tidy(question)
-
-    intent, cue = _classify(question)
     notes.append(
         f"intent={intent}" + (f" from {_note(question[cue[0] : cue[1]])!r}" if cue else " (no cue)")
     )
@@ -469,14 +564,12 @@ def understand(question: str, *, now: datetime, tz: tzinfo, vocabulary: Vocabula
     def phrase(occ: _Occ) -> str:
         return _note(question[toks[occ.i].start - (1 if toks[occ.i].at else 0) : toks[occ.j - 1].end])
 
-    traces, trace_spans = _find_traces(question, wm, notes)
+    trace_vals, trace_spans = _merge_traces(question, stored, written, wm, notes)
     claimed.update(k for k, t in enumerate(toks) if _inside(t.start, trace_spans))
 
     # handles first: a handle in a reporting role, or written as one, claims its tokens
     handle_vals: list[str] = []
-    handle_idx = _name_index(vocabulary.handles)
-    event_names = vocabulary.events
-    for occ in _pick(_find_names(toks, handle_idx, "handle", claimed), set()):
+    for occ in _pick(_find_names(toks, index.handles, "handle", claimed), set()):
         occ, explicit = _extend_handle(toks, occ)
         if any(k in claimed for k in occ.used):
             continue
@@ -486,7 +579,7 @@ def understand(question: str, *, now: datetime, tz: tzinfo, vocabulary: Vocabula
             continue  # plain word: left for event types / services; noted below if nothing takes it
         claimed.update(occ.used)
         cue_word = _mention_cue(toks, occ.i, soft=True)
-        clash = [e for e in event_names if split_name(e) == split_name(name)]
+        clash = index.events.same_tokens(name)
         if clash:
             notes.append(f"{phrase(occ)!r} read as handle {name}, not event {clash[0]}")
         if role and cue_word is None:
@@ -498,8 +591,8 @@ def understand(question: str, *, now: datetime, tz: tzinfo, vocabulary: Vocabula
             notes.append(f"handle {name} ({phrase(occ)!r}) not a filter: {why}")
 
     # event types and services compete for the remaining tokens
-    occs = _find_events(toks, _event_index(vocabulary.events), claimed)
-    occs += _find_names(toks, _name_index(vocabulary.services), "service", claimed)
+    occs = _find_events(toks, index.events, claimed)
+    occs += _find_names(toks, index.services, "service", claimed)
     event_vals: list[str] = []
     service_vals: list[str] = []
     taken = set(claimed)
@@ -507,14 +600,14 @@ def understand(question: str, *, now: datetime, tz: tzinfo, vocabulary: Vocabula
         if occ.kind == "event":
             cue_word = _mention_cue(toks, occ.i, soft=True)
             label = "/".join(occ.names)
-            if intent == "timeline" and traces:
+            if intent == "timeline" and trace_vals:
                 notes.append(f"event {label} ({phrase(occ)!r}) not a filter: timeline of a trace")
             elif cue_word is not None:
                 notes.append(f"event {label} ({phrase(occ)!r}) not a filter: mentioned after {cue_word!r}")
             else:
                 event_vals.extend(e for e in occ.names if e not in event_vals)
                 notes.append(f"event={label} from {phrase(occ)!r}")
-            handle_clash = [h for h in vocabulary.handles if split_name(h) == split_name(occ.names[0])]
+            handle_clash = index.handles.same_tokens(occ.names[0])
             if handle_clash:
                 notes.append(f"{phrase(occ)!r} read as event, not handle {handle_clash[0]}")
         else:
@@ -528,14 +621,19 @@ def understand(question: str, *, now: datetime, tz: tzinfo, vocabulary: Vocabula
                 notes.append(f"service={name} from {phrase(occ)!r}")
 
     # plain handle words that nothing else took
-    for occ in _find_names(toks, handle_idx, "handle", taken):
+    for occ in _find_names(toks, index.handles, "handle", taken):
+        taken.update(occ.used)
         notes.append(f"handle {occ.names[0]} ({phrase(occ)!r}) not a filter: mentioned, not as reporter")
+
+    unknown = _unknown_names(question, toks, taken)
+    for name in unknown:
+        notes.append(f"{_note(name)!r} is written as a name but no event type, service or handle is called so")
 
     filters = Filters(
         event=tuple(event_vals),
         service=tuple(service_vals),
         from_handle=tuple(handle_vals),
-        trace_id=tuple(traces),
+        trace_id=tuple(trace_vals),
     )
     return Understanding(
         intent=intent,
@@ -544,4 +642,6 @@ def understand(question: str, *, now: datetime, tz: tzinfo, vocabulary: Vocabula
         text=text,
         window_phrase=wm.phrase if wm is not None else None,
         notes=tuple(list(dict.fromkeys(notes))[:_MAX_NOTES]),
+        unknown_names=tuple(unknown),
+        residual=tuple(t.text for k, t in enumerate(toks) if k not in taken and t.text not in STOPWORDS),
     )

@@ -3,6 +3,7 @@
 from memory_agent.store.events import DEFAULT_FTS_MAX_DOCS, EventStore, StoreStats
 from memory_agent.store.faults import transient_cause
 from memory_agent.store.filter_columns import FilterColumns
+from memory_agent.store.lexical import LexicalHits
 from memory_agent.store.schema import EVENT_COLUMNS, EVENT_FIELDS, SCHEMA_VERSION, migrate
 from memory_agent.store.sql import fts_phrases, fts_query, where_clause
 from memory_agent.store.vectors import Backlog, VectorModel, VectorSummary
@@ -15,6 +16,7 @@ __all__ = [
     "Backlog",
     "EventStore",
     "FilterColumns",
+    "LexicalHits",
     "StoreStats",
     "VectorModel",
     "VectorSummary",

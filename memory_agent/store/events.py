@@ -21,7 +21,7 @@ import os
 import sqlite3
 import time
 import warnings
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Self
@@ -31,15 +31,15 @@ import numpy as np
 
 from memory_agent.errors import InvalidArgument, StorageLost, StoreClosed, StoreError
 from memory_agent.store.filter_columns import FILTER_FIELDS, FilterColumns
+from memory_agent.store.lexical import LexicalHits, LexicalSearch
 from memory_agent.store.schema import EVENT_FIELDS, SELECT_EVENT, decode_event, encode_event, migrate
-from memory_agent.store.sql import fts_phrases, where_clause
+from memory_agent.store.sql import IN_CHUNK, chunks, where_clause
+from memory_agent.store.traces import TraceLookups
 from memory_agent.store.vectors import EmbeddingRows, Ids, VectorModel, as_matrix
 from memory_agent.types import Filters, InsertResult, NewEvent, StoredEvent, TimeWindow, Vocabulary
 
-__all__ = ["DEFAULT_FTS_MAX_DOCS", "EventStore", "StoreStats"]
+__all__ = ["DEFAULT_FTS_MAX_DOCS", "EventStore", "LexicalHits", "StoreStats"]
 
-# Ids per statement for ``IN (...)`` lists; well below SQLITE_MAX_VARIABLE_NUMBER.
-_CHUNK = 500
 _SELECT_FILTER = ", ".join(FILTER_FIELDS)
 # The most events one BM25 query ranks (``index.fts_max_docs``; see EventStore.fts_search).
 DEFAULT_FTS_MAX_DOCS = 2000
@@ -94,13 +94,7 @@ def _identity(path: Path) -> tuple[int, int] | None:
         return None
     return st.st_dev, st.st_ino
 
-
-def _chunks(ids: Ids) -> Iterable[list[int]]:
-    for start in range(0, len(ids), _CHUNK):
-        yield [int(i) for i in ids[start : start + _CHUNK]]
-
-
-class EventStore(EmbeddingRows):
+class EventStore(EmbeddingRows, LexicalSearch, TraceLookups):
     """Events in SQLite, with FTS5 over their text and their embeddings as float32 BLOBs.
 
     Create with ``await EventStore.open(path)``; ``await close()`` when done (idempotent; a store left
@@ -348,8 +342,8 @@ class EventStore(EmbeddingRows):
         """``message_id -> id`` of the stored ones among ``message_ids`` (by default on the writer, inside
         the caller's transaction)."""
         ids: dict[str, int] = {}
-        for part in range(0, len(message_ids), _CHUNK):
-            chunk = list(message_ids[part : part + _CHUNK])
+        for part in range(0, len(message_ids), IN_CHUNK):
+            chunk = list(message_ids[part : part + IN_CHUNK])
             marks = ", ".join("?" for _ in chunk)
             rows = await (conn or self._conn).execute_fetchall(
                 f"SELECT message_id, id FROM events WHERE message_id IN ({marks})", chunk
@@ -364,7 +358,7 @@ class EventStore(EmbeddingRows):
             return 0
         deleted = 0
         async with self._transaction() as conn:
-            for chunk in _chunks(ids):
+            for chunk in chunks(ids):
                 marks = ", ".join("?" for _ in chunk)
                 cursor = await conn.execute(f"DELETE FROM events WHERE id IN ({marks})", chunk)
                 deleted += max(cursor.rowcount, 0)
@@ -376,7 +370,7 @@ class EventStore(EmbeddingRows):
     async def get(self, ids: Ids) -> list[StoredEvent]:
         """Events by id, in the order given; ids not stored are skipped."""
         found: dict[int, StoredEvent] = {}
-        for chunk in _chunks(ids):
+        for chunk in chunks(ids):
             marks = ", ".join("?" for _ in chunk)
             rows = await self._fetchall(f"SELECT {SELECT_EVENT} FROM events WHERE id IN ({marks})", chunk)
             for row in rows:
@@ -443,97 +437,26 @@ class EventStore(EmbeddingRows):
         rows = await self._fetchall(f"SELECT id FROM events WHERE {where} ORDER BY id", params)
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
-    async def fts_search(
-        self, text: str, window: TimeWindow | None, filters: Filters, *, limit: int
-    ) -> list[tuple[int, float]]:
-        """Full-text search: ``(id, score)`` best first, score = ``-bm25()`` (higher is better).
-
-        ``text`` is free user text (see :func:`memory_agent.store.sql.fts_phrases`); window and filters are
-        applied in the same SQL. FTS5 scores every event that contains a query word (a cost per event,
-        docs/benchmarks.md#design-scan-costs), so the words are taken rarest first while the events containing them
-        add up to at most ``fts_max_docs``; more common words are left out like stopwords (their BM25
-        IDF is the lowest). Counting is cheap (doclist scans, capped). Returns ``[]`` when no searchable
-        word is left or ``limit`` <= 0.
-        """
-        phrases = fts_phrases(text)
-        if not phrases or limit <= 0:
-            return []
-        phrases = await self._rare_phrases(phrases)
-        if not phrases:
-            return []
-        query = " OR ".join(phrases)
-        if window is None and filters.is_empty():
-            sql = (
-                "SELECT rowid, bm25(events_fts) AS rank FROM events_fts WHERE events_fts MATCH ? "
-                "ORDER BY rank, rowid LIMIT ?"
-            )
-            params: list[Any] = [query, int(limit)]
-        else:
-            where, extra = where_clause(window, filters, alias="e")
-            sql = (
-                "SELECT e.id, bm25(events_fts) AS rank FROM events_fts "
-                "JOIN events AS e ON e.id = events_fts.rowid "
-                f"WHERE events_fts MATCH ? AND {where} ORDER BY rank, e.id LIMIT ?"
-            )
-            params = [query, *extra, int(limit)]
-        rows = await self._fetchall(sql, params)
-        return [(int(r[0]), -float(r[1])) for r in rows]
-
-    async def _rare_phrases(self, phrases: list[str]) -> list[str]:
-        """The phrases to rank: rarest first, while the events containing them add up to ``fts_max_docs``."""
-        cap = self.fts_max_docs
-        counts = ", ".join(
-            "(SELECT count(*) FROM (SELECT 1 FROM events_fts WHERE events_fts MATCH ? LIMIT ?))" for _ in phrases
+    async def expired_ids(self, cutoff: float, *, future_skew: float) -> np.ndarray:
+        """Ids (int64, ascending) retention deletes: ``occurred_at`` before ``cutoff`` (seconds since the
+        epoch, UTC), or, for events dated more than ``future_skew`` seconds after their receipt, their
+        ``received_at`` before it (see :meth:`FilterColumns.expired`)."""
+        columns = self._columns
+        if columns is not None:
+            return await asyncio.to_thread(columns.expired, cutoff, future_skew=future_skew)
+        rows = await self._fetchall(
+            "SELECT id FROM events WHERE (occurred_at < ? AND occurred_at - received_at <= ?) "
+            "OR (occurred_at - received_at > ? AND received_at < ?) ORDER BY id",
+            (cutoff, future_skew, future_skew, cutoff),
         )
-        args: list[Any] = []
-        for phrase in phrases:
-            args += [phrase, cap + 1]
-        docs = (await self._fetchall(f"SELECT {counts}", args))[0]
-        kept: list[str] = []
-        total = 0
-        for df, phrase in sorted(zip(docs, phrases, strict=True), key=lambda pair: pair[0]):
-            if df == 0:
-                continue
-            if total + df > cap:
-                break
-            kept.append(phrase)
-            total += df
-        return kept
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
-    async def trace_neighbours(self, ids: Ids, *, width: int) -> dict[int, list[tuple[int, int]]]:
-        """For each of ``ids``, the events up to ``width`` places before and after it on its trace.
-
-        Order on a trace is ``(occurred_at, id)``. Returns ``{id: [(neighbour id, distance), ...]}`` with
-        distance 1 for adjacent events, nearest first, before-side first at equal distance; ids not
-        stored are left out. Each lookup is an index seek on ``(trace_id, occurred_at)`` (used by
-        retrieval's local context, :mod:`memory_agent.query.retrieval`). Raises ``InvalidArgument`` if ``width`` < 0.
-        """
-        if width < 0:
-            raise InvalidArgument("width", f"must be >= 0, not {width}")
-        out: dict[int, list[tuple[int, int]]] = {}
-        if width == 0 or len(ids) == 0:
-            return out
-        columns: list[str] = []
-        for offset in range(width):
-            columns.append(
-                "(SELECT p.id FROM events AS p WHERE p.trace_id = e.trace_id "
-                "AND (p.occurred_at, p.id) < (e.occurred_at, e.id) "
-                f"ORDER BY p.occurred_at DESC, p.id DESC LIMIT 1 OFFSET {offset})"
-            )
-            columns.append(
-                "(SELECT n.id FROM events AS n WHERE n.trace_id = e.trace_id "
-                "AND (n.occurred_at, n.id) > (e.occurred_at, e.id) "
-                f"ORDER BY n.occurred_at, n.id LIMIT 1 OFFSET {offset})"
-            )
-        select = ", ".join(columns)
-        for chunk in _chunks(ids):
-            marks = ", ".join("?" for _ in chunk)
-            rows = await self._fetchall(f"SELECT e.id, {select} FROM events AS e WHERE e.id IN ({marks})", chunk)
-            for row in rows:
-                out[int(row[0])] = [
-                    (int(found), 1 + k // 2) for k, found in enumerate(row[1:]) if found is not None
-                ]
-        return out
+    async def _event_count(self) -> int:
+        """Events stored (from the filter columns when loaded, else SQLite)."""
+        columns = self._columns
+        if columns is not None:
+            return len(columns)
+        return int((await self._fetchall("SELECT count(*) FROM events"))[0][0])
 
     async def iter_texts(self, *, batch: int = 1000) -> AsyncIterator[tuple[np.ndarray, list[str]]]:
         """Indexed texts in id order, ``batch`` rows at a time: ``(ids (n,) int64, texts)``; for reindexing.

@@ -269,6 +269,15 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX events_backlog ON events (id) WHERE embedding_model IS NULL AND embedding_error IS NULL",
         ),
     ),
+    Migration(
+        9,
+        "the time index also carries received_at, so the filter columns leave out reports dated ahead of "
+        "their receipt and retention expires them by it (issue 14), still without reading the table",
+        (
+            "CREATE INDEX events_occurred_at_received ON events (occurred_at, event, service, from_handle, received_at)",
+            "DROP INDEX events_occurred_at_columns",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -6,14 +6,25 @@ Pure functions (no I/O). Times are floats, seconds since the epoch, UTC; windows
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from typing import Any
+
+import numpy as np
 
 from memory_agent.query.text import STOPWORDS, tokenize
 from memory_agent.types import Filters, TimeWindow
 
-__all__ = ["fts_phrases", "fts_query", "where_clause"]
+__all__ = ["IN_CHUNK", "chunks", "fts_phrases", "fts_query", "where_clause"]
 
 _MAX_QUERY_TERMS = 32
+#: Ids or values per statement for ``IN (...)`` lists; well below SQLITE_MAX_VARIABLE_NUMBER.
+IN_CHUNK = 500
+
+
+def chunks(ids: Sequence[int] | np.ndarray) -> Iterator[list[int]]:
+    """``ids`` as lists of at most :data:`IN_CHUNK` ints, for ``IN (...)`` lists."""
+    for start in range(0, len(ids), IN_CHUNK):
+        yield [int(i) for i in ids[start : start + IN_CHUNK]]
 
 
 def fts_phrases(text: str) -> list[str]:
@@ -49,7 +60,8 @@ def fts_query(text: str) -> str | None:
 def where_clause(window: TimeWindow | None, filters: Filters, *, alias: str = "") -> tuple[str, list[Any]]:
     """SQL conditions (joined with AND, ``"1"`` when none) and their parameters for a window + filters.
 
-    The window is half-open (``since <= occurred_at < until``); values within one filter field are OR-ed.
+    The window is half-open (``since <= occurred_at < until``); with ``future_skew`` it also leaves out
+    events dated more than that after their receipt. Values within one filter field are OR-ed.
     """
     prefix = f"{alias}." if alias else ""
     conditions: list[str] = []
@@ -61,6 +73,9 @@ def where_clause(window: TimeWindow | None, filters: Filters, *, alias: str = ""
         if window.until is not None:
             conditions.append(f"{prefix}occurred_at < ?")
             params.append(float(window.until))
+        if window.future_skew is not None:
+            conditions.append(f"{prefix}occurred_at - {prefix}received_at <= ?")
+            params.append(float(window.future_skew))
     for column, values in (
         ("event", filters.event),
         ("service", filters.service),

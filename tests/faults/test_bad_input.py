@@ -498,11 +498,15 @@ def test_a_payload_just_under_the_limit_is_stored_and_answers_stay_within_it(mem
     assert limit - 300 < len(text.encode()) <= limit
     answer = check_report(memory, text, "application/json", report)
     assert answer["status"] == "stored"
-    # A question whose answer would carry three of them gets a clear error instead of silence.
+    # A question whose answer would carry three of them is still answered within one mesh message: the
+    # events that do not fit are left out and counted, with a note saying how to get them.
     for _ in range(2):
         assert check_report(memory, text, "application/json", report)["status"] == "stored"
-    reply = json.loads(check_question(memory, json.dumps({"query": "core dump", "filters": {"event": "core_dump"}}),
-                                      "application/json").payload)
-    assert reply.get("status") == "error" and "over the mesh's limit" in reply["error"], str(reply)[:300]
+    raw = check_question(memory, json.dumps({"query": "core dump", "filters": {"event": "core_dump"}}),
+                         "application/json").payload
+    reply = json.loads(raw)
+    assert len(raw) <= limit and "status" not in reply, str(reply)[:300]
+    assert reply["total"] == 3 and len(reply["events"]) + reply["left_out"] == 3 and reply["left_out"] >= 1
+    assert any("left out to fit one mesh message" in note for note in reply["notes"])
     text_reply = check_question(memory, "What core dumps happened today?", "text/plain")
     assert text_reply.content_type == "text/plain"

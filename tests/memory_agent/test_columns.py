@@ -92,20 +92,36 @@ async def test_rows_written_while_the_columns_load_are_not_missed(tmp_path: Path
 
 
 def test_filter_columns_unit() -> None:
-    rows = [(i, float(i), EVENTS[i % 3], SERVICES[i % 3], HANDLES[i % 2]) for i in (5, 1, 3, 2, 4)]
+    rows = [(i, float(i), EVENTS[i % 3], SERVICES[i % 3], HANDLES[i % 2], float(i)) for i in (5, 1, 3, 2, 4)]
     cols = FilterColumns.from_rows(rows)
     assert len(cols) == 5 and cols.max_id == 5
     assert cols.select(None, Filters(service=("api",))).tolist() == [3]
     assert cols.select(TimeWindow(since=2, until=4), Filters()).tolist() == [2, 3]
-    cols.add([(6, 6.0, "new", None, "x"), (9, 0.5, "deploy", "api", "ci")])
+    cols.add([(6, 6.0, "new", None, "x", 6.0), (9, 0.5, "deploy", "api", "ci", 0.5)])
     assert cols.select(None, Filters(event=("new", "deploy"))).tolist() == [3, 6, 9]
     cols.remove([3, 100, 0])
     assert cols.select(None, Filters(event=("new", "deploy"))).tolist() == [6, 9] and len(cols) == 6
     with pytest.raises(ValueError):
-        cols.add([(8, 1.0, "x", None, "y")])  # not above the ids held
+        cols.add([(8, 1.0, "x", None, "y", 1.0)])  # not above the ids held
     with pytest.raises(ValueError):
         cols.select(None, Filters(trace_id=("t",)))
     big = FilterColumns(capacity=16)
-    big.add([(i, float(i), "e", None, "h") for i in range(1, 2000)])  # grows
+    big.add([(i, float(i), "e", None, "h", float(i)) for i in range(1, 2000)])  # grows
     assert big.select(TimeWindow(since=1990), Filters()).tolist() == list(range(1990, 2000))
     assert list(itertools.islice(big.select(None, Filters(event=("e",))), 3)) == [1, 2, 3]
+
+
+def test_filter_columns_leave_out_reports_dated_ahead_of_receipt_and_expire_them_by_receipt() -> None:
+    day = 86_400.0
+    cols = FilterColumns.from_rows([
+        (1, 100 * day, "rollback", None, "deploy", 100 * day),  # on time
+        (2, 100 * day + 3600, "rollback", None, "deploy", 100 * day),  # an hour ahead: within the skew
+        (3, 465 * day, "rollback", None, "deploy", 100 * day),  # a year ahead
+        (4, 50 * day, "rollback", None, "deploy", 60 * day),  # late: received ten days after
+    ])
+    window = TimeWindow(since=99 * day, future_skew=day)
+    assert cols.select(window, Filters()).tolist() == [1, 2]  # 3 is dated a year after its receipt
+    assert cols.select(TimeWindow(since=99 * day), Filters()).tolist() == [1, 2, 3]  # without the skew rule
+    # retention 80 days old at day 181: 4 by its date; 3 by its receipt (day 100), not its claimed date
+    assert cols.expired(101 * day, future_skew=day).tolist() == [1, 2, 3, 4]
+    assert cols.expired(99 * day, future_skew=day).tolist() == [4]

@@ -113,7 +113,7 @@ async def test_why_gives_the_match_and_its_trace(seeded) -> None:  # type: ignor
 
 async def test_structured_filters_and_since_until(seeded) -> None:  # type: ignore[no-untyped-def]
     _, asker, ids = seeded
-    answer = await ask(asker, "anything about deploys?", filters={"from_handle": "deploy"},
+    answer = await ask(asker, "What happened?", filters={"from_handle": "deploy"},
                        since="2026-11-01T00:00:00Z", until="2026-11-15T00:00:00Z")
     assert [e["id"] for e in answer["events"]] == [ids[3]]
     assert answer["window"] == {"since": "2026-11-01T00:00:00Z", "until": "2026-11-15T00:00:00Z"}

@@ -85,7 +85,8 @@ def test_examples_report_and_the_postmortem_gets_the_timeline(daemon) -> None:  
     timeline = out.split("\n\n")[0]
     assert timeline.index("reported anomaly") < timeline.index("reported rollback") < timeline.index("reported root_cause")
     assert "Best match:" in out and "@deploy reported rollback" in out
-    assert "1 rollback(s)" in out
+    assert "1 event of type rollback in the last 7 days (" in out and ", UTC):" in out  # the window in words
+    assert "{'since'" not in out
 
 
 def test_cli_ask_report_stats_check(daemon) -> None:  # type: ignore[no-untyped-def]
@@ -115,6 +116,21 @@ def test_cli_ask_report_stats_check(daemon) -> None:  # type: ignore[no-untyped-
     done = cli("check", env=env)  # asks the daemon's /readyz
     assert done.returncode == 0 and done.stdout.startswith("ok: @memory ready (nats: connected"), done.stderr
     assert "0 waiting" in done.stdout, done.stdout
+
+
+def test_cli_ask_limit_applies_to_the_plain_text_answer(daemon) -> None:  # type: ignore[no-untyped-def]
+    _, env, _ = daemon
+    full = cli("ask", "Which tests were flaky today?", env=env)
+    assert full.returncode == 0, full.stderr
+    assert full.stdout.startswith("2 events of type flaky_test today (")
+    assert full.stdout.count("- [#") == 2
+    limited = cli("ask", "Which tests were flaky today?", "--limit", "1", env=env)
+    assert limited.returncode == 0, limited.stderr
+    assert limited.stdout.startswith("2 events of type flaky_test today (")  # the count stays exact
+    assert limited.stdout.count("- [#") == 1 and "... and 1 more" in limited.stdout
+    assert not limited.stdout.lstrip().startswith("{")  # text, not JSON
+    bad = cli("ask", "Which tests were flaky today?", "--limit", "0", env=env)
+    assert bad.returncode == 2 and "--limit" in bad.stderr
 
 
 @pytest.mark.skipif(not LOCOMO.is_file(), reason="needs ../shared/data/locomo/locomo10.json")

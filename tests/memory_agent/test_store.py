@@ -73,9 +73,10 @@ async def test_open_creates_dirs_wal_and_schema_version(tmp_path: Path) -> None:
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
     finally:
         conn.close()
-    assert {"events", "events_fts", "events_occurred_at_columns", "events_trace_occurred_at"} <= names
+    assert {"events", "events_fts", "events_occurred_at_received", "events_trace_occurred_at"} <= names
     assert {"events_event_occurred_at", "events_from_handle_occurred_at", "events_service_occurred_at"} <= names
     assert not {"events_from_handle", "events_service", "events_occurred_at"} & names  # replaced by migration 5
+    assert "events_occurred_at_columns" not in names  # replaced by migration 9 (with received_at)
 
 
 async def test_old_version_db_is_migrated_and_reopen_is_idempotent(tmp_path: Path) -> None:
