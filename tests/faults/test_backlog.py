@@ -84,7 +84,7 @@ async def test_a_model_that_cannot_load_degrades_and_its_backlog_is_embedded_aft
         search = await ask(asker, {"query": "error rate spike after a canary in eu-west-1", "mode": "search",
                                    "limit": 3})
         assert search["events"][0]["trace_id"] == "t-needle"
-        assert "41 events in this window not embedded yet" in search["answer"], search["answer"]
+        assert "41 reports in this window not embedded yet" in search["answer"], search["answer"]
 
         # A report that makes its transaction fail: tried alone, refused; the others of its batch stored.
         with sqlite3.connect(db) as conn:
