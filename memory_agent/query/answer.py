@@ -218,10 +218,11 @@ class Answerer:
     # --- reading ---------------------------------------------------------------------------------
 
     def _sane_window(self, u: Understanding, now: float) -> Understanding:
-        """A window that reaches the present leaves out reports dated more than ``max_clock_skew`` after
-        their receipt: a clock running ahead must not make the future look recent (issue 14)."""
+        """A window that reaches the present (holds ``now``) leaves out reports dated more than
+        ``max_clock_skew`` after their receipt: a clock running ahead must not make the future look recent
+        (issue 14). A window wholly in the past or wholly in the future (asked for by its dates) is left as is."""
         w = u.window
-        if w is None or (w.until is not None and w.until <= now):
+        if w is None or (w.until is not None and w.until <= now) or (w.since is not None and w.since > now):
             return u
         note = f"left out: reports dated more than {self._max_clock_skew:g} s after their receipt"
         return replace(u, window=replace(w, future_skew=self._max_clock_skew), notes=(*u.notes, note))

@@ -195,3 +195,21 @@ async def test_reports_in_flight_are_committed_then_embedded_in_batches(start_da
     assert stats["index"]["size"] == n and stats["embedding"]["backlog"] == 0
     assert stats["embedder"]["batches"] < n / 2  # many texts per encode call
 
+
+
+async def test_a_report_dated_ahead_of_its_receipt_is_kept_out_of_windows_that_reach_now(seeded, mesh_agent) -> None:  # type: ignore[no-untyped-def]
+    """Issue 14 item 7: a sender's clock a year fast does not put its report into "the last 7 days"; the
+    report is stored with its claimed time and found by its trace and by a window that names that time."""
+    daemon, asker, ids = seeded
+    deploy = await mesh_agent("deploy-fast-clock")
+    ahead = await report(deploy, {"event": "rollback", "service": "search", "trace_id": "t-ahead",
+                                  "occurred_at": "2027-11-21T10:00:00Z"})
+    assert ahead["status"] == "stored"
+    listing = await ask(asker, "What rollbacks happened in the last 7 days?")
+    assert [e["id"] for e in listing["events"]] == [ids[1]]
+    count = await ask(asker, "How many rollbacks this week?")
+    assert count["total"] == 1
+    timeline = await ask(asker, "Give me the timeline of trace t-ahead")
+    assert [e["id"] for e in timeline["events"]] == [ahead["id"]]
+    named = await ask(asker, "What rollbacks happened?", since="2027-11-20T00:00:00Z", until="2027-11-22T00:00:00Z")
+    assert [e["id"] for e in named["events"]] == [ahead["id"]]
