@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import sqlite3
@@ -293,7 +294,8 @@ class EventStore(EmbeddingRows):
         self._check_open()
         if not events:
             return []
-        if ids is not None and (len(ids) != len(events) or any(b <= a for a, b in zip(ids, ids[1:], strict=False))):
+        given = ids
+        if given is not None and (len(given) != len(events) or any(b <= a for a, b in itertools.pairwise(given))):
             raise InvalidArgument("ids", "must be one per event, strictly increasing")
         matrix: np.ndarray | None = None
         dim: int | None = None
@@ -302,10 +304,9 @@ class EventStore(EmbeddingRows):
                 raise InvalidArgument("model", "vectors need the name of the model that made them")
             matrix = as_matrix(vectors, len(events))
             dim = int(matrix.shape[1])
-        given = ids
         async with self._transaction() as conn:
-            ids = await self._ids_of(list(dict.fromkeys(e.message_id for e in events)))
-            existing = set(ids)
+            found = await self._ids_of(list(dict.fromkeys(e.message_id for e in events)))
+            existing = set(found)
             if given is not None and given[0] <= await self._last_id():
                 raise InvalidArgument("ids", f"must be above the last id stored, not from {given[0]}")
             new_rows: list[dict[str, Any]] = []
@@ -333,14 +334,14 @@ class EventStore(EmbeddingRows):
                     await conn.execute(trigger)
                 # AUTOINCREMENT under the write lock: the new rows are exactly the ids above ``first``.
                 rows = await self._write_fetchall("SELECT message_id, id FROM events WHERE id > ?", (first,))
-                ids.update((str(r[0]), int(r[1])) for r in rows)
+                found.update((str(r[0]), int(r[1])) for r in rows)
         results: list[InsertResult] = []
         first_seen: set[str] = set()
         for event in events:
             mid = event.message_id
             duplicate = mid in existing or mid in first_seen
             first_seen.add(mid)
-            results.append(InsertResult(ids[mid], duplicate=duplicate))
+            results.append(InsertResult(found[mid], duplicate=duplicate))
         return results
 
     async def last_id(self) -> int:
