@@ -237,7 +237,8 @@ class MemoryDaemon:
                 sweep_forever(self._eraser, days=cfg.retention_days, interval=cfg.retention_interval,
                               clock=self._clock), name="memory-retention")
         # A handler exception (the store lost, ingest closing) leaves the message for redelivery.
-        self._agent = AsyncAgent(cfg.handle, servers=self.nats_url, manifest=MANIFEST, max_in_flight=cfg.max_in_flight,
+        servers = [url.strip() for url in self.nats_url.split(",") if url.strip()]  # nats_url: comma-separated
+        self._agent = AsyncAgent(cfg.handle, servers=servers, manifest=MANIFEST, max_in_flight=cfg.max_in_flight,
                                  retry_on_error=True, drain_timeout=cfg.drain_timeout, auth=auth)
         self._agent.on_message(self._on_message)
         await self._agent.start()
@@ -389,6 +390,9 @@ class MemoryDaemon:
         if self._inbox is not None:
             await self._inbox.close()
             self._inbox = None
+        if self._applier is not None:  # a cluster replica stops applying first: nothing more to commit
+            await self._applier.close()
+            self._applier = None
         if self._agent is not None:
             agent, self._agent = self._agent, None
             with contextlib.suppress(Exception):
@@ -399,9 +403,6 @@ class MemoryDaemon:
         if self._ingestor is not None:
             await self._ingestor.close()
             self._ingestor = None
-        if self._applier is not None:
-            await self._applier.close()
-            self._applier = None
         if self._backlog is not None:
             await self._backlog.close()
             self._backlog = None

@@ -53,6 +53,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+#: Seconds start() keeps trying to create the replica's consumer while the cluster elects leaders.
+_SUBSCRIBE_WAIT = 60.0
+
 #: Forget results kept for the replica's own forget requests to read (by stream sequence).
 _FORGETS_KEPT = 1024
 
@@ -115,7 +118,19 @@ class Applier:
                         "from the stream (cluster.max_age) and are missing here", self._stream,
                         info.state.first_seq, self.applied_seq, self.applied_seq + 1, info.state.first_seq - 1)
         self.lag = max(int(info.state.last_seq) - self.applied_seq, 0)
-        await self._subscribe()
+        deadline = time.monotonic() + _SUBSCRIBE_WAIT
+        for attempt in range(1_000_000):
+            try:
+                await self._subscribe()
+                break
+            except (nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError) as exc:
+                # The consumer's leader was on a server that is gone: the cluster elects another meanwhile.
+                if time.monotonic() >= deadline:
+                    raise ConfigError(f"[cluster]: cannot create the consumer {self._durable} on the events stream "
+                                      f"{self._stream} ({type(exc).__name__}); is a majority of the NATS "
+                                      "servers up?", key="cluster") from None
+                log.warning("creating consumer %s timed out (attempt %d); trying again", self._durable, attempt + 1)
+                await asyncio.sleep(retry_delay(attempt, cap=2.0))
         log.info("applying the events stream %s from %d (%d behind) through consumer %s", self._stream,
                  self.applied_seq + 1, self.lag, self._durable)
         self._task = asyncio.create_task(self._run(), name="memory-cluster-applier")
@@ -173,6 +188,10 @@ class Applier:
                 self.lag = 0  # nothing pending
                 failures = 0
                 continue
+            except nats.errors.ConnectionClosedError:
+                log.info("the connection closed: applying the events stream %s stopped at %d", self._stream,
+                         self.applied_seq)
+                return
             except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
                 delay = retry_delay(failures, cap=self._retry_cap)
                 failures += 1
