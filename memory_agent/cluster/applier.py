@@ -55,6 +55,8 @@ T = TypeVar("T")
 
 #: Seconds start() keeps trying to create the replica's consumer while the cluster elects leaders.
 _SUBSCRIBE_WAIT = 60.0
+#: Seconds close() waits for the loop and the subscription to end.
+_CLOSE_WAIT = 5.0
 
 #: Forget results kept for the replica's own forget requests to read (by stream sequence).
 _FORGETS_KEPT = 1024
@@ -139,12 +141,14 @@ class Applier:
         """Stop applying (a batch being committed finishes first: cancellation waits at the next fetch)."""
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                async with asyncio.timeout(_CLOSE_WAIT):
+                    await self._task
             self._task = None
         if self._sub is not None:
             with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
+                async with asyncio.timeout(_CLOSE_WAIT):
+                    await self._sub.unsubscribe()
             self._sub = None
 
     async def wait_applied(self, seq: int, timeout: float) -> bool:
@@ -187,6 +191,8 @@ class Applier:
             except nats.errors.TimeoutError:
                 self.lag = 0  # nothing pending
                 failures = 0
+                continue
+            except TimeoutError:  # a pull that got no answer in time (nats-py's own wait): fetch again
                 continue
             except nats.errors.ConnectionClosedError:
                 log.info("the connection closed: applying the events stream %s stopped at %d", self._stream,
