@@ -129,3 +129,16 @@ async def test_single_node_default_is_unchanged(nats_url, make_daemon, mesh_agen
     js = jetstream(deploy)
     with pytest.raises(Exception, match="not found"):
         await js.stream_info("MEMORY_EVENTS")
+
+
+def test_the_cluster_example_configs_load() -> None:
+    from memory_agent.config import load_config
+
+    root = Path(__file__).resolve().parents[2] / "examples" / "cluster"
+    handles = set()
+    for i in (1, 2, 3):
+        cfg = load_config(root / f"memory-{i}.toml")
+        assert cfg.cluster.enabled and cfg.cluster.stream_replicas == 3 and len(cfg.nats_url.split(",")) == 3
+        handles.add(cfg.handle)
+        assert f"server_name: n{i}" in (root / f"nats-{i}.conf").read_text()
+    assert len(handles) == 3  # one handle per replica
