@@ -142,3 +142,17 @@ def test_the_cluster_example_configs_load() -> None:
         handles.add(cfg.handle)
         assert f"server_name: n{i}" in (root / f"nats-{i}.conf").read_text()
     assert len(handles) == 3  # one handle per replica
+
+
+async def test_a_store_ahead_of_the_stream_refuses_to_start(nats_url, make_daemon, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from memory_agent.config import Config
+    from memory_agent.errors import ConfigError
+    from memory_agent.store.events import EventStore
+
+    data = tmp_path / "ahead"
+    async with await EventStore.open(Config(data_dir=data).db_path) as store:
+        event = NewEvent(message_id="m-old", session="s", from_handle="deploy", trace_id="t", event="rollback",
+                         service=None, occurred_at=NOW, received_at=NOW, payload={}, text="rollback")
+        await store.insert([event], ids=[5])
+    with pytest.raises(ConfigError, match="recreated or purged"):
+        await make_daemon(nats_url, data_dir=data, handle="memory-a", **cluster())
