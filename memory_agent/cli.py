@@ -400,6 +400,23 @@ def import_(file: Annotated[str, typer.Argument(help="JSON lines written by expo
     typer.echo(("dry run, nothing stored: " if dry_run else "") + done.line())
 
 
+@app.command("publish-store")
+def publish_store(config: ConfigOpt = None, nats_url: NatsOpt = None, data_dir: DataOpt = None,
+                  batch: Annotated[int, typer.Option(help="Publishes in flight at a time.")] = 500) -> None:
+    """Publish a single node's store (daemon stopped) to the cluster's events stream, so replicas started
+    empty catch up with its history; ids become stream sequences (docs/scaling.md)."""
+    from memory_agent.cluster.migrate import publish_store as publish
+
+    cfg = _config(config, nats_url=nats_url, data_dir=data_dir)
+    _logging(cfg)
+    try:
+        done = asyncio.run(publish(cfg, batch=batch, progress=lambda s: typer.echo(
+            f"memory-agent: {s.events} events read, {s.published} published", err=True)))
+    except MemoryAgentError as exc:
+        _fail(str(exc))
+    typer.echo(done.line())
+
+
 @app.command()
 def events(config: ConfigOpt = None, data_dir: DataOpt = None,
            last: Annotated[str | None, typer.Option(

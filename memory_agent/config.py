@@ -31,6 +31,7 @@ from mesh.handles import validate_handle
 
 __all__ = [
     "ENV_PREFIX",
+    "ClusterConfig",
     "Config",
     "EmbeddingConfig",
     "HttpConfig",
@@ -309,6 +310,29 @@ class SharedConfig(_Section):
         return value
 
 
+class ClusterConfig(_Section):
+    """More than one @memory (docs/scaling.md): reports go to the replicated JetStream stream ``stream``
+    first, and every replica applies that stream, in order, to its own SQLite + FTS5 + FAISS. Off: one
+    @memory, reports acknowledged once committed in its SQLite (the default, unchanged)."""
+
+    enabled: bool = False
+    """Accept reports into the events stream and apply it (every replica sets this, with its own handle)."""
+    stream_replicas: int = Field(default=1, ge=1, le=3)
+    """JetStream replicas of the events stream (3 on a three-node cluster: losing one server loses nothing).
+    Applies when the stream is created (the first replica's start); change it later with the NATS tools."""
+    stream: str = Field(default="MEMORY_EVENTS", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    """Name of the events stream; its subject is ``memory.events.<stream>``. Replicas of one memory share it."""
+    max_age: float = Field(default=0.0, ge=0)
+    """Seconds the stream keeps an event (0 = forever). A replica that starts empty catches up from the
+    stream, so keep at least as long as retention_days (or forever)."""
+    max_bytes: int = Field(default=-1, ge=-1)
+    """Bytes the stream may hold (-1 = no limit); when full, reports are refused (never dropped)."""
+    apply_batch: int = Field(default=256, ge=1, le=10_000)
+    """Events a replica fetches from the stream and commits per transaction."""
+    read_wait: float = Field(default=5.0, ge=0, le=300)
+    """Seconds a question with ``"min_seq"`` waits at most for its replica to apply that far."""
+
+
 class IndexConfig(_Section):
     """The FAISS index: its kind by store size, the IVF parameters, how filtered searches stay exact, and
     the cap that keeps BM25 queries fast on large stores. Measured in docs/benchmarks.md (bench/query.py)."""
@@ -507,6 +531,7 @@ class Config(BaseSettings):
     security: SecurityConfig = SecurityConfig()
     http: HttpConfig = HttpConfig()
     shared: SharedConfig = SharedConfig()
+    cluster: ClusterConfig = ClusterConfig()
 
     @field_validator("nats_url")
     @classmethod

@@ -29,6 +29,7 @@ from typing import IO, Any
 
 from memory_agent import __version__
 from memory_agent.backlog import DenseParts, EmbeddingBacklog
+from memory_agent.cluster import Applier, StreamAcceptor, StreamForgetter, StreamLimits, ensure_stream
 from memory_agent.config import Config
 from memory_agent.embedding.base import DEFAULT_MODEL_NAME, load_embedder
 from memory_agent.embedding.batching import BatchingEmbedder
@@ -40,7 +41,7 @@ from memory_agent.index.async_index import AsyncIndex
 from memory_agent.index.repair import open_index
 from memory_agent.ingest import Committed, Ingestor
 from memory_agent.metrics import MeteredSummarizer, Metrics
-from memory_agent.protocols import Clock, Embedder, Summarizer
+from memory_agent.protocols import Acceptor, Clock, Embedder, Forgetter, Summarizer
 from memory_agent.query.answer import Answerer
 from memory_agent.query.retrieval import HybridRetriever
 from memory_agent.query.summarizer import OpenAISummarizer
@@ -105,6 +106,12 @@ class MemoryDaemon:
         self._index: AsyncIndex | None = None
         self._batcher: BatchingEmbedder | None = None
         self._ingestor: Ingestor | None = None
+        self._applier: Applier | None = None
+        self._stream_acceptor: StreamAcceptor | None = None
+        self._stream_outage = Outage(
+            "events stream", logger=log, clock=clock,
+            impact="reports stay unacknowledged and are tried again until the stream takes them; questions are "
+                   "answered from what this replica has applied")
         self._backlog: EmbeddingBacklog | None = None
         self._retriever: HybridRetriever | None = None
         self._watchdog: asyncio.Task[None] | None = None
@@ -223,11 +230,12 @@ class MemoryDaemon:
             summarizer_events=cfg.llm.max_events,
             clock=self._clock,
         )
-        self._ingestor = Ingestor(
-            self._store, outage=self._storage, queue=cfg.ingest.queue, batch=cfg.ingest.batch,
-            on_committed=self._on_committed, on_lost=self._lose_storage,
-        )
-        self._ingestor.start()
+        if not cfg.cluster.enabled:
+            self._ingestor = Ingestor(
+                self._store, outage=self._storage, queue=cfg.ingest.queue, batch=cfg.ingest.batch,
+                on_committed=self._on_committed, on_lost=self._lose_storage,
+            )
+            self._ingestor.start()
         await self._backlog.start()
         self._saver = asyncio.create_task(self._save_periodically(), name="memory-index-saver")
         self._watchdog = asyncio.create_task(self._watch_storage(), name="memory-storage-watch")
@@ -236,14 +244,24 @@ class MemoryDaemon:
                 sweep_forever(self._eraser, days=cfg.retention_days, interval=cfg.retention_interval,
                               future_skew=cfg.max_clock_skew, clock=self._clock), name="memory-retention")
         # A handler exception (the store lost, ingest closing) leaves the message for redelivery.
-        self._agent = AsyncAgent(cfg.handle, servers=self.nats_url, manifest=MANIFEST, max_in_flight=cfg.max_in_flight,
-                                 retry_on_error=True, drain_timeout=cfg.drain_timeout, auth=auth)
+        servers = [url.strip() for url in self.nats_url.split(",") if url.strip()]  # nats_url: comma-separated
+        # In a cluster the mesh's own streams and buckets get the events stream's replica count; a single
+        # node keeps the mesh's default ($MESH_REPLICAS, else 1).
+        self._agent = AsyncAgent(cfg.handle, servers=servers, manifest=MANIFEST, max_in_flight=cfg.max_in_flight,
+                                 retry_on_error=True, drain_timeout=cfg.drain_timeout, auth=auth,
+                                 replicas=cfg.cluster.stream_replicas if cfg.cluster.enabled else None)
         self._agent.on_message(self._on_message)
         await self._agent.start()
+        acceptor: Acceptor | None = self._ingestor
+        forgetter: Forgetter = self._eraser
+        if cfg.cluster.enabled:
+            acceptor, forgetter = await self._start_cluster(cfg, self._agent, self._store, self._eraser)
+        assert acceptor is not None
         self._handlers = Handlers(
-            cfg, acceptor=self._ingestor, answerer=self._answerer, eraser=self._eraser, stats=self.stats,
+            cfg, acceptor=acceptor, answerer=self._answerer, eraser=forgetter, stats=self.stats,
             on_forgotten=self._forgotten, clock=self._clock, observe=self.metrics.observe,
             shared=await self._start_shared(cfg, self._agent, self._store) if cfg.shared.enabled else None,
+            replica=self._applier,
         )
         await self._claim_handle(self._agent)
         self._inbox = InboxWatcher(self.nats_url, handle=cfg.handle, auth=auth)
@@ -252,6 +270,23 @@ class MemoryDaemon:
         self._phase = "serving"
         log.info("@%s serving on %s: %d events; %s", cfg.handle, self.nats_url, self._events,
                  self.index_report or f"degraded, without the embedding model ({self._backlog.error})")
+
+    async def _start_cluster(self, cfg: Config, agent: AsyncAgent, store: EventStore,
+                             eraser: Eraser) -> tuple[StreamAcceptor, StreamForgetter]:
+        """Create the events stream if missing, start applying it, accept into it (docs/scaling.md)."""
+        c = cfg.cluster
+        js = jetstream(agent)
+        last = await ensure_stream(js, c.stream, StreamLimits(replicas=c.stream_replicas, max_age=c.max_age,
+                                                               max_bytes=c.max_bytes))
+        self._applier = Applier(
+            js, store, eraser, stream=c.stream, handle=cfg.handle, outage=self._storage, batch=c.apply_batch,
+            retry_cap=cfg.ingest.retry_max_delay, on_committed=self._on_committed, on_forgotten=self._forgotten,
+            on_lost=self._lose_storage)
+        await self._applier.start()
+        self._stream_acceptor = StreamAcceptor(js, stream=c.stream, outage=self._stream_outage, holds=store)
+        log.info("cluster replica @%s: reports acknowledged once the events stream %s (R%d, at %d) has them",
+                 cfg.handle, c.stream, c.stream_replicas, last)
+        return self._stream_acceptor, StreamForgetter(self._stream_acceptor, self._applier)
 
     async def _start_shared(self, cfg: Config, agent: AsyncAgent, store: EventStore) -> SharedOps:
         """Create the state bucket and change stream if missing, open vector memory, watch expiries."""
@@ -365,6 +400,9 @@ class MemoryDaemon:
         if self._inbox is not None:
             await self._inbox.close()
             self._inbox = None
+        if self._applier is not None:  # a cluster replica stops applying first: nothing more to commit
+            await self._applier.close()
+            self._applier = None
         if self._agent is not None:
             agent, self._agent = self._agent, None
             with contextlib.suppress(Exception):
@@ -528,13 +566,15 @@ class MemoryDaemon:
         elif self._storage.down:
             since = self._clock() - (self._storage.since or self._clock())
             reasons.append(f"storage unavailable: {self._storage.cause} (for {since:.0f} s)")
+        if self._stream_outage.down:
+            reasons.append(f"events stream unavailable: {self._stream_outage.cause}")
         if embedding != "ok" and backlog is not None:
             reasons.append(f"embedding model {embedding}: {backlog.error or 'loading'}; answers use SQLite and "
                            "FTS5 only")
         age = None
         if backlog is not None and backlog.oldest_received_at is not None and backlog.pending:
             age = max(self._clock() - backlog.oldest_received_at, 0.0)
-        status: HealthStatus = ("not_ready" if storage != "ok" or self._phase != "serving"
+        status: HealthStatus = ("not_ready" if storage != "ok" or self._stream_outage.down or self._phase != "serving"
                                 else "degraded" if embedding != "ok" else "ok")
         return Health(
             status=status, storage=storage, embedding=embedding, backlog=backlog.pending if backlog else 0,
@@ -609,6 +649,9 @@ class MemoryDaemon:
             "llm": self.config.llm.model if self.config.llm.enabled else None,
             "retention_days": self.config.retention_days or None,
             "authenticated_senders": self.config.security.authenticated_senders,
+            "cluster": None if self._applier is None or self._stream_acceptor is None else {
+                **self._applier.to_json(), "published": self._stream_acceptor.published,
+                "duplicates": self._stream_acceptor.duplicates, "stream_outage": self._stream_outage.to_json()},
             "shared": None if self._shared is None or self._vectors is None else {
                 "writes": self._shared.writes, "expiries": self._shared.expiries, **self._vectors.stats()},
         }
@@ -636,13 +679,16 @@ class MemoryDaemon:
 
     async def _watch_storage(self) -> None:
         """Every ``ingest.watch_interval`` s, check that the database file is still the one opened."""
-        assert self._store is not None and self._ingestor is not None
+        assert self._store is not None
         while True:
             await asyncio.sleep(self.config.ingest.watch_interval)
             try:
                 self._store.check_on_disk()
             except StorageLost as lost:
-                self._ingestor.lose(lost)
+                if self._ingestor is not None:
+                    self._ingestor.lose(lost)
+                else:  # a cluster replica: stop applying and acknowledging
+                    self._lose_storage(lost)
                 return
 
     async def _save_periodically(self) -> None:

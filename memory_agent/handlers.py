@@ -58,9 +58,8 @@ from mesh import Message, RoomEvent
 
 if TYPE_CHECKING:
     from memory_agent.config import Config
-    from memory_agent.protocols import Acceptor, Clock
+    from memory_agent.protocols import Acceptor, Clock, Forgetter, Replica
     from memory_agent.query.answer import Answer, Answerer
-    from memory_agent.retention import Eraser
     from memory_agent.shared.ops import SharedOps
     from memory_agent.types import InsertResult, NewEvent, TimeWindow
 
@@ -148,7 +147,9 @@ class Handlers:
 
     ``stats`` returns the daemon's statistics; ``on_forgotten(count)`` runs after a forget deleted events
     (the daemon saves the index). ``clock`` gives seconds since the epoch, UTC. ``shared`` serves the
-    shared-memory operations (``None``: they are answered with an error saying it is off).
+    shared-memory operations (``None``: they are answered with an error saying it is off). ``replica``
+    (a cluster replica, :mod:`memory_agent.cluster`): questions wait for their ``min_seq``, and structured
+    answers say how far the replica has applied the events stream (``applied_seq``, ``lag``).
     """
 
     def __init__(
@@ -157,12 +158,13 @@ class Handlers:
         *,
         acceptor: Acceptor,
         answerer: Answerer,
-        eraser: Eraser,
+        eraser: Forgetter,
         stats: Callable[[], Awaitable[dict[str, Any]]],
         on_forgotten: Callable[[int], Awaitable[None]],
         clock: Clock,
         observe: Callable[[Outcome], None] | None = None,
         shared: SharedOps | None = None,
+        replica: Replica | None = None,
     ) -> None:
         self._config = config
         self._acceptor = acceptor
@@ -173,6 +175,7 @@ class Handlers:
         self._clock = clock
         self._observe = observe
         self._shared = shared
+        self._replica = replica
 
     def _done(self, outcome: Outcome) -> None:
         if self._observe is not None:
@@ -302,6 +305,10 @@ class Handlers:
                  msg.sender_handle, result.id, " (duplicate)" if result.duplicate else "", seconds * 1000)
 
     async def _question(self, msg: Message, question: Question, started: float) -> Reply:
+        replica = self._replica
+        caught_up = True
+        if replica is not None and question.min_seq is not None:
+            caught_up = await replica.wait_applied(question.min_seq, self._config.cluster.read_wait)
         try:
             answer = await self._answerer.answer(question)
         except Exception:  # a question that breaks answering must not be redelivered forever
@@ -311,7 +318,12 @@ class Handlers:
         self._done(Outcome("question", "answered", seconds, intent=answer.intent))
         self._log_answer(msg, answer, seconds)
         if question.structured:
-            return Reply(json.dumps(answer.to_json(), ensure_ascii=False))
+            body = answer.to_json()
+            if replica is not None:
+                body.update(applied_seq=replica.applied_seq, lag=replica.lag)
+                if question.min_seq is not None:
+                    body["caught_up"] = caught_up  # False: the answer may miss events up to min_seq
+            return Reply(json.dumps(body, ensure_ascii=False))
         return Reply(answer.text, content_type="text/plain")
 
     @staticmethod
@@ -354,7 +366,8 @@ class Handlers:
             return Reply(error_reply(str(exc))), "rejected"
         except QueryError as exc:
             return Reply(error_reply(str(exc))), "rejected"
-        count = await self._eraser.forget(request)  # storage errors propagate: redelivered, then retried
+        # storage errors propagate: redelivered, then retried
+        count = await self._eraser.forget(request, by=msg.from_handle, request_id=msg.message_id)
         if count:
             await self._on_forgotten(count)
         log.warning("forget by @%s (%s, by %s): %d events deleted", msg.from_handle,

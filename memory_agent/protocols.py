@@ -3,6 +3,8 @@
 - :class:`Acceptor`: the acceptance step of a report, the point after which it is acknowledged
   (:class:`memory_agent.ingest.Ingestor`: committed in SQLite with its FTS5 row; in a cluster: the
   replicated events stream has it).
+- :class:`Forgetter`: an admin's forget (one node: the eraser; a cluster: an entry on the events stream).
+- :class:`Replica`: how far a cluster replica has applied the events stream (answers say so).
 - :class:`Embedder`: texts to vectors (the bundled MiniLM through sentence-transformers or ONNX Runtime;
   tests pass :class:`memory_agent.embedding.hashing.HashingEmbedder`).
 - :class:`VectorIndex`: vectors keyed by event ids (:class:`memory_agent.index.flat.FlatIndex`,
@@ -23,9 +25,10 @@ import numpy as np
 
 if TYPE_CHECKING:
     from memory_agent.index.files import IndexMeta
+    from memory_agent.retention import ForgetRequest
     from memory_agent.types import InsertResult, NewEvent, StoredEvent
 
-__all__ = ["Acceptor", "Clock", "Embedder", "Summarizer", "VectorIndex"]
+__all__ = ["Acceptor", "Clock", "Embedder", "Forgetter", "Replica", "Summarizer", "VectorIndex"]
 
 Clock = Callable[[], float]
 """Returns seconds since the epoch, UTC (``time.time`` in production)."""
@@ -41,6 +44,29 @@ class Acceptor(Protocol):
     """
 
     async def accept(self, event: NewEvent) -> InsertResult: ...
+
+
+class Forgetter(Protocol):
+    """Deletes what an admin's forget selects (:class:`memory_agent.retention.Eraser` on one node; in a
+    cluster, :class:`memory_agent.cluster.forget.StreamForgetter`: an entry on the events stream that every
+    replica applies). Returns how many events were deleted here. ``by``: the admin's handle; ``request_id``:
+    the forget message's id (a redelivered forget is applied once)."""
+
+    async def forget(self, request: ForgetRequest, *, by: str = "", request_id: str = "") -> int: ...
+
+
+class Replica(Protocol):
+    """How far a cluster replica has applied the events stream (:class:`memory_agent.cluster.applier.Applier`).
+
+    ``applied_seq``: every entry up to this stream sequence is in this replica's store; ``lag``: entries
+    after it in the stream, as of the last fetch. ``wait_applied(seq, timeout)`` waits at most ``timeout``
+    seconds for ``applied_seq >= seq`` and says whether it got there.
+    """
+
+    applied_seq: int
+    lag: int
+
+    async def wait_applied(self, seq: int, timeout: float) -> bool: ...
 
 
 @runtime_checkable

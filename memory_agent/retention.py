@@ -111,8 +111,9 @@ class Eraser:
         self._on_removed = on_removed
         self._lock = vector_lock or asyncio.Lock()
 
-    async def forget(self, request: ForgetRequest) -> int:
-        """Delete what ``request`` selects; returns how many events were deleted (0 if none matched)."""
+    async def forget(self, request: ForgetRequest, *, by: str = "", request_id: str = "") -> int:
+        """Delete what ``request`` selects; returns how many events were deleted (0 if none matched).
+        ``by`` and ``request_id`` are not used here (see :class:`memory_agent.protocols.Forgetter`)."""
         if request.selector == "id":
             ids: np.ndarray | None = np.array([int(request.value)], dtype=np.int64)
         elif request.selector == "trace_id":

@@ -76,7 +76,10 @@ class Question:
     since the epoch, UTC, that relative phrases ("last week", "yesterday", "in June") are read from,
     ``None`` = now (replaying history, a postmortem). ``mode``: ``"auto"`` lets the rules pick the
     intent and turn recognised names into filters; ``"search"`` always gives the ranked hybrid search,
-    narrowed only by the window and the structured ``filters``.
+    narrowed only by the window and the structured ``filters``. ``min_seq``: read your own writes in a
+    cluster: the answering replica first waits (bounded, ``[cluster] read_wait``) until it has applied
+    the events stream up to this id (the ``"id"`` of a ``stored`` reply); ignored on a single node, where
+    an acknowledged report is already stored.
     """
 
     text: str
@@ -87,6 +90,7 @@ class Question:
     filters: Filters = field(default_factory=Filters)
     as_of: float | None = None
     mode: QuestionMode = "auto"
+    min_seq: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +213,10 @@ def _structured_question(obj: dict[str, Any], *, tz: tzinfo) -> Question:
             f'"mode" must be "auto" (the rules choose list, count, timeline, why or search) or "search" '
             f"(always the ranked search), not {excerpt(mode)}", field="mode"
         )
+    min_seq = obj.get("min_seq")
+    if min_seq is not None and (isinstance(min_seq, bool) or not isinstance(min_seq, int) or min_seq < 0):
+        raise QueryError(f'"min_seq" must be a whole number >= 0 (the "id" of a stored reply), not {excerpt(min_seq)}',
+                         field="min_seq")
     raw_filters = obj.get("filters") or {}
     if not isinstance(raw_filters, dict):
         raise QueryError(
@@ -230,7 +238,7 @@ def _structured_question(obj: dict[str, Any], *, tz: tzinfo) -> Question:
         values[key] = tuple(item.strip().lower() if key == "event" else item for item in items)
     return Question(
         text=base.text, structured=True, limit=limit, since=since, until=until, filters=Filters(**values),
-        as_of=as_of, mode=mode,
+        as_of=as_of, mode=mode, min_seq=min_seq,
     )
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import sqlite3
@@ -47,6 +48,8 @@ _INSERT_EVENT = (
     f"INSERT INTO events ({', '.join(EVENT_FIELDS)}, embedding, embedding_model, embedding_dim) "
     f"VALUES ({', '.join(':' + f for f in EVENT_FIELDS)}, :embedding, :embedding_model, :embedding_dim)"
 )
+_INSERT_EVENT_WITH_ID = _INSERT_EVENT.replace("INSERT INTO events (", "INSERT INTO events (id, ").replace(
+    "VALUES (", "VALUES (:id, ")
 # Seconds a connection waits for a lock before SQLite says "database is locked".
 _BUSY_TIMEOUT = 5.0
 # Deleted ids are noted by the database itself (on this connection only), so every delete, whatever
@@ -265,7 +268,7 @@ class EventStore(EmbeddingRows, LexicalSearch, TraceLookups):
 
     async def insert(
         self, events: Sequence[NewEvent], vectors: np.ndarray | None = None, *, model: str | None = None,
-        bulk: bool = False,
+        bulk: bool = False, ids: Sequence[int] | None = None,
     ) -> list[InsertResult]:
         """Store ``events`` in one transaction, with their embeddings ``vectors`` ((n, dim) float32) made
         by ``model``, or without (``None``: the rows join the embedding backlog,
@@ -276,11 +279,18 @@ class EventStore(EmbeddingRows, LexicalSearch, TraceLookups):
         ``bulk`` (for imports of thousands of rows): the FTS5 rows are written by one ``INSERT ... SELECT``
         after the events instead of by the per-row trigger, which is dropped and re-created inside the same
         transaction (no other connection ever sees it missing); docs/benchmarks.md#design-import.
-        Raises ``InvalidArgument`` when ``vectors`` does not have one row per event or comes without ``model``.
+        ``ids``: the events' ids, given instead of assigned (a cluster replica stores each event under its
+        sequence in the events stream, :mod:`memory_agent.cluster`, so ids agree across replicas): one per
+        event, strictly increasing and above every id ever stored (:meth:`last_id`).
+        Raises ``InvalidArgument`` when ``vectors`` does not have one row per event or comes without
+        ``model``, or when ``ids`` are not one per event, increasing and above :meth:`last_id`.
         """
         self._check_open()
         if not events:
             return []
+        given = ids
+        if given is not None and (len(given) != len(events) or any(b <= a for a, b in itertools.pairwise(given))):
+            raise InvalidArgument("ids", "must be one per event, strictly increasing")
         matrix: np.ndarray | None = None
         dim: int | None = None
         if vectors is not None:
@@ -289,8 +299,10 @@ class EventStore(EmbeddingRows, LexicalSearch, TraceLookups):
             matrix = as_matrix(vectors, len(events))
             dim = int(matrix.shape[1])
         async with self._transaction() as conn:
-            ids = await self._ids_of(list(dict.fromkeys(e.message_id for e in events)))
-            existing = set(ids)
+            found = await self._ids_of(list(dict.fromkeys(e.message_id for e in events)))
+            existing = set(found)
+            if given is not None and given[0] <= await self._last_id():
+                raise InvalidArgument("ids", f"must be above the last id stored, not from {given[0]}")
             new_rows: list[dict[str, Any]] = []
             planned: set[str] = set()
             for i, event in enumerate(events):
@@ -298,6 +310,8 @@ class EventStore(EmbeddingRows, LexicalSearch, TraceLookups):
                     continue
                 planned.add(event.message_id)
                 row = encode_event(event)
+                if given is not None:
+                    row["id"] = int(given[i])
                 if matrix is None:
                     row.update(embedding=None, embedding_model=None, embedding_dim=None)
                 else:
@@ -306,7 +320,7 @@ class EventStore(EmbeddingRows, LexicalSearch, TraceLookups):
             if new_rows:
                 trigger = await self._drop_fts_trigger() if bulk else None
                 first = (await self._write_fetchall("SELECT coalesce(max(id), 0) FROM events"))[0][0]
-                await conn.executemany(_INSERT_EVENT, new_rows)
+                await conn.executemany(_INSERT_EVENT if given is None else _INSERT_EVENT_WITH_ID, new_rows)
                 if trigger is not None:
                     await conn.execute(
                         "INSERT INTO events_fts (rowid, text) SELECT id, text FROM events WHERE id > ?", (first,)
@@ -314,15 +328,26 @@ class EventStore(EmbeddingRows, LexicalSearch, TraceLookups):
                     await conn.execute(trigger)
                 # AUTOINCREMENT under the write lock: the new rows are exactly the ids above ``first``.
                 rows = await self._write_fetchall("SELECT message_id, id FROM events WHERE id > ?", (first,))
-                ids.update((str(r[0]), int(r[1])) for r in rows)
+                found.update((str(r[0]), int(r[1])) for r in rows)
         results: list[InsertResult] = []
         first_seen: set[str] = set()
         for event in events:
             mid = event.message_id
             duplicate = mid in existing or mid in first_seen
             first_seen.add(mid)
-            results.append(InsertResult(ids[mid], duplicate=duplicate))
+            results.append(InsertResult(found[mid], duplicate=duplicate))
         return results
+
+    async def last_id(self) -> int:
+        """The largest id ever stored, deleted or not (SQLite's AUTOINCREMENT counter; 0 for a new store): a
+        cluster replica has applied the events stream up to this sequence, at least."""
+        self._check_open()
+        rows = await self._fetchall("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
+        return int(rows[0][0]) if rows else 0
+
+    async def _last_id(self) -> int:
+        rows = await self._write_fetchall("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
+        return int(rows[0][0]) if rows else 0
 
     async def _drop_fts_trigger(self) -> str:
         """Drop the FTS5 insert trigger (inside the caller's transaction); returns its SQL to re-create it."""

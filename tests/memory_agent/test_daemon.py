@@ -200,7 +200,7 @@ async def test_reports_in_flight_are_committed_then_embedded_in_batches(start_da
 async def test_a_report_dated_ahead_of_its_receipt_is_kept_out_of_windows_that_reach_now(seeded, mesh_agent) -> None:  # type: ignore[no-untyped-def]
     """Issue 14 item 7: a sender's clock a year fast does not put its report into "the last 7 days"; the
     report is stored with its claimed time and found by its trace and by a window that names that time."""
-    daemon, asker, ids = seeded
+    _daemon, asker, ids = seeded
     deploy = await mesh_agent("deploy-fast-clock")
     ahead = await report(deploy, {"event": "rollback", "service": "search", "trace_id": "t-ahead",
                                   "occurred_at": "2027-11-21T10:00:00Z"})

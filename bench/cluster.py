@@ -1,0 +1,219 @@
+"""Benchmark: @memory replicas on the events stream (issue 15) beside the single-node default, same run.
+
+    python bench/cluster.py                      # R1 on one server, R3 on a 3-node loopback cluster
+    python bench/cluster.py --reports 500 --events 50000
+
+Starts its own nats-servers (temp stores) and in-process daemons with the small hashing embedder (the
+model is not what is measured here; embedding runs behind acknowledgement in every mode). Prints:
+
+1. **Acknowledgement**: ``--reports`` reports sent one at a time through the mesh (``request`` to the
+   replica, reply ``stored``), p50/p99/max milliseconds, for (a) one @memory, acknowledged once committed
+   in SQLite (the default), (b) a replica on an R1 events stream, (c) a replica on an R3 stream of a
+   3-node cluster. The mesh's own round trip is in every figure (``bench/mesh_roundtrip.py``); the
+   difference between (a) and (b)/(c) is what the stream adds. The stream's own publish acknowledgement
+   (``js.publish`` alone, no mesh) is measured beside it.
+2. **Apply / catch-up**: ``--events`` reports are published to the stream first, then a new empty
+   replica starts and applies them all: events/s from its start to ``applied_seq`` = the stream's end,
+   and the daemon process's CPU seconds per 1,000 events meanwhile (SQLite + FTS5 commits; the hashing
+   embedder's backlog runs too, at its much lower cost than MiniLM).
+
+The load average (``uptime``) is printed with the figures: the machine is shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import socket
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import nats
+
+from memory_agent.cluster.codec import encode_report
+from memory_agent.cluster.stream import stream_subject
+from memory_agent.config import Config
+from memory_agent.daemon import MemoryDaemon
+from memory_agent.embedding.hashing import HashingEmbedder
+from memory_agent.types import NewEvent
+from mesh import AsyncAgent, NatsServer
+
+NOW = time.time()
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def load() -> str:
+    return "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def servers(root: Path, count: int) -> Iterator[list[NatsServer]]:
+    """One nats-server, or ``count`` routed into a loopback cluster."""
+    ports = [free_port() for _ in range(count)]
+    started: list[NatsServer] = []
+    try:
+        for i, port in enumerate(ports):
+            extra: tuple[str, ...] = ()
+            if count > 1:
+                routes = ",".join(f"nats://127.0.0.1:{p}" for p in ports if p != port)
+                extra = ("--name", f"n{i + 1}", "--cluster_name", "bench", "--cluster", f"nats://127.0.0.1:{port}",
+                         "--routes", routes)
+            started.append(NatsServer(store_dir=root / f"n{i + 1}", extra_args=extra).start(timeout=30))
+        yield started
+    finally:
+        for server in started:
+            server.stop()
+
+
+async def jetstream_ready(url: str) -> None:
+    nc = await nats.connect(url)
+    try:
+        for _ in range(300):
+            try:
+                await nc.jetstream().account_info()
+                return
+            except nats.errors.Error:
+                await asyncio.sleep(0.1)
+        raise SystemExit("JetStream of the cluster not ready")
+    finally:
+        await nc.close()
+
+
+def report(i: int) -> dict[str, Any]:
+    return {"event": "rollback", "service": f"svc-{i % 7}", "reason": f"error spike after deploy {i}",
+            "trace_id": f"t-{i}", "occurred_at": NOW - 3600 + i % 3600}
+
+
+def config(root: Path, name: str, urls: list[str], replicas: int | None, stream: str = "MEMORY_EVENTS") -> Config:
+    values: dict[str, Any] = {"data_dir": root / name, "nats_url": ",".join(urls), "handle": name,
+                              "shared": {"enabled": False}, "http": {"listen": ""}, "log_level": "WARNING"}
+    if replicas is not None:
+        values["cluster"] = {"enabled": True, "stream_replicas": replicas, "stream": stream, "apply_batch": 512}
+    return Config(**values)
+
+
+async def acknowledgement(root: Path, urls: list[str], replicas: int | None, n: int, label: str) -> None:
+    slug = f"r{replicas}" if replicas else "single"
+    daemon = MemoryDaemon(config(root, f"memory-{slug}", urls, replicas), embedder=HashingEmbedder(dim=64))
+    await daemon.start()
+    agent = AsyncAgent(f"bench-{slug}", servers=urls)
+    await agent.start()
+    await agent.register()
+    try:
+        for i in range(20):  # warm-up: lookups cached, consumers hot
+            await agent.request(daemon.config.handle, json.dumps(report(-i - 1)), content_type="application/json")
+        times = []
+        for i in range(n):
+            t = time.perf_counter()
+            reply = await agent.request(daemon.config.handle, json.dumps(report(i)), content_type="application/json",
+                                        timeout=30)
+            times.append(time.perf_counter() - t)
+            assert json.loads(reply.payload)["status"] == "stored", reply.payload
+        ms = [t * 1000 for t in times]
+        print(f"  {label:<28} reports acknowledged through the mesh: p50 {pct(ms, .5):6.2f} ms  p99 "
+              f"{pct(ms, .99):6.2f} ms  max {max(ms):6.2f} ms   ({n}; {load()})", flush=True)
+        if replicas is not None:
+            await publish_ack(urls[0], daemon.config.cluster.stream, n, label)
+    finally:
+        await agent.close()
+        await daemon.close()
+
+
+async def publish_ack(url: str, stream: str, n: int, label: str) -> None:
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    times = []
+    for i in range(n):
+        body, headers = encode_report(event(f"ack-{stream}-{i}-{time.time()}", i))
+        t = time.perf_counter()
+        await js.publish(stream_subject(stream), body, stream=stream, headers=headers)
+        times.append(time.perf_counter() - t)
+    await nc.close()
+    ms = [t * 1000 for t in times]
+    print(f"  {label:<28} the stream's publish ack alone:         p50 {pct(ms, .5):6.2f} ms  p99 "
+          f"{pct(ms, .99):6.2f} ms  max {max(ms):6.2f} ms   ({n}; {load()})", flush=True)
+
+
+def event(message_id: str, i: int) -> NewEvent:
+    payload = report(i)
+    return NewEvent(message_id=message_id, session=f"s-{i}", from_handle="bench", trace_id=payload["trace_id"],
+                    event="rollback", service=payload["service"], occurred_at=payload["occurred_at"],
+                    received_at=NOW, payload=payload, text=f"rollback {payload['service']} {payload['reason']}")
+
+
+async def catch_up(root: Path, urls: list[str], replicas: int, events: int, label: str) -> None:
+    stream = f"CATCHUP_{label.upper().replace('-', '_')}"
+    nc = await nats.connect(urls[0])
+    js = nc.jetstream()
+    writer = MemoryDaemon(config(root, f"writer-{label}", urls, replicas, stream), embedder=HashingEmbedder(dim=64))
+    await writer.start()  # creates the stream
+    await writer.close()
+    started = time.perf_counter()
+    for first in range(0, events, 1000):
+        bodies = [encode_report(event(f"c-{label}-{i}", i)) for i in range(first, min(first + 1000, events))]
+        acks = [js.publish(stream_subject(stream), body, stream=stream, headers=headers, timeout=30)
+                for body, headers in bodies]
+        await asyncio.gather(*acks)
+    published = time.perf_counter() - started
+    await nc.close()
+    replica = MemoryDaemon(config(root, f"fresh-{label}", urls, replicas, stream), embedder=HashingEmbedder(dim=64))
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    t0 = time.perf_counter()
+    await replica.start()
+    applier = replica._applier
+    assert applier is not None
+    last = applier.applied_seq + applier.lag
+    while applier.applied_seq < last:
+        await asyncio.sleep(0.01)
+    seconds = time.perf_counter() - t0
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+    print(f"  {label:<28} {events} events published in {published:.1f} s ({events / published:,.0f}/s); a new "
+          f"replica applied them in {seconds:.1f} s: {events / seconds:,.0f} events/s, {cpu / events * 1000:.2f} CPU s "
+          f"per 1,000 (start included; {load()})", flush=True)
+    await replica.close()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reports", type=int, default=300, help="reports per acknowledgement series (default 300)")
+    parser.add_argument("--events", type=int, default=20_000, help="events a new replica catches up on (default 20000)")
+    parser.add_argument("--no-cluster", action="store_true", help="skip the 3-node cluster (R3)")
+    args = parser.parse_args()
+    print(f"bench/cluster.py: {load()}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp:
+        root = Path(tmp)
+        with servers(root / "single", 1) as one:
+            urls = [one[0].url]
+            print("one nats-server:")
+            await acknowledgement(root, urls, None, args.reports, "single-node (commit)")
+            await acknowledgement(root, urls, 1, args.reports, "replica, stream R1")
+            await catch_up(root, urls, 1, args.events, "r1")
+        if not args.no_cluster:
+            with servers(root / "three", 3) as three:
+                urls = [s.url for s in three]
+                await jetstream_ready(urls[0])
+                print("3-node loopback cluster:")
+                await acknowledgement(root, urls, 3, args.reports, "replica, stream R3")
+                await catch_up(root, urls, 3, args.events, "r3")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,96 @@
+"""What travels on the events stream: one JetStream message per report or forget. Pure: bytes in, typed
+value out, no I/O; tested without a server.
+
+A message's body is compact JSON; its ``Memory-Kind`` header says what it is (``report`` or ``forget``),
+and ``Nats-Msg-Id`` is the report's ``message_id`` (JetStream stores a message id once within the
+stream's duplicate window; replicas also skip a ``message_id`` they already hold). Its stream sequence
+becomes the event's id on every replica.
+
+``report``: every stored field of :class:`~memory_agent.types.NewEvent` (``received_at`` is the
+accepting replica's, so every replica stores the same row). ``forget``: a
+:class:`~memory_agent.retention.ForgetRequest` (selector and an absolute value), applied by each replica
+to the events it holds when it reaches the forget's sequence, which are the same on every replica.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from memory_agent.errors import MemoryAgentError
+from memory_agent.retention import ForgetRequest
+from memory_agent.types import NewEvent
+
+__all__ = ["KIND_HEADER", "ForgetEntry", "ReportEntry", "StreamFormatError", "decode", "encode_forget",
+           "encode_report"]
+
+#: The header naming an entry's kind.
+KIND_HEADER = "Memory-Kind"
+_VERSION = 1
+_FORGET_SELECTORS = ("trace_id", "id", "before")
+
+
+class StreamFormatError(MemoryAgentError):
+    """A message on the events stream that this version cannot read; ``seq`` is its stream sequence."""
+
+    def __init__(self, seq: int, reason: str) -> None:
+        super().__init__(f"events stream message {seq} cannot be read: {reason}")
+        self.seq = seq
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class ReportEntry:
+    """A report at stream sequence ``seq`` (its id on every replica)."""
+
+    seq: int
+    event: NewEvent
+
+
+@dataclass(frozen=True, slots=True)
+class ForgetEntry:
+    """A forget at stream sequence ``seq``, by ``by`` (the admin's handle)."""
+
+    seq: int
+    request: ForgetRequest
+    by: str
+
+
+def encode_report(event: NewEvent) -> tuple[bytes, dict[str, str]]:
+    """``(body, headers)`` of a report: its fields as JSON; ``Nats-Msg-Id`` is its ``message_id``."""
+    body = {"v": _VERSION, **asdict(event)}
+    return _dump(body), {KIND_HEADER: "report", "Nats-Msg-Id": event.message_id}
+
+
+def encode_forget(request: ForgetRequest, *, by: str, request_id: str) -> tuple[bytes, dict[str, str]]:
+    """``(body, headers)`` of a forget; ``request_id`` (the forget message's id) de-duplicates a redelivery."""
+    body = {"v": _VERSION, "selector": request.selector, "value": request.value, "by": by}
+    return _dump(body), {KIND_HEADER: "forget", "Nats-Msg-Id": f"forget.{request_id}"}
+
+
+def decode(seq: int, body: bytes, headers: dict[str, str] | None) -> ReportEntry | ForgetEntry:
+    """The entry at ``seq``. Raises ``StreamFormatError`` for an unknown kind, version or shape."""
+    kind: Literal["report", "forget"] | str = (headers or {}).get(KIND_HEADER, "")
+    try:
+        obj = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise StreamFormatError(seq, f"not JSON ({exc})") from None
+    if not isinstance(obj, dict) or obj.get("v") != _VERSION:
+        raise StreamFormatError(seq, f"not a version {_VERSION} entry (written by a newer @memory?)")
+    try:
+        if kind == "report":
+            fields: dict[str, Any] = {k: v for k, v in obj.items() if k != "v"}
+            return ReportEntry(seq, NewEvent(**fields))
+        if kind == "forget":
+            selector = obj["selector"]
+            if selector not in _FORGET_SELECTORS:
+                raise StreamFormatError(seq, f"unknown forget selector {str(selector)[:40]!r}")
+            return ForgetEntry(seq, ForgetRequest(selector, obj["value"]), str(obj.get("by", "")))
+    except (TypeError, KeyError) as exc:
+        raise StreamFormatError(seq, f"a {kind} entry of the wrong shape ({type(exc).__name__}: {exc})") from None
+    raise StreamFormatError(seq, f"unknown kind {kind[:40]!r} in header {KIND_HEADER}")
+
+
+def _dump(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()

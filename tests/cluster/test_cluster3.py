@@ -1,0 +1,181 @@
+"""Replicas on a 3-node NATS cluster (three nats-server processes routed on loopback, the events stream
+R3): SIGKILL the server leading the events stream while reports flow and while one replica is down: no
+acknowledged report is lost, the stopped replica catches up, both hold the same ids.
+
+The mesh's own streams and buckets are created R1 by the mesh on this branch; issue 14 (``replicas=3``)
+creates them R3. Until then this test scales them to R3 itself (a stream update), so that losing a
+node tests the events stream and not the mesh's inbox."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+
+from memory_agent.types import Filters
+from mesh import AsyncAgent
+from mesh.errors import MeshError
+from mesh.server import NatsServer
+from tests.cluster.test_replicas import applied, rollback, rows
+
+pytestmark = pytest.mark.timeout(240)
+CI = os.environ.get("CI") == "true"
+N = 10 if CI else 30
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def three_servers(tmp_path: Path) -> Iterator[list[NatsServer]]:
+    ports = [free_port() for _ in range(3)]
+    servers = []
+    for i, port in enumerate(ports):
+        routes = ",".join(f"nats://127.0.0.1:{p}" for p in ports if p != port)
+        servers.append(NatsServer(store_dir=tmp_path / f"n{i + 1}", extra_args=(
+            "--name", f"n{i + 1}", "--cluster_name", "memory-test", "--cluster", f"nats://127.0.0.1:{port}",
+            "--routes", routes)))
+    try:
+        for server in servers:
+            server.start(timeout=30)
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+
+
+async def jetstream_ready(url: str) -> None:
+    """Wait until the cluster elected its JetStream meta leader (the servers say ready before that)."""
+    nc = await nats.connect(url)
+    try:
+        for _ in range(300):
+            try:
+                await nc.jetstream().account_info()
+                return
+            except nats.errors.Error:
+                await asyncio.sleep(0.1)
+        raise AssertionError("JetStream of the cluster not ready")
+    finally:
+        await nc.close()
+
+
+async def scale_to_r3(url: str) -> None:
+    """Every stream R3 (what issue 14's ``replicas=3`` does when the mesh creates them), then wait until
+    every stream has a leader and two current followers."""
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    try:
+        for info in await js.streams_info():
+            if (info.config.num_replicas or 1) < 3:
+                info.config.num_replicas = 3
+                await js.update_stream(info.config)
+        for _ in range(300):
+            infos = await js.streams_info()
+            if all(i.cluster and i.cluster.leader and len(i.cluster.replicas or []) == 2
+                   and all(r.current for r in i.cluster.replicas or []) for i in infos):
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError("streams did not reach R3")
+    finally:
+        await nc.close()
+
+
+async def leaders_elected(url: str, gone: str) -> None:
+    """Wait until every stream has a leader other than ``gone`` (the mesh's publish does not retry a
+    publish that met an election; issue 14's SDK retries it under the same message id)."""
+    nc = await nats.connect(url)
+    try:
+        for _ in range(300):
+            with contextlib.suppress(nats.errors.Error):
+                infos = await nc.jetstream().streams_info()
+                if infos and all(i.cluster and i.cluster.leader and i.cluster.leader != gone for i in infos):
+                    return
+            await asyncio.sleep(0.1)
+        raise AssertionError("no new leaders")
+    finally:
+        await nc.close()
+
+
+async def leader_of(url: str, stream: str) -> str:
+    nc = await nats.connect(url)
+    try:
+        info = await nc.jetstream().stream_info(stream)
+        assert info.cluster is not None and info.cluster.leader
+        return str(info.cluster.leader)
+    finally:
+        await nc.close()
+
+
+def _no_responders(exc: BaseException | None) -> bool:
+    while exc is not None:
+        if isinstance(exc, nats.errors.NoRespondersError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+async def send(agent: AsyncAgent, to: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """A request; sent again only when its publish met no responder at all (so it was not stored): the
+    client's reconnect to a surviving server is still propagating interest."""
+    for _ in range(60):
+        try:
+            reply = await agent.request(to, json.dumps(payload), content_type="application/json", timeout=90)
+            return dict(json.loads(reply.payload))
+        except MeshError as exc:
+            if not _no_responders(exc):
+                raise
+            await asyncio.sleep(0.5)
+    raise AssertionError("no responders for 30 s")
+
+
+async def test_killing_the_stream_leader_loses_no_acknowledged_report(three_servers, make_daemon,
+                                                                       tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    urls = ",".join(s.url for s in three_servers)
+    conf = {"cluster": {"enabled": True, "stream_replicas": 3}, "shared": {"enabled": False}}
+    await jetstream_ready(three_servers[0].url)
+    a = await make_daemon(urls, data_dir=tmp_path / "a", handle="memory-a", **conf)
+    deploy = AsyncAgent("deploy", servers=[s.url for s in three_servers])
+    await deploy.start()
+    await deploy.register()
+    try:
+        await scenario(three_servers, urls, conf, a, deploy, make_daemon, tmp_path)
+    finally:
+        await deploy.close()
+
+
+async def scenario(three_servers: list[NatsServer], urls: str, conf: dict[str, Any], a: Any, deploy: AsyncAgent,
+                   make_daemon: Any, tmp_path: Path) -> None:
+    b = await make_daemon(urls, data_dir=tmp_path / "b", handle="memory-b", **conf)
+    await scale_to_r3(three_servers[0].url)
+    nc = await nats.connect(three_servers[0].url)
+    assert (await nc.jetstream().stream_info("MEMORY_EVENTS")).config.num_replicas == 3
+    await nc.close()
+
+    acked = [await send(deploy, ("memory-a", "memory-b")[i % 2], rollback(i)) for i in range(N // 2)]
+    await b.close()  # a replica down, too
+    leader = await leader_of(three_servers[0].url, "MEMORY_EVENTS")
+    victim = next(s for i, s in enumerate(three_servers) if f"n{i + 1}" == leader)
+    victim.kill()  # SIGKILL
+    await leaders_elected(next(s.url for s in three_servers if s is not victim), leader)
+    acked += [await send(deploy, "memory-a", rollback(i)) for i in range(N // 2, N)]
+    assert all(r["status"] == "stored" for r in acked), acked
+    ids = [r["id"] for r in acked]
+    assert len(set(ids)) == N
+
+    b2 = await make_daemon(urls, data_dir=tmp_path / "b", handle="memory-b", **conf)
+    for replica in (a, b2):
+        await applied(replica, max(ids))
+    assert await rows(a) == await rows(b2)
+    assert sorted(i for i, _ in await rows(a)) == sorted(ids)
+    assert await a.store.count(None, Filters(event=("rollback",))) == N
