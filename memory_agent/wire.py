@@ -392,9 +392,19 @@ def indexed_text(event: str, payload: dict[str, Any]) -> str:
     return ". ".join(part for part in parts if part)
 
 
-def _flat(value: Any) -> str:
+def _flat(value: Any, depth: int = 0) -> str:
+    """A field's value as words: strings as they are, objects as ``key: value, ...`` and lists joined by
+    commas (nested ones in parentheses), so the model and the tokeniser read words, not JSON punctuation.
+    Past 8 levels the rest is JSON."""
     if isinstance(value, str):
         return value.strip()
+    if depth < 8 and isinstance(value, dict) and value:
+        inner = [f"{str(k).replace('_', ' ')}: {_flat(v, depth + 1)}" for k, v in value.items() if v is not None]
+        text = ", ".join(inner)
+        return f"({text})" if depth else text
+    if depth < 8 and isinstance(value, list) and value:
+        text = ", ".join(_flat(v, depth + 1) for v in value if v is not None)
+        return f"({text})" if depth else text
     return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
 
 

@@ -33,8 +33,14 @@ async def stored(daemon: MemoryDaemon, room_id: str, count: int, timeout: float 
         await asyncio.sleep(0.1)
 
 
-async def test_an_invited_memory_stores_the_posts_and_answers_about_the_room(start_daemon, mesh_agent) -> None:  # type: ignore[no-untyped-def]
-    daemon = await start_daemon()
+async def test_an_invited_memory_stores_the_posts_and_answers_about_the_room(start_daemon, mesh_agent, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from memory_agent.config import EmbeddingConfig
+    from memory_agent.embedding.base import load_embedder
+
+    # The bundled MiniLM: the question's meaning ("decide about the rollback") must find the decision; the
+    # relevance floor rightly finds nothing with a hashing test embedder.
+    embedder = await asyncio.to_thread(load_embedder, EmbeddingConfig(), data_dir=tmp_path / "model")
+    daemon = await start_daemon(embedder=embedder)
     lead, ops = await mesh_agent("lead"), await mesh_agent("ops")
     room_id = await lead.create_room("INC-9 checkout errors", ["ops", "memory"], trace_id="INC-9")
     await ops.post_room_message(room_id, "payments v2.31 rolled out at 09:10, pool 50 -> 5")
@@ -46,7 +52,7 @@ async def test_an_invited_memory_stores_the_posts_and_answers_about_the_room(sta
         ("ops", "INC-9", "INC-9 checkout errors", 1), ("lead", "INC-9", "INC-9 checkout errors", 2)]
     assert rows[1].payload["message"] == {"kind": "decision", "content": "rollback of payments to v2.30"}
     answer = await ask(lead, "What did the incident room decide about the rollback?")
-    assert answer["events"][0]["id"] == rows[1].id
+    assert answer["events"] and answer["events"][0]["id"] == rows[1].id, answer
     timeline = await ask(lead, "Give me the timeline of trace INC-9")
     assert [e["id"] for e in timeline["events"]] == [rows[0].id, rows[1].id]
 
