@@ -107,10 +107,16 @@ class Presence:
             self._task = asyncio.create_task(self._heartbeat_loop(), name=f"mesh-heartbeat-{self._handle}")
 
     async def stop_heartbeat(self) -> None:
+        """Stop the heartbeat task and wait for it. Cancelled again until it has ended: on Python 3.11 a
+        cancellation that arrives as an inner ``asyncio.wait_for`` completes (nats-py's request timeouts) is
+        lost (CPython gh-86296, fixed in 3.12), and the loop would go on beating, with ``close()`` waiting
+        forever; the loop also checks the task it belongs to is still the current one."""
         task, self._task = self._task, None
-        if task is not None and task is not asyncio.current_task():
+        if task is None or task is asyncio.current_task():
+            return
+        while not task.done():
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await asyncio.wait({task}, timeout=1.0)
 
     async def confirm(self) -> bool:
         """True while this agent may act as its handle: its claim was confirmed less than 2 intervals ago,
@@ -151,7 +157,7 @@ class Presence:
                 self._restartable = False
 
     async def _heartbeat_loop(self) -> None:
-        while self.record is not None and self.lost is None:
+        while self.record is not None and self.lost is None and self._task is asyncio.current_task():
             await asyncio.sleep(self._interval)
             async with self._beating:
                 if self.record is None or self.lost is not None:

@@ -286,7 +286,7 @@ async def test_close_fails_pending_requests(mesh_agent: Factory) -> None:
 
 async def test_listings_see_every_live_handle_while_others_heartbeat(mesh_agent: Factory) -> None:
     """nats-py's KV watch ends its initial values early under concurrent updates; listings must not."""
-    busy = [await mesh_agent(f"busy-{i}", heartbeat_interval=0.02) for i in range(8)]
+    busy = [await mesh_agent(f"busy-{i}", heartbeat_interval=0.05) for i in range(8)]
     probe = await mesh_agent("probe")
     handles = {a.handle for a in busy} | {"probe"}
     for _ in range(60):
