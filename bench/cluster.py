@@ -27,7 +27,6 @@ import asyncio
 import json
 import os
 import resource
-import socket
 import tempfile
 import time
 from collections.abc import Iterator
@@ -44,6 +43,7 @@ from memory_agent.daemon import MemoryDaemon
 from memory_agent.embedding.hashing import HashingEmbedder
 from memory_agent.types import NewEvent
 from mesh import AsyncAgent, NatsServer
+from mesh.server import cluster_specs, wait_for_jetstream
 
 NOW = time.time()
 
@@ -57,43 +57,18 @@ def load() -> str:
     return "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def servers(root: Path, count: int) -> Iterator[list[NatsServer]]:
     """One nats-server, or ``count`` routed into a loopback cluster."""
-    ports = [free_port() for _ in range(count)]
+    specs = cluster_specs(count, name="bench") if count > 1 else [None]
     started: list[NatsServer] = []
     try:
-        for i, port in enumerate(ports):
-            extra: tuple[str, ...] = ()
-            if count > 1:
-                routes = ",".join(f"nats://127.0.0.1:{p}" for p in ports if p != port)
-                extra = ("--name", f"n{i + 1}", "--cluster_name", "bench", "--cluster", f"nats://127.0.0.1:{port}",
-                         "--routes", routes)
-            started.append(NatsServer(store_dir=root / f"n{i + 1}", extra_args=extra).start(timeout=30))
+        for i, spec in enumerate(specs):
+            started.append(NatsServer(store_dir=root / f"n{i + 1}", cluster=spec).start(timeout=30))
         yield started
     finally:
         for server in started:
             server.stop()
-
-
-async def jetstream_ready(url: str) -> None:
-    nc = await nats.connect(url)
-    try:
-        for _ in range(300):
-            try:
-                await nc.jetstream().account_info()
-                return
-            except nats.errors.Error:
-                await asyncio.sleep(0.1)
-        raise SystemExit("JetStream of the cluster not ready")
-    finally:
-        await nc.close()
 
 
 def report(i: int) -> dict[str, Any]:
@@ -209,7 +184,7 @@ async def main() -> None:
         if not args.no_cluster:
             with servers(root / "three", 3) as three:
                 urls = [s.url for s in three]
-                await jetstream_ready(urls[0])
+                await wait_for_jetstream(urls[0])
                 print("3-node loopback cluster:")
                 await acknowledgement(root, urls, 3, args.reports, "replica, stream R3")
                 await catch_up(root, urls, 3, args.events, "r3")

@@ -7,6 +7,7 @@ used from fixtures, scripts and CLI start-up, never from inside an event loop's 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -22,10 +23,21 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+import nats
+import nats.errors
+
 from .auth import NatsAuth
 from .errors import ServerError
 
-__all__ = ["ClusterSpec", "NatsServer", "auth_config", "cluster_specs", "find_nats_server", "free_port"]
+__all__ = [
+    "ClusterSpec",
+    "NatsServer",
+    "auth_config",
+    "cluster_specs",
+    "find_nats_server",
+    "free_port",
+    "wait_for_jetstream",
+]
 
 _READY = "Server is ready"
 _LISTEN_RE = re.compile(r"Listening for client connections on (\S+):(\d+)")
@@ -111,6 +123,24 @@ def cluster_specs(count: int, *, host: str = "127.0.0.1", name: str = "mesh") ->
                         routes=tuple(f"nats-route://{host}:{p}" for p in ports if p != port))
             for i, port in enumerate(ports)]
 
+
+
+async def wait_for_jetstream(url: str, *, timeout: float = 30.0) -> None:
+    """Wait until JetStream at ``url`` answers (a cluster says "ready" before it has elected its JetStream
+    meta leader). Raises ServerError after ``timeout`` seconds."""
+    nc = await nats.connect(url)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                await nc.jetstream().account_info()
+                return
+            except nats.errors.Error:
+                if time.monotonic() > deadline:
+                    raise ServerError(f"JetStream at {url} did not answer within {timeout:g} s") from None
+                await asyncio.sleep(0.1)
+    finally:
+        await nc.close()
 
 class NatsServer:
     """A ``nats-server -js`` child process with its store (and log) in ``store_dir``.

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ import pytest
 from memory_agent.types import Filters
 from mesh import AsyncAgent
 from mesh.errors import MeshError
-from mesh.server import NatsServer
+from mesh.server import NatsServer, cluster_specs, wait_for_jetstream
 from tests.cluster.test_replicas import applied, rollback, rows
 
 pytestmark = pytest.mark.timeout(240)
@@ -31,21 +30,9 @@ CI = os.environ.get("CI") == "true"
 N = 10 if CI else 30
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def three_servers(tmp_path: Path) -> Iterator[list[NatsServer]]:
-    ports = [free_port() for _ in range(3)]
-    servers = []
-    for i, port in enumerate(ports):
-        routes = ",".join(f"nats://127.0.0.1:{p}" for p in ports if p != port)
-        servers.append(NatsServer(store_dir=tmp_path / f"n{i + 1}", extra_args=(
-            "--name", f"n{i + 1}", "--cluster_name", "memory-test", "--cluster", f"nats://127.0.0.1:{port}",
-            "--routes", routes)))
+    servers = [NatsServer(store_dir=tmp_path / spec.name, cluster=spec) for spec in cluster_specs(3, name="memory-test")]
     try:
         for server in servers:
             server.start(timeout=30)
@@ -53,21 +40,6 @@ def three_servers(tmp_path: Path) -> Iterator[list[NatsServer]]:
     finally:
         for server in servers:
             server.stop()
-
-
-async def jetstream_ready(url: str) -> None:
-    """Wait until the cluster elected its JetStream meta leader (the servers say ready before that)."""
-    nc = await nats.connect(url)
-    try:
-        for _ in range(300):
-            try:
-                await nc.jetstream().account_info()
-                return
-            except nats.errors.Error:
-                await asyncio.sleep(0.1)
-        raise AssertionError("JetStream of the cluster not ready")
-    finally:
-        await nc.close()
 
 
 async def scale_to_r3(url: str) -> None:
@@ -143,7 +115,7 @@ async def test_killing_the_stream_leader_loses_no_acknowledged_report(three_serv
                                                                        tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     urls = ",".join(s.url for s in three_servers)
     conf = {"cluster": {"enabled": True, "stream_replicas": 3}, "shared": {"enabled": False}}
-    await jetstream_ready(three_servers[0].url)
+    await wait_for_jetstream(three_servers[0].url)
     a = await make_daemon(urls, data_dir=tmp_path / "a", handle="memory-a", **conf)
     deploy = AsyncAgent("deploy", servers=[s.url for s in three_servers])
     await deploy.start()
