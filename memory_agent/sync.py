@@ -10,8 +10,6 @@ on worker threads and may call this client's blocking methods.
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from datetime import datetime
 from types import TracebackType
@@ -28,6 +26,7 @@ from mesh import NatsAuth, SyncAgent
 from mesh.access import sync_runner
 from mesh.context import current_message, reset_current_message, set_current_message
 from mesh.errors import MeshError
+from mesh.loop_thread import LoopThread
 
 __all__ = ["SyncChangeStream", "SyncMemoryClient", "SyncScopedMemory"]
 
@@ -163,17 +162,16 @@ class SyncMemoryClient(SyncScopedMemory):
         workflow_id: str | None = None,
         direct_reads: bool = True,
     ) -> None:
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._thread: LoopThread | None = None
         if agent is not None:
             runner: Runner = sync_runner(agent)
             self._client = MemoryClient(agent=agent.async_agent, handle=handle, timeout=timeout,
                                         session_id=session_id, workflow_id=workflow_id, direct_reads=direct_reads)
         else:
-            self._loop = asyncio.new_event_loop()
-            self._thread = threading.Thread(target=self._loop.run_forever, name="memory-client-sync", daemon=True)
-            self._thread.start()
-            runner = self._own_loop
+            thread = self._thread = LoopThread("memory-client-sync")
+
+            def runner(coro: Coroutine[Any, Any, Any]) -> Any:
+                return thread.run(coro, owner="SyncMemoryClient")
             self._client = MemoryClient(nats_url, handle=handle, timeout=timeout, connect_options=connect_options,
                                         auth=auth, client_handle=client_handle, session_id=session_id,
                                         workflow_id=workflow_id, direct_reads=direct_reads)
@@ -186,13 +184,6 @@ class SyncMemoryClient(SyncScopedMemory):
             return runner(_carrying_context(coro))
 
         super().__init__(self._client.unscoped, run)
-
-    def _own_loop(self, coro: Coroutine[Any, Any, T]) -> T:
-        assert self._loop is not None
-        if threading.current_thread() is self._thread:
-            coro.close()
-            raise MeshError("blocking SyncMemoryClient methods cannot be called from its own loop thread")
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     @property
     def handle(self) -> str:
@@ -217,11 +208,8 @@ class SyncMemoryClient(SyncScopedMemory):
             self._run(self._client.close())
         finally:
             self._closed = True
-            if self._loop is not None and self._thread is not None:
-                self._loop.call_soon_threadsafe(self._loop.stop)
-                self._thread.join(10)
-                if not self._thread.is_alive():
-                    self._loop.close()
+            if self._thread is not None:
+                self._thread.stop()
 
     def __enter__(self) -> Self:
         return self.start()

@@ -8,9 +8,7 @@ agent's own loop thread (an ``async def`` handler) raises MeshError instead of d
 
 from __future__ import annotations
 
-import asyncio
 import os
-import threading
 from collections.abc import Coroutine, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -27,7 +25,8 @@ from .constants import (
     DEFAULT_ROOM_MAX_BYTES,
     DEFAULT_ROOM_MAX_EVENTS,
 )
-from .errors import AgentClosed, MeshError
+from .errors import AgentClosed
+from .loop_thread import LoopThread
 from .quotas import Quotas
 from .types import (
     HandleEntry,
@@ -85,19 +84,14 @@ class SyncAgent:
             on_claim_lost=on_claim_lost, socket=socket, binary=binary,
         )
         self._socket, self._binary = socket, binary  # tailbus's; kept so code that prints them still runs
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name=f"mesh-sync-{handle}", daemon=True)
-        self._thread.start()
+        self._thread = LoopThread(f"mesh-sync-{handle}")
         self._closed = False
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
-        if threading.current_thread() is self._thread:
-            coro.close()
-            raise MeshError("blocking SyncAgent methods cannot be called from the agent's loop thread")
         if self._closed:
             coro.close()
             raise AgentClosed(self._agent.handle)
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        return self._thread.run(coro, owner="SyncAgent")
 
     @property
     def handle(self) -> str:
@@ -127,10 +121,7 @@ class SyncAgent:
             self._call(self._agent.close(grace=grace))
         finally:
             self._closed = True
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
-            if not self._thread.is_alive():
-                self._loop.close()
+            self._thread.stop()
 
     def __enter__(self) -> Self:
         return self.start()
