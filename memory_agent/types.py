@@ -111,7 +111,9 @@ class Understanding:
     search (ranked). ``window`` is ``None`` when the question names no time. ``filters`` narrow the search
     in SQL. ``text`` is the question with the time phrase removed, used for FTS5 and the embedding.
     ``unknown_names``: words written as names (``geo-router``, ``@cost-watcher``, "the backup agent")
-    that match no stored event type, service or handle. ``residual``: the question's other words (lower
+    that match no stored event type, service or handle. ``proper_names``: words written as proper names
+    (``Kafka``, ``GraphQL``) that no stored name took; the answerer keeps only events about them
+    (:mod:`memory_agent.query.grounding`). ``residual``: the question's other words (lower
     case, stop words, intent cues, names and the time phrase taken out), what a search still has to match;
     ``named``: the question's own words gave filters (set by the answerer before structured filters apply).
     """
@@ -123,5 +125,6 @@ class Understanding:
     window_phrase: str | None = None
     notes: tuple[str, ...] = field(default=())
     unknown_names: tuple[str, ...] = ()
+    proper_names: tuple[str, ...] = ()
     residual: tuple[str, ...] = ()
     named: bool = False

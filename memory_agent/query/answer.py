@@ -20,6 +20,7 @@ from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING, Any
 
 from memory_agent.errors import SummaryRejected, internal_error_id
+from memory_agent.query.grounding import Grounding
 from memory_agent.query.render import Budget, describe, event_line, plural, when
 from memory_agent.query.retrieval import Hit
 from memory_agent.query.text import STOPWORDS, clip, tokenize, word_set
@@ -138,7 +139,9 @@ class Answerer:
     ``vocabulary``: the names questions are read against (grown by :meth:`observe`). ``default_limit``:
     events in a structured ranked answer; ``text_limit``: events a text shows of a ranked answer;
     ``max_list``: events in a list or timeline; ranked answers hold only hits at or above the
-    retriever's ``min_score`` (the relevance floor); ``max_clock_skew``: seconds a report may be dated after its receipt and still count in a window that
+    retriever's ``min_score`` (the relevance floor) and, when the question names something no report holds
+    as a word ("Kafka"), only events about it by meaning (``grounding``, default a
+    :class:`~memory_agent.query.grounding.Grounding` on the retriever's embedder); ``max_clock_skew``: seconds a report may be dated after its receipt and still count in a window that
     reaches the present. ``clock`` returns seconds since the epoch (tests fix it); ``tz`` is where days
     and weeks are read.
     """
@@ -156,6 +159,7 @@ class Answerer:
         max_clock_skew: float = 86_400.0,
         summarizer: Summarizer | None = None,
         summarizer_events: int = 30,
+        grounding: Grounding | None = None,
         clock: Clock = time.time,
     ) -> None:
         self._store = store
@@ -169,6 +173,7 @@ class Answerer:
         self._summarizer = summarizer
         self._summarizer_events = summarizer_events
         self._clock = clock
+        self._grounding = grounding if grounding is not None else Grounding(store, retriever.embed)
 
     def observe(self, events: Sequence[StoredEvent] | Sequence[Any]) -> None:
         """Add newly stored events' names to the vocabulary (O(length of the new names), never a rebuild)."""
@@ -193,7 +198,15 @@ class Answerer:
             u = replace(u, notes=(*u.notes, f"as_of={iso_utc(question.as_of)}"))
         u = _apply_structured(u, question)
         u = self._sane_window(u, reference)
-        ctx = _Ctx(u, question, reference)
+        # Names written as names ("Kafka", "GraphQL", "tax-engine", "@cost-watcher") that no report holds as
+        # words: only events about them by meaning are presented (memory_agent.query.grounding).
+        asked = (*u.proper_names, *(n for n in u.unknown_names if not _phrase_compound(n)))
+        names = tuple(await self._unmentioned(asked)) if asked else ()
+        if names:
+            u = replace(u, notes=(*u.notes, f"{', '.join(repr(n) for n in names)}: no report holds "
+                                             f"{'it' if len(names) == 1 else 'them'} as words; only reports "
+                                             "about it by meaning are presented"))
+        ctx = _Ctx(u, question, reference, names)
         if question.mode != "search" and named and u.intent in ("list", "count", "why"):
             # "How many deploys did loyalty-points get?": a name nothing stored carries matches no report.
             unknown = await self._unmentioned(u.unknown_names)
@@ -211,6 +224,8 @@ class Answerer:
             result = await self._listing(ctx)
         else:
             result = await self._search(ctx)
+        if ctx.judged:
+            result = replace(result, notes=(*result.notes, *ctx.judged))
         if self._summarizer is not None and result.events:
             result = await self._summarize(question.text, result)
         return result
@@ -247,6 +262,12 @@ class Answerer:
         cap = min(q.limit or self._max_list, self._max_list)
         total = await self._store.count(u.window, u.filters)
         rows = await self._store.select(u.window, u.filters, limit=cap, order="asc")
+        if ctx.names:
+            about = set(await self._about(ctx, [e.id for e in rows]))
+            rows = [e for e in rows if e.id in about]
+            total = len(rows) if total <= cap else total
+            if not rows:
+                return self._nothing(ctx, f"No events {self._describe(ctx)}.", "nothing about the names asked")
         what = self._describe(ctx)
         text = Budget()
         if u.intent == "count":
@@ -305,7 +326,10 @@ class Answerer:
         if u.named and not _stray(u):
             # "Why did we roll back billing-worker?": every event the names select matches equally.
             rows = await self._store.select(u.window, u.filters, limit=_WHY_CANDIDATES, order="desc")
-            hits = [Hit(e.id, 1.0) for e in rows]
+            ids = [e.id for e in rows]
+            if ctx.names:
+                ids = await self._about(ctx, ids)
+            hits = [Hit(i, 1.0) for i in ids]
         else:
             hits = await self._ranked(ctx, u.filters, limit=_WHY_CANDIDATES)
         if not hits:
@@ -402,7 +426,21 @@ class Answerer:
         u = ctx.u
         words = " ".join(u.residual) if u.named else None  # names turned into filters are not searched again
         hits = await self._retriever.search(u.text, u.window, filters, limit=limit, words=words)
-        return [h for h in hits if h.score >= self._retriever.min_score]
+        hits = [h for h in hits if h.score >= self._retriever.min_score]
+        if ctx.names and hits:
+            about = set(await self._about(ctx, [h.id for h in hits], ranked=True))
+            hits = [h for h in hits if h.id in about]
+        return hits
+
+    async def _about(self, ctx: _Ctx, ids: list[int], *, ranked: bool = False) -> list[int]:
+        """The ids of ``ids`` about every name of ``ctx.names`` (see memory_agent.query.grounding);
+        ``ranked``: ``ids`` are best first and the best decides whether any is."""
+        result = await self._grounding.keep(ctx.names, ids, ranked=ranked)
+        if result.note and result.note not in ctx.judged:
+            ctx.judged.append(result.note)
+        if len(result.kept) < len(ids):
+            ctx.dropped[0] += len(ids) - len(result.kept)
+        return list(result.kept)
 
     async def _summarize(self, question: str, result: Answer) -> Answer:
         assert self._summarizer is not None
@@ -426,6 +464,11 @@ class Answerer:
 
     def _nothing(self, ctx: _Ctx, text: str, note: str) -> Answer:
         u = ctx.u
+        if ctx.names:
+            label = ", ".join(repr(n) for n in ctx.names)
+            also = (f", and none of the reports matching the rest of the question is about "
+                    f"{'it' if len(ctx.names) == 1 else 'them'} in other words" if ctx.dropped[0] else "")
+            text = f"No report mentions {label}{also}. {text}"
         return Answer(text=text, events=(), window=u.window, intent=u.intent, total=0, notes=(*u.notes, note),
                       filters=u.filters)
 
@@ -435,6 +478,9 @@ class _Ctx:
     u: Understanding
     q: Question
     now: float  # seconds since the epoch: the question's now (as_of or the clock)
+    names: tuple[str, ...] = ()  # proper names no report holds as a word: events must be about them
+    judged: list[str] = field(default_factory=list)  # notes of the grounding checks made
+    dropped: list[int] = field(default_factory=lambda: [0])  # hits left out as not about the names
 
 
 def _apply_structured(u: Understanding, q: Question) -> Understanding:
@@ -474,6 +520,12 @@ def _asks_for_list(u: Understanding) -> bool:
 def _is_generic(text: str) -> bool:
     words = [w for w in tokenize(text) if w not in STOPWORDS and w not in _GENERIC]
     return not words
+
+
+def _phrase_compound(name: str) -> bool:
+    """A compound whose parts include a stop word ("out-of-date", "end-to-end") is a phrase of the
+    language, not a name."""
+    return any(w in STOPWORDS for w in tokenize(name))
 
 
 def _quote(text: str) -> str:

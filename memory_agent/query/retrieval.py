@@ -243,6 +243,11 @@ class HybridRetriever:
         """Use ``index`` and ``embedder`` for the dense side from now on (the model loaded)."""
         self._index, self._embedder = index, embedder
 
+    async def embed(self, text: str) -> np.ndarray | None:
+        """The query embedding of ``text``, ``(dim,)`` float32, L2-normalised; ``None`` without a model or
+        when embedding fails (logged)."""
+        return await self._query_vector(text)
+
     async def _query_vector(self, text: str) -> np.ndarray | None:
         if self._embedder is None:
             return None

@@ -492,6 +492,51 @@ def _unknown_names(question: str, toks: list[_Tok], taken: set[int]) -> list[str
     return out
 
 
+# Capitalised words that are not names of things reported: days, months, zones, "I".
+_NOT_PROPER = word_set(
+    "monday tuesday wednesday thursday friday saturday sunday mon tue tues wed thu thur thurs fri sat sun "
+    "january february march april may june july august september october november december jan feb mar apr "
+    "jun jul aug sep sept oct nov dec utc gmt cet cest est edt pst pdt am pm i ok"
+)
+_CLAUSE_END = re.compile(r"[.?!:;]\s*$|^\s*$")
+
+
+def proper_names(question: str, toks: list[_Tok], taken: set[int]) -> list[str]:
+    """Words written as proper names that no stored name, trace id or intent cue took: an inner capital
+    (``GraphQL``, ``iOS``, ``LDAP``) or a capital first letter not at the start of a sentence
+    (``Kafka``, ``Frankfurt``); consecutive ones form one name ("App Store"). Days, months and zones are
+    not names. A question written in title case or capitals (more than half its words capitalised) gives
+    no such signal: returns none. These are names a report would hold if it were about them (checked
+    against stored text by the answerer: :mod:`memory_agent.query.grounding`).
+    """
+    words = [question[t.start : t.end] for t in toks]
+    capitalised = sum(1 for w in words if w[:1].isupper())
+    if not words or 2 * capitalised > len(words):
+        return []
+    out: list[str] = []
+    run: list[int] = []
+
+    def flush() -> None:
+        if run and len(out) < _MAX_UNKNOWN:
+            value = question[toks[run[0]].start : toks[run[-1]].end]
+            if value not in out:
+                out.append(value)
+        run.clear()
+
+    for k, (t, w) in enumerate(zip(toks, words, strict=True)):
+        inner = any(c.isupper() for c in w[1:])
+        first = w[:1].isupper() and not _CLAUSE_END.search(question[: t.start])
+        name = (inner or first) and sum(c.isalpha() for c in w) >= 2
+        if name and k not in taken and not t.at and t.text not in STOPWORDS and t.text not in _NOT_PROPER:
+            if run and not (question[toks[run[-1]].end : t.start].isspace()):
+                flush()
+            run.append(k)
+        else:
+            flush()
+    flush()
+    return out
+
+
 def _note(text: str) -> str:
     """A piece of the question quoted in a note."""
     return clip(text, _NOTE_CHARS)
@@ -643,5 +688,6 @@ def understand(
         window_phrase=wm.phrase if wm is not None else None,
         notes=tuple(list(dict.fromkeys(notes))[:_MAX_NOTES]),
         unknown_names=tuple(unknown),
+        proper_names=tuple(n for n in proper_names(question, toks, taken) if n not in unknown),
         residual=tuple(t.text for k, t in enumerate(toks) if k not in taken and t.text not in STOPWORDS),
     )
