@@ -131,7 +131,7 @@ class RetrievalConfig(_Section):
     """Events on each side of a hit, on the same trace in time order, that get part of its score (0 = off)."""
     context_weight: float = Field(default=0.3, ge=0.0, le=10.0)
     """Part of a hit's score its trace neighbour at distance d gets: context_weight * score / d (the largest share wins)."""
-    min_score: float = Field(default=0.1, ge=0.0, le=1.0)
+    min_score: float = Field(default=0.05, ge=0.0, le=1.0)
     """Relevance floor: ranked answers (search, why, a timeline found by search) hold only events whose fused
     score reaches it, and answer "No reports match ..." when none does ("calibrated" scores are within 0..1).
     Only such events lend score to their trace neighbours."""
