@@ -11,7 +11,8 @@ with its own data directory and embedded ``nats-server``) is started; each speak
 the mesh (handle = the name, lower case) and reports every turn as an event: ``{"event": "utterance",
 "speaker", "text", "dia_id", "session", "occurred_at": <the session's date and time>,
 "image_caption"?}`` on trace ``<sample>-s<session>``. The turns of one session are sent in order, each
-once the previous one is stored (as they were spoken); sessions go concurrently. Then every question of
+once the previous one is stored (as they were spoken); sessions go concurrently. Once every turn is embedded (reports are acknowledged on commit and embedded
+behind), every question of
 categories 1-4 is asked as a structured question ``{"query", "limit": 20, "mode": "search", "as_of":
 <the last session's time>}`` (``--mode auto`` leaves intents and name filters to the rules). The model
 is loaded once and shared by the daemons.
@@ -288,6 +289,9 @@ async def run_memory(
         await asyncio.gather(*(report_session(s) for s in sessions.values()))
         timing.ingest_s += time.perf_counter() - started
         timing.turns += len(turns)
+        # Acknowledged once committed, embedded behind: ask once every turn is embedded.
+        while daemon.health().backlog:
+            await asyncio.sleep(0.1)
 
         as_of = max(t.when for t in turns).replace(tzinfo=UTC).isoformat()
         gate = asyncio.Semaphore(ask_concurrency)
@@ -392,6 +396,8 @@ async def main_async(args: argparse.Namespace) -> None:
     overrides: dict[str, Any] = {"nats_url": "", "embedded_nats_port": 0, "log_level": "WARNING"}
     base = load_config(args.config)
     settings = list(args.set)
+    # No HTTP listener unless asked (--set http.listen=...): runs side by side must not share a port.
+    overrides["http"] = {**base.http.model_dump(), "listen": ""}
     if args.backend:
         settings.append(f'embedding.backend="{args.backend}"')
     for section, values in parse_settings(settings).items():

@@ -9,7 +9,8 @@ A fresh @memory (in this process, with its own data directory, embedded nats-ser
 MiniLM; ``--config`` and ``--set SECTION.KEY=VALUE`` or ``MEMORY_AGENT_*`` variables change its config)
 gets every report of the set through the mesh, in the set's send order, each from its agent's handle
 (12 agents) with its trace id on the envelope or in the payload as generated, each sent once the
-previous one is stored. Then every question is asked, one at a time, as a structured question
+previous one is stored. Once every report is embedded (acknowledged on commit, embedded behind), every
+question is asked, one at a time, as a structured question
 ``{"query", "as_of": <the set's now>, "limit"}`` (``"mode": "search"`` added for ``--modes search``),
 with ``limit`` 1000 for list, count, window, entity and timeline questions (a cap, not a hint) and 10
 for the others. Scores, per kind (see bench/opsset/model.py for how gold is defined):
@@ -122,6 +123,8 @@ async def start_memory(data_dir: Path, config_file: Path | None, settings: Seque
     overrides: dict[str, Any] = {"nats_url": "", "embedded_nats_port": 0, "log_level": "WARNING"}
     try:
         base = load_config(config_file)
+        # No HTTP listener unless asked (--set http.listen=...): runs side by side must not share a port.
+        overrides["http"] = {**base.http.model_dump(), "listen": ""}
         for section, values in parse_settings(settings).items():
             current = getattr(base, section, None)
             if current is None or not hasattr(current, "model_dump"):
@@ -133,6 +136,18 @@ async def start_memory(data_dir: Path, config_file: Path | None, settings: Seque
     daemon = MemoryDaemon(config)
     await daemon.start()
     return daemon, config.model_dump(mode="json")
+
+
+async def wait_embedded(daemon: Any, *, timeout: float = 1800.0) -> float:
+    """Wait until the daemon's embedding backlog is empty (reports are acknowledged once committed and
+    embedded behind: questions asked before would be answered by words alone). Returns the seconds
+    waited; raises ``TimeoutError`` after ``timeout``."""
+    started = time.perf_counter()
+    while daemon.health().backlog:
+        if time.perf_counter() - started > timeout:
+            raise TimeoutError(f"{daemon.health().backlog} reports still not embedded after {timeout:.0f} s")
+        await asyncio.sleep(0.1)
+    return time.perf_counter() - started
 
 
 def memory_text(report: Report) -> str:
@@ -478,6 +493,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             ids = await report_all(daemon.nats_url, config["handle"], ops.reports)
             timing["ingest_s"] = time.perf_counter() - started
             print(f"{len(ids)} reports stored in {timing['ingest_s']:.1f} s", flush=True)
+            timing["embed_wait_s"] = await wait_embedded(daemon)
+            print(f"every report embedded {timing['embed_wait_s']:.1f} s later", flush=True)
             for mode in args.modes:
                 started = time.perf_counter()
                 results.outcomes += await ask_all(daemon.nats_url, config["handle"], questions, ids, mode=mode)
