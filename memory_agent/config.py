@@ -134,7 +134,9 @@ class RetrievalConfig(_Section):
     min_score: float = Field(default=0.05, ge=0.0, le=1.0)
     """Relevance floor: ranked answers (search, why, a timeline found by search) hold only events whose fused
     score reaches it, and answer "No reports match ..." when none does ("calibrated" scores are within 0..1).
-    Only such events lend score to their trace neighbours."""
+    Only such events lend score to their trace neighbours. The default is dense_weight x the 99th percentile
+    of the cosine of unrelated question/report pairs across the two labelled sets (``bench/floor.py``):
+    a match whose only evidence is a cosine that unrelated text reaches 1% of the time is not presented."""
     default_limit: int = Field(default=20, ge=1, le=10_000)
     """Events a structured ranked answer returns when the question gives no ``limit``."""
     text_limit: int = Field(default=5, ge=1, le=10_000)
