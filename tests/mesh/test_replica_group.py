@@ -239,3 +239,38 @@ async def test_discovery_shows_the_handle_once_with_its_live_members(mesh_agent:
     # are replaced, so nothing reaches a former member).
     await mesh_agent("svc")
     assert (await looker.introspect("svc")).replicas == ()
+
+
+async def test_a_frozen_member_is_dropped_then_rejoins_and_a_group_taken_over_loses_its_claim(
+        mesh_agent: Factory) -> None:
+    frozen = await member(mesh_agent, "n1", heartbeat_interval=0.2)
+    await frozen.register()
+    other = await member(mesh_agent, "n2", heartbeat_interval=0.2)
+    await other.register()
+    looker = await mesh_agent("looker")
+    presence = frozen._presence
+    assert presence is not None
+    await presence.stop_heartbeat()  # as if SIGSTOPped: no heartbeat, nothing else either
+
+    async def replicas_are(ids: tuple[str, ...]) -> bool:
+        return (await looker.introspect("svc")).replicas == ids
+
+    assert await eventually(lambda: replicas_are(("n2",)), 10)  # dropped by n2's heartbeat; the handle lives on
+    assert await presence.confirm()  # it resumes: its next act confirms the claim, and it joins again
+    assert frozen.claim_lost is None and await replicas_are(("n1", "n2"))
+
+    # Once every member is gone, the handle is free: another agent takes it, and a member that resumes
+    # then has lost its claim (it stops, as a single owner would).
+    await other.close()
+    assert await eventually(lambda: _offline(looker), 10)
+    await mesh_agent("svc")
+    assert not await presence.confirm()
+
+    async def stopped() -> bool:
+        return frozen.claim_lost is not None and not frozen.is_registered
+
+    assert await eventually(stopped, 5)
+
+
+async def _offline(looker: AsyncAgent) -> bool:
+    return not (await looker.introspect("svc")).online
