@@ -102,11 +102,6 @@ class Presence:
         (the group's members share one delivery subject)."""
         return self._group or self._owner
 
-    @property
-    def replica_group(self) -> bool:
-        """True for a member of a replica group."""
-        return bool(self._group or self._replica_key)
-
     async def claim(self, manifest: Manifest | None, *, ephemeral: bool) -> Record:
         """Claim the handle (or refresh our claim); raises HandleTaken, PermissionDenied, ClaimLost."""
         if self.lost is not None:
