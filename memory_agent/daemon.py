@@ -263,6 +263,8 @@ class MemoryDaemon:
         acceptor: Acceptor | None = self._ingestor
         forgetter: Forgetter = self._eraser
         if cfg.cluster.enabled:
+            if self._replica_id:
+                await self._wait_replica_id_free(self._agent)
             acceptor, forgetter = await self._start_cluster(cfg, self._agent, self._store, self._eraser)
         assert acceptor is not None
         self._handlers = Handlers(
@@ -360,6 +362,24 @@ class MemoryDaemon:
         assert self._retriever is not None and self._eraser is not None
         self._retriever.attach(parts.index, parts.embedder)
         self._eraser.index = parts.index
+
+    async def _wait_replica_id_free(self, agent: AsyncAgent) -> None:
+        """Before this replica touches its events-stream consumer (named after its replica id), make sure no
+        live member of the group has its id: two replicas with one id would split that consumer's entries
+        between them. A crashed predecessor's entry expires within 3 heartbeat intervals (one that closed left
+        at once), so this waits up to CLAIM_WAIT; raises HandleTaken naming the setting to fix."""
+        deadline = time.monotonic() + CLAIM_WAIT
+        warned = False
+        while self._replica_id in (await agent.introspect(agent.handle)).replicas:
+            if time.monotonic() >= deadline or self._stopping.is_set():
+                raise HandleTaken(agent.handle, f"a live replica of @{agent.handle} already has replica_id "
+                                  f"{self._replica_id!r}; set a distinct [cluster] replica_id "
+                                  "(MEMORY_AGENT_CLUSTER__REPLICA_ID) on each replica")
+            if not warned:
+                log.warning("@%s: a live replica already has replica_id %s (a crashed predecessor keeps it until its "
+                            "heartbeat expires); waiting up to %.0f s", agent.handle, self._replica_id, CLAIM_WAIT)
+                warned = True
+            await asyncio.sleep(1.0)
 
     async def _claim_handle(self, agent: AsyncAgent) -> None:
         """Register the handle. After a crash the old process still holds it until its heartbeat expires
