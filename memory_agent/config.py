@@ -17,7 +17,15 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -318,7 +326,7 @@ class ClusterConfig(_Section):
     @memory, reports acknowledged once committed in its SQLite (the default, unchanged)."""
 
     enabled: bool = False
-    """Accept reports into the events stream and apply it (every replica sets this, with its own handle)."""
+    """Accept reports into the events stream and apply it (every replica sets this)."""
     stream_replicas: int = Field(default=1, ge=1, le=3)
     """JetStream replicas of the events stream (3 on a three-node cluster: losing one server loses nothing).
     Applies when the stream is created (the first replica's start); change it later with the NATS tools."""
@@ -333,6 +341,26 @@ class ClusterConfig(_Section):
     """Events a replica fetches from the stream and commits per transaction."""
     read_wait: float = Field(default=5.0, ge=0, le=300)
     """Seconds a question with ``"min_seq"`` waits at most for its replica to apply that far."""
+    replica_key: SecretStr = SecretStr("")
+    """A secret (at least 16 characters, e.g. ``openssl rand -hex 32``) shared by the replicas, so that all of
+    them register the same ``handle`` as one replica group: each report or question to it reaches exactly
+    one live replica, and an agent without the key is refused the handle (docs/scaling.md, "Handles"). Set
+    it through ``MEMORY_AGENT_CLUSTER__REPLICA_KEY`` rather than in a file. Unset: each replica needs a
+    handle of its own (``memory-1``, ``memory-2``, ...). Empty = unset."""
+    replica_id: str = Field(default="", pattern=r"^([A-Za-z0-9_-]{1,64})?$")
+    """This replica's id in the group (and in its consumer of the events stream, ``apply_<handle>_<id>``);
+    empty = ``<hostname>-<8 hex of data_dir>``, the same at every start of this replica. Unique per replica."""
+
+    @model_validator(mode="after")
+    def _replica_key_needs_cluster(self) -> ClusterConfig:
+        if not self.replica_key.get_secret_value():
+            return self
+        if not self.enabled:
+            raise ValueError("cluster.replica_key lets replicas share one handle, which only cluster mode keeps "
+                             "consistent: set cluster.enabled = true, or unset the key")
+        if len(self.replica_key.get_secret_value()) < 16:
+            raise ValueError("cluster.replica_key must be at least 16 characters (e.g. `openssl rand -hex 32`)")
+        return self
 
 
 class IndexConfig(_Section):

@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import itertools
 import logging
+import re
 import signal
+import socket
 import time
 from collections.abc import Callable
 from typing import IO, Any
@@ -107,6 +110,7 @@ class MemoryDaemon:
         self._batcher: BatchingEmbedder | None = None
         self._ingestor: Ingestor | None = None
         self._applier: Applier | None = None
+        self._replica_id = ""
         self._stream_acceptor: StreamAcceptor | None = None
         self._stream_outage = Outage(
             "events stream", logger=log, clock=clock,
@@ -247,14 +251,20 @@ class MemoryDaemon:
         servers = [url.strip() for url in self.nats_url.split(",") if url.strip()]  # nats_url: comma-separated
         # In a cluster the mesh's own streams and buckets get the events stream's replica count; a single
         # node keeps the mesh's default ($MESH_REPLICAS, else 1).
+        # With a replica key, every replica registers cfg.handle as a member of one replica group (docs/scaling.md).
+        key = cfg.cluster.replica_key.get_secret_value() if cfg.cluster.enabled else ""
+        self._replica_id = replica_id(cfg) if key else ""
         self._agent = AsyncAgent(cfg.handle, servers=servers, manifest=MANIFEST, max_in_flight=cfg.max_in_flight,
                                  retry_on_error=True, drain_timeout=cfg.drain_timeout, auth=auth,
-                                 replicas=cfg.cluster.stream_replicas if cfg.cluster.enabled else None)
+                                 replicas=cfg.cluster.stream_replicas if cfg.cluster.enabled else None,
+                                 replica_key=key or None, replica_id=self._replica_id or None)
         self._agent.on_message(self._on_message)
         await self._agent.start()
         acceptor: Acceptor | None = self._ingestor
         forgetter: Forgetter = self._eraser
         if cfg.cluster.enabled:
+            if self._replica_id:
+                await self._wait_replica_id_free(self._agent)
             acceptor, forgetter = await self._start_cluster(cfg, self._agent, self._store, self._eraser)
         assert acceptor is not None
         self._handlers = Handlers(
@@ -279,13 +289,16 @@ class MemoryDaemon:
         last = await ensure_stream(js, c.stream, StreamLimits(replicas=c.stream_replicas, max_age=c.max_age,
                                                                max_bytes=c.max_bytes))
         self._applier = Applier(
-            js, store, eraser, stream=c.stream, handle=cfg.handle, outage=self._storage, batch=c.apply_batch,
+            js, store, eraser, stream=c.stream, outage=self._storage, batch=c.apply_batch,
+            # replicas sharing the handle each need a consumer of their own: apply_<handle>_<replica id>
+            handle=f"{cfg.handle}_{self._replica_id}" if self._replica_id else cfg.handle,
             retry_cap=cfg.ingest.retry_max_delay, on_committed=self._on_committed, on_forgotten=self._forgotten,
             on_lost=self._lose_storage)
         await self._applier.start()
         self._stream_acceptor = StreamAcceptor(js, stream=c.stream, outage=self._stream_outage, holds=store)
-        log.info("cluster replica @%s: reports acknowledged once the events stream %s (R%d, at %d) has them",
-                 cfg.handle, c.stream, c.stream_replicas, last)
+        log.info("cluster replica @%s%s: reports acknowledged once the events stream %s (R%d, at %d) has them",
+                 cfg.handle, f" (replica {self._replica_id} of its group)" if self._replica_id else "", c.stream,
+                 c.stream_replicas, last)
         return self._stream_acceptor, StreamForgetter(self._stream_acceptor, self._applier)
 
     async def _start_shared(self, cfg: Config, agent: AsyncAgent, store: EventStore) -> SharedOps:
@@ -350,6 +363,24 @@ class MemoryDaemon:
         self._retriever.attach(parts.index, parts.embedder)
         self._eraser.index = parts.index
 
+    async def _wait_replica_id_free(self, agent: AsyncAgent) -> None:
+        """Before this replica touches its events-stream consumer (named after its replica id), make sure no
+        live member of the group has its id: two replicas with one id would split that consumer's entries
+        between them. A crashed predecessor's entry expires within 3 heartbeat intervals (one that closed left
+        at once), so this waits up to CLAIM_WAIT; raises HandleTaken naming the setting to fix."""
+        deadline = time.monotonic() + CLAIM_WAIT
+        warned = False
+        while self._replica_id in (await agent.introspect(agent.handle)).replicas:
+            if time.monotonic() >= deadline or self._stopping.is_set():
+                raise HandleTaken(agent.handle, f"a live replica of @{agent.handle} already has replica_id "
+                                  f"{self._replica_id!r}; set a distinct [cluster] replica_id "
+                                  "(MEMORY_AGENT_CLUSTER__REPLICA_ID) on each replica")
+            if not warned:
+                log.warning("@%s: a live replica already has replica_id %s (a crashed predecessor keeps it until its "
+                            "heartbeat expires); waiting up to %.0f s", agent.handle, self._replica_id, CLAIM_WAIT)
+                warned = True
+            await asyncio.sleep(1.0)
+
     async def _claim_handle(self, agent: AsyncAgent) -> None:
         """Register the handle. After a crash the old process still holds it until its heartbeat expires
         (3 heartbeat intervals), so HandleTaken is retried for that long; a live holder still wins."""
@@ -358,13 +389,18 @@ class MemoryDaemon:
             try:
                 await agent.register()
                 return
-            except HandleTaken:
+            except HandleTaken as exc:
                 if time.monotonic() >= deadline or self._stopping.is_set():
-                    raise
+                    raise _explain(exc, self.config) from None
                 if attempt == 0:
                     log.warning("@%s is held by another live agent (a crashed predecessor holds it until its "
                                 "heartbeat expires); retrying for up to %.0f s", agent.handle, CLAIM_WAIT)
                 await asyncio.sleep(1.0)
+
+    @property
+    def replica_id(self) -> str:
+        """This replica's id in its handle's replica group ("" unless ``[cluster] replica_key`` is set)."""
+        return self._replica_id
 
     async def serve(self) -> None:
         """Handle messages until :meth:`stop` is called, a signal arrives or the store is lost."""
@@ -650,7 +686,8 @@ class MemoryDaemon:
             "retention_days": self.config.retention_days or None,
             "authenticated_senders": self.config.security.authenticated_senders,
             "cluster": None if self._applier is None or self._stream_acceptor is None else {
-                **self._applier.to_json(), "published": self._stream_acceptor.published,
+                **self._applier.to_json(), "replica_id": self._replica_id or None,
+                "published": self._stream_acceptor.published,
                 "duplicates": self._stream_acceptor.duplicates, "stream_outage": self._stream_outage.to_json()},
             "shared": None if self._shared is None or self._vectors is None else {
                 "writes": self._shared.writes, "expiries": self._shared.expiries, **self._vectors.stats()},
@@ -710,6 +747,36 @@ class MemoryDaemon:
                         log.exception("saving the FAISS index failed; will retry")
                     else:  # a full disk: the file stays behind SQLite, which a restart repairs
                         log.warning("saving the FAISS index failed (%s); will retry", cause)
+
+
+def replica_id(cfg: Config) -> str:
+    """``[cluster] replica_id``, else ``<hostname>-<8 hex of the resolved data_dir>``: stable across restarts
+    (so a restarted replica takes its own member entry and events-stream consumer back), and distinct for
+    two replicas on one host (their data directories differ)."""
+    if cfg.cluster.replica_id:
+        return cfg.cluster.replica_id
+    host = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())[:55] or "host"
+    return f"{host}-{hashlib.sha256(str(cfg.data_dir.resolve()).encode()).hexdigest()[:8]}"
+
+
+def _explain(exc: HandleTaken, cfg: Config) -> HandleTaken:
+    """HandleTaken with what to change in this daemon's configuration."""
+    keyed = bool(cfg.cluster.enabled and cfg.cluster.replica_key.get_secret_value())
+    if exc.reason and "replica_key" in exc.reason and "another replica_key" in exc.reason:
+        fix = ("every replica of @{h} needs the same [cluster] replica_key (MEMORY_AGENT_CLUSTER__REPLICA_KEY); "
+               "this one's differs")
+    elif exc.reason and "replica group" in exc.reason and not keyed:
+        fix = ("@{h} is served by a replica group: to join it set [cluster] enabled = true and its replica_key "
+               "(MEMORY_AGENT_CLUSTER__REPLICA_KEY); to run apart, set another handle")
+    elif exc.reason and "replica_id" in exc.reason:
+        fix = "set a distinct [cluster] replica_id (MEMORY_AGENT_CLUSTER__REPLICA_ID) on each replica"
+    elif keyed:
+        fix = ("@{h} is held by a single @memory (not a replica group): stop it, or give this replica group "
+               "another handle")
+    else:
+        fix = "another @memory holds @{h}: stop it, or set another handle (each replica its own, or a replica_key)"
+    detail = f"{exc.reason}; {fix}" if exc.reason else fix
+    return HandleTaken(exc.handle, detail.format(h=cfg.handle))
 
 
 def _embedded_server_error(exc: ServerError, host: str, port: int) -> ConfigError:

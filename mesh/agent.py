@@ -13,6 +13,8 @@ Delivery contract (see docs/mesh.md, "Delivery guarantees" and "Semantics"):
   it is accepted only from the handle the session was opened to (the sender its subject names).
 * an agent that loses its handle's claim stops consuming at once, acknowledges nothing more, and says so:
   ``run_forever()`` raises ClaimLost and ``on_claim_lost`` is called.
+* agents made with the same ``replica_key`` hold their handle together as a replica group (see
+  :mod:`mesh.replicas`): each message to the handle reaches exactly one live member.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ from .operation import JS_TIMEOUT, operation, patient
 from .presence import Presence
 from .quotas import Quotas
 from .registry import Registry
+from .replicas import default_replica_id, validate_replica_id, validate_replica_key
 from .room_methods import RoomMethods
 from .rooms import Rooms
 from .sender import Sender
@@ -103,6 +106,10 @@ class AsyncAgent(SessionMethods, RoomMethods, DiscoveryMethods):
     (:class:`~mesh.quotas.Quotas`; defaults in docs/mesh.md, "Quotas"). ``replicas``: copies of every
     stream and bucket it creates (1-5; default ``$MESH_REPLICAS``, else 1; 3 on a cluster).
     ``on_claim_lost``: called (sync or async) with the ClaimLost when another agent takes the handle.
+    ``replica_key``: a secret (at least 16 characters) shared by the replicas of a handle: agents with the
+    same key hold the handle together (a replica group, :mod:`mesh.replicas`), each message reaching exactly
+    one live member; an agent without it, or with another, gets HandleTaken. ``replica_id``: this member's id
+    in the group (``^[A-Za-z0-9_-]{1,64}$``; default ``<hostname>-<pid>``); only with ``replica_key``.
     ``socket``, ``binary``: tailbus's daemon socket and bridge binary, accepted so tailbus code runs
     unchanged, and ignored (debug line).
 
@@ -129,6 +136,8 @@ class AsyncAgent(SessionMethods, RoomMethods, DiscoveryMethods):
         quotas: Quotas | None = None,
         replicas: int | None = None,
         on_claim_lost: ClaimLostCallback | None = None,
+        replica_key: str | None = None,
+        replica_id: str | None = None,
         socket: str | None = None,
         binary: str | None = None,
     ) -> None:
@@ -145,6 +154,13 @@ class AsyncAgent(SessionMethods, RoomMethods, DiscoveryMethods):
             raise ValueError("drain_timeout must be >= 0")
         if replicas is not None and not 1 <= replicas <= MAX_REPLICAS:
             raise ValueError(f"replicas must be from 1 to {MAX_REPLICAS}")
+        if replica_key is not None:
+            validate_replica_key(replica_key)
+            self._replica_id = validate_replica_id(replica_id) if replica_id is not None else default_replica_id()
+        elif replica_id is not None:
+            raise ValueError("replica_id is the id of a member of a replica group: give replica_key too")
+        else:
+            self._replica_id = ""
         if servers is None:
             self._servers = servers_from_env()
         else:
@@ -166,8 +182,10 @@ class AsyncAgent(SessionMethods, RoomMethods, DiscoveryMethods):
         self._quotas = quotas or Quotas()
         self._replicas = replicas if replicas is not None else replicas_from_env()
         self._on_claim_lost = on_claim_lost
+        self._replica_key = replica_key
+        claim_name = f"{self._handle}@{self._replica_id}" if replica_key is not None else self._handle
         self._claim_file = (ClaimFile(claim_path(Path(state_dir) if state_dir is not None else default_state_dir(),
-                                                 self._servers, self._handle)) if reclaim else None)
+                                                 self._servers, claim_name)) if reclaim else None)
 
         self._nc: NATS | None = None
         self._js: JetStreamContext | None = None
@@ -223,6 +241,11 @@ class AsyncAgent(SessionMethods, RoomMethods, DiscoveryMethods):
         return self._lost
 
     @property
+    def replica_id(self) -> str:
+        """This agent's id in its handle's replica group; "" when it holds its handle alone."""
+        return self._replica_id
+
+    @property
     def replicas(self) -> int:
         """Copies of each stream and bucket this agent creates."""
         return self._replicas
@@ -274,7 +297,8 @@ class AsyncAgent(SessionMethods, RoomMethods, DiscoveryMethods):
         self._foundations = foundations
         self._presence = Presence(self._handle, registry=registry, denials=self._denials,
                                   interval=self._heartbeat_interval, claim_file=self._claim_file,
-                                  on_lost=self._claim_was_lost, restore=foundations.restore, watch=foundations.watch)
+                                  replica_key=self._replica_key, replica_id=self._replica_id, on_lost=self._claim_was_lost, restore=foundations.restore, watch=foundations.watch)
+        self._replica_key = None  # the presence hashes it on the first claim and keeps only the hash
         self._outbox = Sender(self._handle, nc=nc, js=js, registry=registry, sessions=sessions,
                               denials=self._denials, max_payload=self._max_payload, quotas=self._quotas,
                               handling=self._dispatch.handling, claim_guard=self._claim_guard)
@@ -356,8 +380,12 @@ class AsyncAgent(SessionMethods, RoomMethods, DiscoveryMethods):
         durable inbox is resumed, so queued messages are delivered. ``ephemeral=True``: ``close()``
         removes the registry entry, the consumers and the leftover inbox (for short-lived CLI clients;
         they do not take part in rooms). Set ``on_message`` first if this agent serves requests.
-        Calling it again re-publishes. Raises PermissionDenied, ClaimLost, MeshError.
+        Calling it again re-publishes. With ``replica_key``, joins (or founds) the handle's replica group
+        instead; HandleTaken then says what holds the handle. Raises PermissionDenied, ClaimLost, MeshError;
+        ValueError for ``ephemeral=True`` with ``replica_key``.
         """
+        if ephemeral and self._replica_id:
+            raise ValueError("a replica group's handle cannot be ephemeral (its inbox outlives any one member)")
         await self.start()
         with operation("register", f"register {self._handle!r}"):
             return await self._register(manifest if manifest is not None else self._manifest, ephemeral)
@@ -369,7 +397,7 @@ class AsyncAgent(SessionMethods, RoomMethods, DiscoveryMethods):
         await presence.claim(manifest, ephemeral=ephemeral)
         self._ephemeral = ephemeral
         self._manifest = manifest
-        deliver = deliver_subject(self._handle, presence.owner)
+        deliver = deliver_subject(self._handle, presence.holder)
         try:
             for spec in foundations.inbox_specs(deliver):
                 api = f"$JS.API.CONSUMER.%s.{spec.stream}.{spec.name}"
@@ -392,8 +420,9 @@ class AsyncAgent(SessionMethods, RoomMethods, DiscoveryMethods):
             await presence.withdraw()
             raise
         presence.start_heartbeat()
-        log.info("mesh agent %s registered (ephemeral=%s, max_in_flight=%d, rooms=%s, replicas=%d)", self._handle,
-                 ephemeral, self._max_in_flight, "yes" if self._rooms is not None else "no", self._replicas)
+        log.info("mesh agent %s registered (ephemeral=%s, max_in_flight=%d, rooms=%s, replicas=%d%s)", self._handle,
+                 ephemeral, self._max_in_flight, "yes" if self._rooms is not None else "no", self._replicas,
+                 f", replica group member {self._replica_id}" if self._replica_id else "")
         return Registered(handle=self._handle, ephemeral=ephemeral)
 
     async def _claim_guard(self) -> None:

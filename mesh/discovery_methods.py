@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from dataclasses import replace
 
 from .handles import validate_handle
 from .operation import operation
@@ -33,18 +34,21 @@ class DiscoveryMethods:
         if current is None:
             return Introspected(handle=handle, found=False)
         record = current[0]
-        return Introspected(handle=handle, found=True, manifest=record.manifest, online=record.is_live())
+        now = time.time()
+        return Introspected(handle=handle, found=True, manifest=record.manifest, online=record.is_live(now),
+                            replicas=record.replica_ids(now))
 
     async def list_handles(self, *, tags: Iterable[str] | None = None, online_only: bool = True) -> list[HandleEntry]:
         """Registered handles (sorted) whose manifest has every tag in ``tags``; only live ones unless
-        ``online_only=False``."""
+        ``online_only=False``. A handle held by a replica group is listed once, with its live members'
+        ids in ``replicas``."""
         registry = await self._registry_ready()
         with operation("list", "list_handles"):
             records = await registry.all()
         now = time.time()
         required = tuple(tags or ())
         out = [
-            HandleEntry(handle=r.handle, manifest=r.manifest, online=r.is_live(now))
+            HandleEntry(handle=r.handle, manifest=r.manifest, online=r.is_live(now), replicas=r.replica_ids(now))
             for r in records
             if matches_tags(r.manifest.tags if r.manifest else (), required)
         ]
@@ -72,5 +76,7 @@ class DiscoveryMethods:
         entries = {r.handle: (r.manifest, r.is_live(now)) for r in records}
         if online_only:
             entries = {h: v for h, v in entries.items() if v[1]}
-        return find_matches(entries, capabilities=capabilities or (), domains=domains or (), tags=tags or (),
-                            command_name=command_name, version=version, limit=limit)
+        matches = find_matches(entries, capabilities=capabilities or (), domains=domains or (), tags=tags or (),
+                               command_name=command_name, version=version, limit=limit)
+        replicas = {r.handle: r.replica_ids(now) for r in records if r.group}
+        return [replace(m, replicas=replicas[m.handle]) if m.handle in replicas else m for m in matches]

@@ -71,14 +71,17 @@ class HandleNotFound(MeshError):
 
 
 class HandleTaken(MeshError):
-    """The handle is held by another live agent (its heartbeat has not expired)."""
+    """The handle is held by another live agent (its heartbeat has not expired), or by a replica group this
+    agent is not a member of (see :mod:`mesh.replicas`); ``reason`` says which, and what to change."""
 
-    def __init__(self, handle: str) -> None:
+    def __init__(self, handle: str, reason: str = "") -> None:
         super().__init__(
+            f"handle {handle!r} is taken: {reason}" if reason else
             f"handle {handle!r} is held by another live agent; it can be claimed once that agent "
             "closes or its heartbeat expires"
         )
         self.handle = handle
+        self.reason = reason
 
 
 class ClaimLost(MeshError):

@@ -14,6 +14,12 @@ finds out before it does anything. A heartbeat that finds another owner means th
 acknowledges nothing more). The new owner has meanwhile replaced the handle's consumers (see
 :func:`mesh.jetstream.ensure_consumer`), so the server no longer delivers to this one, and its acks are void.
 
+**Replica groups** (:mod:`mesh.replicas`). With a ``replica_key`` the claim joins the group that holds the
+handle (or founds it): the entry's owner is the group, each member heartbeats its own member entry (re-read
+and merged under compare-and-set), and a member that was dropped as expired (it was frozen) joins again at
+its next heartbeat: its deliveries come from the same shared consumer, so nothing of it was void. The claim
+is lost only when the handle is no longer the group's (every member expired and another agent took it).
+
 **Its foundations.** A heartbeat that finds no entry at all (the entry was deleted, the bucket removed,
 or nats-server restarted on an empty store) calls ``restore`` (the agent re-creates what it owns) and
 claims the handle again, with a warning that says what it found; after every heartbeat ``watch`` checks
@@ -37,7 +43,8 @@ from .claim import ClaimFile, owner_of
 from .connection import Denials
 from .constants import REGISTRY_BUCKET
 from .errors import ClaimLost, HandleTaken, MeshError
-from .registry import Beat, Record, Registry
+from .registry import Beat, Member, Record, Registry
+from .replicas import group_hash
 from .types import Manifest
 
 __all__ = ["Presence"]
@@ -60,7 +67,7 @@ class Presence:
     """
 
     def __init__(self, handle: str, *, registry: Registry, denials: Denials, interval: float,
-                 claim_file: ClaimFile | None,
+                 claim_file: ClaimFile | None, replica_key: str | None = None, replica_id: str = "",
                  on_lost: Callable[[ClaimLost], Coroutine[Any, Any, None]] | None = None,
                  restore: Hook | None = None, watch: Hook | None = None) -> None:
         self._handle = handle
@@ -72,6 +79,9 @@ class Presence:
         self._restore = restore
         self._watch = watch
         self._owner = uuid.uuid4().hex
+        self._replica_key = replica_key
+        self._replica_id = replica_id
+        self._group = ""  # the hash of the replica key, once computed (the key is then dropped)
         self._restartable = False
         self.record: Record | None = None
         self.lost: ClaimLost | None = None
@@ -83,7 +93,14 @@ class Presence:
 
     @property
     def owner(self) -> str:
+        """This agent's own owner id (a member's, in a replica group)."""
         return self._owner
+
+    @property
+    def holder(self) -> str:
+        """Who holds the handle as far as delivery is concerned: this agent's owner id, or its replica group's
+        (the group's members share one delivery subject)."""
+        return self._group or self._owner
 
     async def claim(self, manifest: Manifest | None, *, ephemeral: bool) -> Record:
         """Claim the handle (or refresh our claim); raises HandleTaken, PermissionDenied, ClaimLost."""
@@ -93,9 +110,13 @@ class Presence:
             token = await asyncio.to_thread(self._claim_file.acquire)
             if token is not None:
                 self._owner, self._restartable = owner_of(token), True
+        if self._replica_key is not None:
+            self._group = await asyncio.to_thread(group_hash, self._handle, self._replica_key)
+            self._replica_key = None
         now = time.time()
-        record = Record(handle=self._handle, owner=self._owner, manifest=manifest, registered_at=now,
-                        heartbeat_at=now, ttl=3 * self._interval, online=True, ephemeral=ephemeral)
+        record = Record(handle=self._handle, owner=self.holder, manifest=manifest, registered_at=now,
+                        heartbeat_at=now, ttl=3 * self._interval, online=True, ephemeral=ephemeral,
+                        group=self._group, members=self._members(now))
         self._revision = await self._denials.guard(self._registry.claim(record), "publish",
                                                    [f"$KV.{REGISTRY_BUCKET}.{self._handle}"])
         self.record = record
@@ -132,9 +153,17 @@ class Presence:
                 await self._beat()
         return self.lost is None
 
+    def _members(self, now: float) -> tuple[Member, ...]:
+        return (Member(self._replica_id, self._owner, now),) if self._group else ()
+
     async def withdraw(self) -> None:
-        """Give the claim up after a failed registration (the entry is removed if still ours)."""
-        self.record = None
+        """Give the claim up after a failed registration (the entry is removed if still ours; a group member
+        leaves the group)."""
+        record, self.record = self.record, None
+        if self._group:
+            if record is not None:
+                await self._registry.leave(record, self._replica_id, self._owner)
+            return
         await self._registry.remove(self._handle, self._owner)
 
     async def release(self, *, remove: bool) -> None:
@@ -146,7 +175,9 @@ class Presence:
         record, self.record = self.record, None
         try:
             if record is not None and self.lost is None:
-                if remove:
+                if self._group:
+                    await self._registry.leave(record, self._replica_id, self._owner)
+                elif remove:
                     await self._registry.remove(self._handle, self._owner)
                 else:
                     offline = replace(record, heartbeat_at=time.time(), online=False)
@@ -180,7 +211,12 @@ class Presence:
         fresh = replace(record, heartbeat_at=time.time())
         status: Beat
         try:
-            status, revision = await self._registry.heartbeat(fresh, self._revision)
+            if self._group:
+                status, merged, revision = await self._registry.beat_member(fresh, self._members(fresh.heartbeat_at)[0])
+                if merged is not None:
+                    fresh = merged
+            else:
+                status, revision = await self._registry.heartbeat(fresh, self._revision)
         except (nats.errors.NoRespondersError, nats.js.errors.NotFoundError, nats.js.errors.BucketNotFoundError):
             status, revision = "missing", 0  # the registry bucket itself is gone
         except asyncio.CancelledError:

@@ -73,6 +73,8 @@ class SyncAgent:
         quotas: Quotas | None = None,
         replicas: int | None = None,
         on_claim_lost: ClaimLostCallback | None = None,
+        replica_key: str | None = None,
+        replica_id: str | None = None,
         socket: str | None = None,
         binary: str | None = None,
     ) -> None:
@@ -81,7 +83,7 @@ class SyncAgent:
             connect_options=connect_options, max_deliver=max_deliver, ack_wait=ack_wait,
             heartbeat_interval=heartbeat_interval, drain_timeout=drain_timeout, auth=auth,
             retry_on_error=retry_on_error, state_dir=state_dir, reclaim=reclaim, quotas=quotas, replicas=replicas,
-            on_claim_lost=on_claim_lost, socket=socket, binary=binary,
+            on_claim_lost=on_claim_lost, replica_key=replica_key, replica_id=replica_id, socket=socket, binary=binary,
         )
         self._socket, self._binary = socket, binary  # tailbus's; kept so code that prints them still runs
         self._thread = LoopThread(f"mesh-sync-{handle}")

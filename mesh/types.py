@@ -209,6 +209,9 @@ class HandleInfo:
     last_seen: float
     registered_at: float
     ephemeral: bool = False
+    #: live members of the replica group holding the handle (their replica ids, sorted); empty when one agent
+    #: holds it (an addition to tailbus's fields, see mesh.replicas)
+    replicas: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +222,9 @@ class Introspected:
     found: bool
     manifest: Manifest | None = None
     online: bool = False
+    #: live members of the replica group holding the handle (their replica ids, sorted); empty when one agent
+    #: holds it (an addition to tailbus's fields, see mesh.replicas)
+    replicas: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +234,9 @@ class HandleEntry:
     handle: str
     manifest: Manifest | None = None
     online: bool = False
+    #: live members of the replica group holding the handle (their replica ids, sorted); empty when one agent
+    #: holds it (an addition to tailbus's fields, see mesh.replicas)
+    replicas: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +249,9 @@ class HandleMatch:
     score: int = 0
     match_reasons: tuple[str, ...] = ()
     online: bool = False
+    #: live members of the replica group holding the handle (their replica ids, sorted); empty when one agent
+    #: holds it (an addition to tailbus's fields, see mesh.replicas)
+    replicas: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -135,13 +135,16 @@ def test_the_cluster_example_configs_load() -> None:
     from memory_agent.config import load_config
 
     root = Path(__file__).resolve().parents[2] / "examples" / "cluster"
-    handles = set()
+    handles, ids, dirs = set(), set(), set()
     for i in (1, 2, 3):
         cfg = load_config(root / f"memory-{i}.toml")
         assert cfg.cluster.enabled and cfg.cluster.stream_replicas == 3 and len(cfg.nats_url.split(",")) == 3
+        assert not cfg.cluster.replica_key.get_secret_value()  # the key comes from the environment, not a file
         handles.add(cfg.handle)
+        ids.add(cfg.cluster.replica_id)
+        dirs.add(cfg.data_dir)
         assert f"server_name: n{i}" in (root / f"nats-{i}.conf").read_text()
-    assert len(handles) == 3  # one handle per replica
+    assert handles == {"memory"} and len(ids) == len(dirs) == 3  # one handle, shared by three distinct replicas
 
 
 async def test_a_store_ahead_of_the_stream_refuses_to_start(nats_url, make_daemon, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
