@@ -24,7 +24,8 @@ from memory_agent.query.grounding import Grounding
 from memory_agent.query.render import Budget, describe, event_line, plural, when
 from memory_agent.query.retrieval import Hit
 from memory_agent.query.text import STOPWORDS, clip, tokenize, word_set
-from memory_agent.query.understand import trace_candidates, understand
+from memory_agent.query.traces import trace_candidates
+from memory_agent.query.understand import understand
 from memory_agent.query.vocabulary import VocabularyIndex
 from memory_agent.query.why import choose_incident, is_cause, is_symptom
 from memory_agent.types import Filters, Intent, StoredEvent, TimeWindow, Understanding, Vocabulary
