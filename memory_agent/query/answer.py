@@ -266,7 +266,9 @@ class Answerer:
         if ctx.names:
             about = set(await self._about(ctx, [e.id for e in rows]))
             rows = [e for e in rows if e.id in about]
-            total = len(rows) if total <= cap else total
+            if total > cap:
+                ctx.judged.append(f"judged by meaning among the first {cap} of {total} matches")
+            total = len(rows)
             if not rows:
                 return self._nothing(ctx, f"No events {self._describe(ctx)}.", "nothing about the names asked")
         what = self._describe(ctx)

@@ -194,6 +194,11 @@ async def test_something_nobody_reported_is_answered_none_and_a_paraphrase_still
     assert nobody["events"] == [], nobody["answer"]
     assert nobody["answer"].startswith("No report mentions 'Kafka'")
     assert any(note.startswith("'Kafka': no report holds it as words") for note in nobody["notes"])
+    # A list or count narrowed by stored names keeps only events about the unknown one too.
+    counted = await ask("How many anomalies did the Kafka cluster have?")
+    assert counted["intent"] == "count" and counted["filters"] == {"event": ["anomaly"]}
+    assert counted["total"] == 0 and counted["events"] == [], counted["answer"]
+    assert counted["answer"].startswith("No report mentions 'Kafka'")
     found = await ask("Which workload kept swallowing RAM until it got terminated again and again?")
     assert found["events"], found["answer"]
     assert found["events"][0]["payload"]["service"] == "recommendations", found["answer"]
