@@ -1,125 +1,36 @@
-"""``memory-agent``: run the @memory daemon, or talk to a running one over the mesh."""
+"""The daemon's commands: run it, ask and report through it, look after its store (stats, check, forget,
+export, import, reindex, publish-store, events), the ONNX export and the MCP server."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import sys
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any
 
 import typer
 
-from memory_agent.config import Config, load_config
-from memory_agent.errors import MemoryAgentError, QueryError, SharedMemoryError
-from memory_agent.logs import LOG_FORMATS, configure_logging
-from mesh.errors import AuthenticationError, HandleTaken, InvalidHandle, MeshError, PermissionDenied
-
-__all__ = ["app", "main"]
-
-T = TypeVar("T")
-app = typer.Typer(
-    help="@memory: remembers what agents on a NATS mesh report, and answers questions about it.\n\n"
-    "Start the daemon with `memory-agent run` (it starts its own nats-server unless you give --nats-url), "
-    "then `memory-agent ask \"What rollbacks happened in the last 7 days?\"`.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,  # help texts are plain: "[#ID]" must not be read as markup and vanish
+from memory_agent.cli.common import (
+    AsOpt,
+    ConfigOpt,
+    DataOpt,
+    JsonOpt,
+    LogFormatOpt,
+    NatsOpt,
+    TimeoutOpt,
+    app,
+    check_log_format,
+    client_url,
+    fail,
+    load,
+    setup_logging,
+    talk,
 )
+from memory_agent.errors import MemoryAgentError
+from mesh.errors import AuthenticationError, InvalidHandle, MeshError, PermissionDenied
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file (see config.example.toml).")]
-NatsOpt = Annotated[
-    str | None,
-    typer.Option("--nats-url", help="NATS server URL. Default: MEMORY_AGENT_NATS_URL, the config, or the embedded server."),
-]
-DataOpt = Annotated[Path | None, typer.Option("--data-dir", help="Directory for the database, index and embedded nats-server.")]
-TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Seconds to wait for @memory's answer.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
-AsOpt = Annotated[str | None, typer.Option(
-    "--as", metavar="HANDLE",
-    help="Handle to use on the mesh (default: nats.client_handle of the config, else cli-<8 hex>).")]
-LogFormatOpt = Annotated[str | None, typer.Option(
-    "--log-format", metavar="text|json", help="Log lines as text or as JSON objects (default: log_format).")]
-
-
-def _version(value: bool) -> None:
-    if value:
-        from memory_agent import __version__
-
-        typer.echo(f"memory-agent {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _main(version: Annotated[bool, typer.Option(
-        "--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False) -> None:
-    """@memory: remembers what agents on a NATS mesh report, and answers questions about it."""
-
-
-def _config(config: Path | None, **overrides: Any) -> Config:
-    try:
-        return load_config(config, **overrides)
-    except MemoryAgentError as exc:
-        _fail(str(exc))
-
-
-def _fail(message: str, code: int = 1) -> NoReturn:
-    typer.echo(f"memory-agent: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def _client_url(cfg: Config) -> str:
-    # With no URL configured the daemon runs an embedded server on embedded_nats_port.
-    return cfg.nats_url or f"nats://127.0.0.1:{cfg.embedded_nats_port or 4222}"
-
-
-def _talk(cfg: Config, timeout: float, call: Callable[[Any], Awaitable[T]], *, as_handle: str | None = None,
-          bounded: bool = True, **options: Any) -> T:
-    """Run ``call(client)`` on a MemoryClient for ``cfg`` (as ``as_handle``, else ``nats.client_handle``);
-    ``bounded``: give up ``timeout + 15`` s later. ``options`` go to MemoryClient (``workflow_id``,
-    ``session_id``)."""
-    from memory_agent.client import MemoryClient
-
-    try:
-        auth = cfg.nats.auth()
-    except MemoryAgentError as exc:
-        _fail(str(exc))
-
-    async def go() -> T:
-        async with MemoryClient(_client_url(cfg), handle=cfg.handle, timeout=timeout, auth=auth,
-                                client_handle=as_handle or cfg.nats.client_handle or None, **options) as client:
-            return await call(client)
-
-    try:
-        return asyncio.run(asyncio.wait_for(go(), timeout + 15) if bounded else go())
-    except QueryError as exc:
-        _fail(str(exc))
-    except HandleTaken as exc:
-        _fail(f"{exc}: another client uses that handle right now; wait, or pick another with --as")
-    except (AuthenticationError, PermissionDenied, InvalidHandle) as exc:
-        _fail(f"{type(exc).__name__}: {exc}")
-    except SharedMemoryError as exc:
-        _fail(f"{exc} ({exc.code})")
-    except (MeshError, OSError) as exc:
-        _fail(f"{type(exc).__name__}: {exc} (is `memory-agent run` up, and is --nats-url {_client_url(cfg)} right?)")
-    except TimeoutError:
-        _fail(f"no answer from @{cfg.handle} at {_client_url(cfg)} within {timeout + 15:.0f} s")
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
-
-
-def _logging(cfg: Config) -> None:
-    configure_logging(cfg.log_level, cfg.log_format)
-
-
-def _log_format(value: str | None) -> str | None:
-    if value is not None and value not in LOG_FORMATS:
-        _fail(f"--log-format must be one of {', '.join(LOG_FORMATS)}, not {value!r}", code=2)
-    return value
+__all__: list[str] = []  # commands register themselves on memory_agent.cli.common.app
 
 
 @app.command()
@@ -137,13 +48,13 @@ def run(config: ConfigOpt = None, nats_url: NatsOpt = None, data_dir: DataOpt = 
     from memory_agent.daemon import MemoryDaemon
 
     if port is not None and not 0 <= port <= 65535:
-        _fail(f"--port must be from 0 to 65535, not {port}", code=2)
+        fail(f"--port must be from 0 to 65535, not {port}", code=2)
     overrides: dict[str, Any] = {"nats_url": nats_url, "data_dir": data_dir, "log_level": log_level,
-                                 "log_format": _log_format(log_format), "embedded_nats_port": port}
+                                 "log_format": check_log_format(log_format), "embedded_nats_port": port}
     if listen is not None:
         overrides["http"] = _with_listen(config, listen)
-    cfg = _config(config, **overrides)
-    _logging(cfg)
+    cfg = load(config, **overrides)
+    setup_logging(cfg)
     daemon = MemoryDaemon(cfg)
 
     def started(d: MemoryDaemon) -> None:
@@ -154,14 +65,14 @@ def run(config: ConfigOpt = None, nats_url: NatsOpt = None, data_dir: DataOpt = 
     try:
         asyncio.run(daemon.async_run(on_started=started))
     except MemoryAgentError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except MeshError as exc:
-        _fail(f"{type(exc).__name__}: {exc}")
+        fail(f"{type(exc).__name__}: {exc}")
 
 
 def _with_listen(config: Path | None, listen: str) -> dict[str, Any]:
     """The [http] table with ``listen`` replaced (a flag overrides one key of a table, not the table)."""
-    base = _config(config).http
+    base = load(config).http
     return {**base.model_dump(), "listen": listen}
 
 
@@ -172,22 +83,22 @@ def ask(question: Annotated[str, typer.Argument(help="A question in plain langua
         timeout: TimeoutOpt = 30.0, as_handle: AsOpt = None) -> None:
     """Ask @memory a question, e.g. "Why did production roll back on Friday?"; exits 1 if it is refused."""
     if not question.strip():
-        _fail("the question is empty: ask e.g. memory-agent ask \"What rollbacks happened today?\"", code=2)
-    cfg = _config(config, nats_url=nats_url)
+        fail("the question is empty: ask e.g. memory-agent ask \"What rollbacks happened today?\"", code=2)
+    cfg = load(config, nats_url=nats_url)
     if json_out or limit:
         # A limit travels only in a structured question; without --json its answer text is printed.
         query: dict[str, Any] = {"query": question, **({"limit": limit} if limit else {})}
-        reply = _talk(cfg, timeout, lambda c: c.ask_structured(query), as_handle=as_handle)
+        reply = talk(cfg, timeout, lambda c: c.ask_structured(query), as_handle=as_handle)
         if reply.get("status") == "error":
-            _fail(str(reply.get("error")))
+            fail(str(reply.get("error")))
         if json_out:
             typer.echo(json.dumps(reply, indent=2))
         elif "answer" in reply:
             typer.echo(reply["answer"])
         else:
-            _fail(str(reply.get("error", reply)))
+            fail(str(reply.get("error", reply)))
     else:
-        typer.echo(_talk(cfg, timeout, lambda c: c.ask(question), as_handle=as_handle))
+        typer.echo(talk(cfg, timeout, lambda c: c.ask(question), as_handle=as_handle))
 
 
 @app.command()
@@ -199,11 +110,11 @@ def report(event: Annotated[str, typer.Argument(help='One JSON object, e.g. \'{"
     try:
         payload = json.loads(event)
     except ValueError as exc:
-        _fail(f"the event is not valid JSON ({exc}); quote it, e.g. '{{\"event\": \"rollback\"}}'", code=2)
+        fail(f"the event is not valid JSON ({exc}); quote it, e.g. '{{\"event\": \"rollback\"}}'", code=2)
     if not isinstance(payload, dict):
-        _fail("the event must be a JSON object such as '{\"event\": \"rollback\"}'", code=2)
-    cfg = _config(config, nats_url=nats_url)
-    reply = _talk(cfg, timeout, lambda c: c.report(payload, trace_id=trace_id), as_handle=as_handle)
+        fail("the event must be a JSON object such as '{\"event\": \"rollback\"}'", code=2)
+    cfg = load(config, nats_url=nats_url)
+    reply = talk(cfg, timeout, lambda c: c.report(payload, trace_id=trace_id), as_handle=as_handle)
     typer.echo(json.dumps(reply))
     if reply.get("status") != "stored":
         raise typer.Exit(1)
@@ -213,8 +124,8 @@ def report(event: Annotated[str, typer.Argument(help='One JSON object, e.g. \'{"
 def stats(config: ConfigOpt = None, nats_url: NatsOpt = None, json_out: JsonOpt = False,
           timeout: TimeoutOpt = 10.0) -> None:
     """Event count, index size and type, model and uptime of the running daemon."""
-    cfg = _config(config, nats_url=nats_url)
-    s = _talk(cfg, timeout, lambda c: c.stats())
+    cfg = load(config, nats_url=nats_url)
+    s = talk(cfg, timeout, lambda c: c.stats())
     if json_out:
         typer.echo(json.dumps(s, indent=2))
         return
@@ -246,9 +157,9 @@ def forget(config: ConfigOpt = None, nats_url: NatsOpt = None,
     """
     selector = {k: v for k, v in (("trace_id", trace_id), ("id", event_id), ("before", before)) if v is not None}
     if len(selector) != 1:
-        _fail("give exactly one of --trace-id, --id or --before", code=2)
-    cfg = _config(config, nats_url=nats_url)
-    reply = _talk(cfg, timeout, lambda c: c.forget(**selector), as_handle=as_handle)
+        fail("give exactly one of --trace-id, --id or --before", code=2)
+    cfg = load(config, nats_url=nats_url)
+    reply = talk(cfg, timeout, lambda c: c.forget(**selector), as_handle=as_handle)
     typer.echo(json.dumps(reply))
     if reply.get("status") != "forgotten":
         raise typer.Exit(1)
@@ -266,13 +177,13 @@ def check(config: ConfigOpt = None, nats_url: NatsOpt = None, timeout: TimeoutOp
     """
     from memory_agent.config import parse_listen
 
-    cfg = _config(config, nats_url=nats_url)
+    cfg = load(config, nats_url=nats_url)
     try:
         address = parse_listen(cfg.http.listen if listen is None else listen)
     except ValueError as exc:
-        _fail(f"--listen: {exc}", code=2)
+        fail(f"--listen: {exc}", code=2)
     if address is None or address[1] == 0:
-        s = _talk(cfg, timeout, lambda c: c.stats())
+        s = talk(cfg, timeout, lambda c: c.stats())
         health = s.get("health", {})
         typer.echo(f"ok: @{s['handle']} up {s['uptime_s']:.0f} s, {s['events']} events, "
                    f"{health.get('backlog', 0)} to embed; {health.get('status', 'unknown')}"
@@ -288,7 +199,7 @@ def check(config: ConfigOpt = None, nats_url: NatsOpt = None, timeout: TimeoutOp
         typer.echo(f"ok: @{cfg.handle} ready ({details})")
         return
     failing = [f"{k}: {v.get('detail')}" for k, v in checks.items() if not v.get("ok")]
-    _fail(f"not ready ({body.get('phase', '?')}): {'; '.join(failing) or 'starting'}")
+    fail(f"not ready ({body.get('phase', '?')}): {'; '.join(failing) or 'starting'}")
 
 
 def _get_json(url: str, timeout: float) -> dict[str, Any]:
@@ -303,10 +214,10 @@ def _get_json(url: str, timeout: float) -> dict[str, Any]:
         try:
             return dict(json.loads(exc.read()))
         except ValueError:
-            _fail(f"{url} answered {exc.code} {exc.reason}")
+            fail(f"{url} answered {exc.code} {exc.reason}")
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
-        _fail(f"no answer from {url} ({reason}): is `memory-agent run` up, and is --listen / http.listen right?")
+        fail(f"no answer from {url} ({reason}): is `memory-agent run` up, and is --listen / http.listen right?")
 
 
 @app.command("export-onnx")
@@ -322,18 +233,18 @@ def export_onnx(config: ConfigOpt = None, data_dir: DataOpt = None,
     from memory_agent.embedding.base import load_embedder
     from memory_agent.embedding.onnx import ONNX_BACKENDS
 
-    cfg = _config(config, data_dir=data_dir)
+    cfg = load(config, data_dir=data_dir)
     chosen = backend or (cfg.embedding.backend if cfg.embedding.backend in ONNX_BACKENDS else "onnx")
     if chosen not in ONNX_BACKENDS:
-        _fail(f"--backend {chosen!r}: use one of {', '.join(ONNX_BACKENDS)}", code=2)
+        fail(f"--backend {chosen!r}: use one of {', '.join(ONNX_BACKENDS)}", code=2)
     update: dict[str, Any] = {"backend": chosen}
     if models_dir is not None:
         update["models_dir"] = str(models_dir)
-    _logging(cfg)
+    setup_logging(cfg)
     try:
         embedder: Any = load_embedder(cfg.embedding.model_copy(update=update), data_dir=cfg.data_dir)
     except MemoryAgentError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     typer.echo(f"{embedder.name} ({chosen}, {embedder.dim} dims): {embedder.cache_status}")
 
 
@@ -344,12 +255,12 @@ def reindex(config: ConfigOpt = None, data_dir: DataOpt = None,
     """Re-embed every stored event with the configured model and rebuild the index (daemon stopped)."""
     from memory_agent.tools.reindex import reindex as do_reindex
 
-    cfg = _config(config, data_dir=data_dir)
-    _logging(cfg)
+    cfg = load(config, data_dir=data_dir)
+    setup_logging(cfg)
     try:
         summary = asyncio.run(do_reindex(cfg, rebuild_only=rebuild_only))
     except MemoryAgentError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     typer.echo(summary)
 
 
@@ -362,7 +273,7 @@ def export(config: ConfigOpt = None, data_dir: DataOpt = None,
     """Write the stored events as JSON lines with their embeddings (safe while the daemon runs)."""
     from memory_agent.tools.snapshot import export_events, time_bound
 
-    cfg = _config(config, data_dir=data_dir)
+    cfg = load(config, data_dir=data_dir)
     try:
         lo = None if since is None else time_bound(since, tz=cfg.tz, name="since")
         hi = None if until is None else time_bound(until, tz=cfg.tz, name="until")
@@ -372,7 +283,7 @@ def export(config: ConfigOpt = None, data_dir: DataOpt = None,
             with open(output, "w", encoding="utf-8") as out:
                 done = export_events(cfg.db_path, out, since=lo, until=hi, vectors=not no_vectors)
     except (MemoryAgentError, OSError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     vectors = f" and {done.vectors} vectors of vector memory" if done.vectors else ""
     typer.echo(f"exported {done.events} events{vectors} ({done.bytes / 1e6:.1f} MB) in {done.seconds:.1f} s", err=True)
 
@@ -386,8 +297,8 @@ def import_(file: Annotated[str, typer.Argument(help="JSON lines written by expo
     """Import events from JSON lines (daemon stopped); lines without a vector are embedded, duplicates skipped."""
     from memory_agent.tools.importer import import_events
 
-    cfg = _config(config, data_dir=data_dir)
-    _logging(cfg)
+    cfg = load(config, data_dir=data_dir)
+    setup_logging(cfg)
     source = sys.stdin.buffer if file == "-" else Path(file)
 
     def bad(line: int, problem: str) -> None:
@@ -396,7 +307,7 @@ def import_(file: Annotated[str, typer.Argument(help="JSON lines written by expo
     try:
         done = asyncio.run(import_events(cfg, source, batch=batch, skip_bad=skip_bad, dry_run=dry_run, on_bad=bad))
     except MemoryAgentError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     typer.echo(("dry run, nothing stored: " if dry_run else "") + done.line())
 
 
@@ -407,13 +318,13 @@ def publish_store(config: ConfigOpt = None, nats_url: NatsOpt = None, data_dir: 
     empty catch up with its history; ids become stream sequences (docs/scaling.md)."""
     from memory_agent.cluster.migrate import publish_store as publish
 
-    cfg = _config(config, nats_url=nats_url, data_dir=data_dir)
-    _logging(cfg)
+    cfg = load(config, nats_url=nats_url, data_dir=data_dir)
+    setup_logging(cfg)
     try:
         done = asyncio.run(publish(cfg, batch=batch, progress=lambda s: typer.echo(
             f"memory-agent: {s.events} events read, {s.published} published", err=True)))
     except MemoryAgentError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     typer.echo(done.line())
 
 
@@ -443,11 +354,11 @@ def events(config: ConfigOpt = None, data_dir: DataOpt = None,
     from memory_agent.tools.snapshot import time_bound
     from memory_agent.types import Filters, TimeWindow
 
-    cfg = _config(config, data_dir=data_dir)
+    cfg = load(config, data_dir=data_dir)
     if last is not None and since is not None:
-        _fail("give --last or --since, not both", code=2)
+        fail("give --last or --since, not both", code=2)
     if limit < 1:
-        _fail(f"--limit must be at least 1, not {limit}", code=2)
+        fail(f"--limit must be at least 1, not {limit}", code=2)
     try:
         lo = time.time() - parse_duration(last) if last is not None else (
             None if since is None else time_bound(since, tz=cfg.tz, name="since"))
@@ -457,9 +368,9 @@ def events(config: ConfigOpt = None, data_dir: DataOpt = None,
         window = None if lo is None and hi is None else TimeWindow(lo, hi)
         listing = list_events(cfg.db_path, window=window, filters=filters, limit=limit, oldest_first=oldest_first)
     except ValueError as exc:
-        _fail(f"--last: {exc}", code=2)
+        fail(f"--last: {exc}", code=2)
     except MemoryAgentError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if json_out:
         typer.echo(json.dumps([event_json(e, 1.0) for e in listing.events], indent=2, ensure_ascii=False))
     else:
@@ -483,16 +394,16 @@ def mcp(config: ConfigOpt = None, nats_url: NatsOpt = None, as_handle: AsOpt = N
         from memory_agent.client import MemoryClient
         from memory_agent.mcp_server import build_server
     except ImportError as exc:
-        _fail(f"the MCP server needs the mcp package ({exc.name}): pip install \"mesh-memory[mcp]\"")
-    cfg = _config(config, nats_url=nats_url, log_format=_log_format(log_format))
-    _logging(cfg)
+        fail(f"the MCP server needs the mcp package ({exc.name}): pip install \"mesh-memory[mcp]\"")
+    cfg = load(config, nats_url=nats_url, log_format=check_log_format(log_format))
+    setup_logging(cfg)
     try:
         auth = cfg.nats.auth()
     except MemoryAgentError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
     async def serve() -> None:
-        async with MemoryClient(_client_url(cfg), handle=cfg.handle, timeout=timeout, auth=auth,
+        async with MemoryClient(client_url(cfg), handle=cfg.handle, timeout=timeout, auth=auth,
                                 client_handle=as_handle or cfg.nats.client_handle or None, handle_prefix="mcp",
                                 connect_options={"max_reconnect_attempts": -1}) as client:
             await build_server(client).run_stdio_async()
@@ -500,179 +411,8 @@ def mcp(config: ConfigOpt = None, nats_url: NatsOpt = None, as_handle: AsOpt = N
     try:
         asyncio.run(serve())
     except (AuthenticationError, PermissionDenied, InvalidHandle) as exc:
-        _fail(f"{type(exc).__name__}: {exc}")
+        fail(f"{type(exc).__name__}: {exc}")
     except (MeshError, OSError) as exc:
-        _fail(f"{type(exc).__name__}: {exc} (is `memory-agent run` up, and is --nats-url {_client_url(cfg)} right?)")
+        fail(f"{type(exc).__name__}: {exc} (is `memory-agent run` up, and is --nats-url {client_url(cfg)} right?)")
     except KeyboardInterrupt:
         pass
-
-
-# ---- shared memory ---------------------------------------------------------------------------------------
-
-kv_app = typer.Typer(
-    help="Shared memory's key-value state (README \"Shared memory\"): get, set, delete, list and watch keys.\n\n"
-    "Scopes: workflow (--id = a trace id), session (--id = a session id), actor (--id = a handle; default "
-    "this CLI's nats.client_handle), global (no id).",
-    no_args_is_help=True,
-)
-app.add_typer(kv_app, name="kv")
-
-ScopeOpt = Annotated[str | None, typer.Option("--scope", "-s", help="workflow, session, actor or global.")]
-IdOpt = Annotated[str | None, typer.Option("--id", help="The scope's id (trace id, session id, handle).")]
-
-
-def _scoped(client: Any, scope: str | None, scope_id: str | None) -> Any:
-    """The client's view of one scope (``None``: the unscoped, hierarchical view)."""
-    if scope is None:
-        if scope_id is not None:
-            _fail("--id needs --scope", code=2)
-        return client.unscoped
-    if scope == "global":
-        return client.global_scope
-    if scope == "actor":
-        return client.actor(scope_id)
-    if scope not in ("workflow", "session"):
-        _fail(f"--scope must be workflow, session, actor or global, not {scope!r}", code=2)
-    if not scope_id:
-        _fail(f"the {scope} scope needs --id", code=2)
-    return client.session(scope_id) if scope == "session" else client.workflow(scope_id)
-
-
-def _require_scope(scope: str | None) -> str:
-    if scope is None:
-        _fail("give --scope (workflow, session, actor or global) and, for workflow and session, --id", code=2)
-    return scope
-
-
-@kv_app.command("get")
-def kv_get(key: Annotated[str, typer.Argument(help="The key.")], config: ConfigOpt = None, nats_url: NatsOpt = None,
-           scope: ScopeOpt = None, scope_id: IdOpt = None,
-           workflow: Annotated[str | None, typer.Option(help="Without --scope: the workflow (trace id) to look in first.")] = None,
-           session: Annotated[str | None, typer.Option(help="Without --scope: the session to look in after it.")] = None,
-           json_out: JsonOpt = False, timeout: TimeoutOpt = 10.0) -> None:
-    """Print a key's value as JSON (exit 1 when absent). Without --scope: workflow, session, actor, global."""
-    cfg = _config(config, nats_url=nats_url)
-    entry = _talk(cfg, timeout, lambda c: _scoped(c, scope, scope_id).get_entry(key), workflow_id=workflow,
-                  session_id=session)
-    if entry is None:
-        typer.echo(f"memory-agent: {key!r} is not set", err=True)
-        raise typer.Exit(1)
-    typer.echo(json.dumps(entry.to_json() if json_out else entry.value, ensure_ascii=False))
-
-
-@kv_app.command("set")
-def kv_set(key: Annotated[str, typer.Argument(help="The key.")],
-           value: Annotated[str, typer.Argument(help='The value as JSON: 42, \'"text"\', \'{"status": "open"}\'.')],
-           config: ConfigOpt = None, nats_url: NatsOpt = None, scope: ScopeOpt = None, scope_id: IdOpt = None,
-           ttl: Annotated[float | None, typer.Option("--ttl", help="Seconds until it expires.")] = None,
-           if_version: Annotated[int | None, typer.Option(help="Write only if the key is at this version (0 = absent).")] = None,
-           text: Annotated[bool, typer.Option("--text", help="Store VALUE as a string, not JSON.")] = False,
-           timeout: TimeoutOpt = 10.0) -> None:
-    """Set a key; prints {"scope", "scope_id", "version"}."""
-    if text:
-        decoded: Any = value
-    else:
-        try:
-            decoded = json.loads(value)
-        except ValueError:
-            _fail(f"VALUE is not JSON: quote a string as '\"{value[:40]}\"', or pass --text", code=2)
-    cfg = _config(config, nats_url=nats_url)
-    target = _require_scope(scope)
-
-    async def write(client: Any) -> dict[str, Any]:
-        view = _scoped(client, target, scope_id)
-        version = await view.set(key, decoded, ttl_s=ttl, if_version=if_version)
-        where = view.target()
-        return {"key": key, "scope": where[0], "scope_id": where[1], "version": version}
-
-    typer.echo(json.dumps(_talk(cfg, timeout, write), ensure_ascii=False))
-
-
-@kv_app.command("delete")
-def kv_delete(key: Annotated[str, typer.Argument(help="The key.")], config: ConfigOpt = None, nats_url: NatsOpt = None,
-              scope: ScopeOpt = None, scope_id: IdOpt = None,
-              if_version: Annotated[int | None, typer.Option(help="Delete only if the key is at this version.")] = None,
-              timeout: TimeoutOpt = 10.0) -> None:
-    """Delete a key (exit 1 when it was not set)."""
-    cfg = _config(config, nats_url=nats_url)
-    target = _require_scope(scope)
-    deleted = _talk(cfg, timeout, lambda c: _scoped(c, target, scope_id).delete(key, if_version=if_version))
-    typer.echo(json.dumps({"key": key, "deleted": deleted}))
-    if not deleted:
-        raise typer.Exit(1)
-
-
-@kv_app.command("list")
-def kv_list(config: ConfigOpt = None, nats_url: NatsOpt = None, scope: ScopeOpt = None, scope_id: IdOpt = None,
-            prefix: Annotated[str, typer.Option(help="Only keys starting with this.")] = "",
-            limit: Annotated[int | None, typer.Option(help="At most this many keys.")] = None,
-            timeout: TimeoutOpt = 10.0) -> None:
-    """Print a scope's keys, one per line, sorted."""
-    cfg = _config(config, nats_url=nats_url)
-    target = _require_scope(scope)
-    for key in _talk(cfg, timeout, lambda c: _scoped(c, target, scope_id).list_keys(prefix, limit=limit)):
-        typer.echo(key)
-
-
-@kv_app.command("watch")
-def kv_watch(patterns: Annotated[list[str] | None, typer.Argument(help='Key globs ("ticket:*"); default every key.')] = None,
-             config: ConfigOpt = None, nats_url: NatsOpt = None, scope: ScopeOpt = None, scope_id: IdOpt = None,
-             since: Annotated[str | None, typer.Option(help="Replay changes from this time (ISO-8601 or unix s).")] = None,
-             from_seq: Annotated[int | None, typer.Option(help="Replay from this change sequence.")] = None,
-             count: Annotated[int | None, typer.Option(help="Stop after this many changes.")] = None,
-             timeout: TimeoutOpt = 10.0) -> None:
-    """Print changes as JSON lines (with their "seq" to resume from) until Ctrl-C or --count."""
-    from memory_agent.tools.snapshot import time_bound
-
-    cfg = _config(config, nats_url=nats_url)
-    start = None
-    if since is not None:
-        try:
-            start = time_bound(since, tz=cfg.tz, name="since")
-        except MemoryAgentError as exc:
-            _fail(str(exc), code=2)
-
-    async def watch(client: Any) -> None:
-        view = client.unscoped if scope is None else _scoped(client, scope, scope_id)
-        seen = 0
-        async with view.watch(patterns or ["*"], since=start, from_seq=from_seq) as changes:
-            async for change in changes:
-                typer.echo(json.dumps({**change.to_json(), "seq": change.seq}, ensure_ascii=False))
-                seen += 1
-                if count is not None and seen >= count:
-                    return
-
-    _talk(cfg, timeout, watch, bounded=False)
-
-
-@app.command()
-def outcomes(config: ConfigOpt = None, nats_url: NatsOpt = None,
-             node_id: Annotated[str | None, typer.Option(help="Only this node.")] = None,
-             since: Annotated[str | None, typer.Option(help="Only outcomes since this time (ISO-8601 or unix s).")] = None,
-             json_out: JsonOpt = False, timeout: TimeoutOpt = 10.0) -> None:
-    """Success rate, mean confidence and verifier score per node, from the outcomes agents recorded."""
-    cfg = _config(config, nats_url=nats_url)
-    since_value: float | str | None = since
-    if since is not None:
-        with contextlib.suppress(ValueError):
-            since_value = float(since)
-    nodes = _talk(cfg, timeout, lambda c: c.outcomes(node_id, since=since_value))
-    if json_out:
-        typer.echo(json.dumps(nodes, indent=2))
-        return
-    if not nodes:
-        typer.echo("no outcomes recorded" + (f" for {node_id}" if node_id else ""))
-        return
-
-    def number(value: float | None, pattern: str) -> str:
-        return "-" if value is None else pattern.format(value)
-
-    typer.echo(f"{'node':<24} {'count':>6} {'success':>8} {'confidence':>10} {'verifier':>9}  last")
-    for n in nodes:
-        last = datetime.fromtimestamp(n["last_at"], tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        typer.echo(f"{n['node_id'][:24]:<24} {n['count']:>6} {number(n['success_rate'], '{:.0%}'):>8} "
-                   f"{number(n['mean_confidence'], '{:.2f}'):>10} {number(n['mean_verifier_score'], '{:.2f}'):>9}  {last}")
-
-
-def main() -> None:
-    app()
