@@ -331,6 +331,16 @@ class ClusterConfig(_Section):
     """Events a replica fetches from the stream and commits per transaction."""
     read_wait: float = Field(default=5.0, ge=0, le=300)
     """Seconds a question with ``"min_seq"`` waits at most for its replica to apply that far."""
+    # Embed once (memory_agent.cluster.vectors).
+    share_vectors: bool = True
+    """Publish the vectors this replica computes to ``vector_stream`` and take the others' instead of
+    embedding again (each event is embedded by the replica that accepted it)."""
+    vector_stream: str = Field(default="MEMORY_VECTORS", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    """Name of the vectors stream (created with ``stream_replicas`` and ``max_age``); its subjects are
+    ``memory.vectors.<stream>.<event id>``."""
+    vector_wait: float = Field(default=5.0, ge=0, le=600)
+    """Seconds a replica holds an event another replica accepted, waiting for its vector, before embedding
+    it itself (the accepting replica died, lags, or runs another model)."""
 
 
 class IndexConfig(_Section):
