@@ -132,7 +132,7 @@ class VectorFeed:
     """
 
     def __init__(self, *, stream: str, events_stream: str, model: Callable[[], str],
-                 dim: Callable[[], int], wait: float = 5.0, buffer: int = 20_000, batch: int = 512,
+                 dim: Callable[[], int], wait: float = 5.0, buffer: int = 20_000, batch: int = 1024,
                  on_vectors: Callable[[], None] | None = None,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self._js: JetStreamContext | None = None
@@ -335,10 +335,11 @@ class VectorFeed:
         for msg in msgs:
             self.stats.received += 1
             try:
-                entry = decode_vector(int(msg.metadata.sequence.stream), msg.data, msg.headers)
-            except StreamFormatError as exc:
+                entry = decode_vector(0, msg.data, msg.headers)
+            except StreamFormatError as exc:  # named by its sequence (the metadata is parsed only here)
                 self.stats.ignored += 1
-                log.error("%s; ignored", exc)
+                log.error("vectors stream message %d cannot be read: %s; ignored", msg.metadata.sequence.stream,
+                          exc.reason)
                 continue
             if entry.model != model or len(entry.vector) != dim:
                 self.stats.ignored += 1
