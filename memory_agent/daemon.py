@@ -321,7 +321,7 @@ class MemoryDaemon:
             if self._backlog is not None:
                 self._backlog.nudge()
 
-        return VectorFeed(stream=c.vector_stream, events_stream=c.stream, model=model, dim=dim,
+        return VectorFeed(stream=c.vector_stream, events_stream=c.stream, handle=cfg.handle, model=model, dim=dim,
                           wait=c.vector_wait, on_vectors=nudge)
 
     async def _start_shared(self, cfg: Config, agent: AsyncAgent, store: EventStore) -> SharedOps:

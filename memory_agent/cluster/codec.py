@@ -8,7 +8,8 @@ becomes the event's id on every replica.
 
 ``vector`` (on the companion vectors stream, :mod:`memory_agent.cluster.vectors`): one event's
 embedding as little-endian float32 bytes; headers name the event (``Memory-Event``: its stream
-sequence), the model (``Memory-Model``) and the dimension (``Memory-Dim``); ``Nats-Msg-Id`` is
+sequence), the model (``Memory-Model``), the dimension (``Memory-Dim``) and the publishing replica's
+handle (``Memory-By``: a replica skips its own vectors when they come back); ``Nats-Msg-Id`` is
 ``<event>.<model>``, so two replicas publishing the same event's vector store it once.
 
 ``report``: every stored field of :class:`~memory_agent.types.NewEvent` (``received_at`` is the
@@ -38,6 +39,7 @@ _VERSION = 1
 _EVENT_HEADER = "Memory-Event"
 _MODEL_HEADER = "Memory-Model"
 _DIM_HEADER = "Memory-Dim"
+_BY_HEADER = "Memory-By"
 _FORGET_SELECTORS = ("trace_id", "id", "before")
 
 
@@ -69,11 +71,13 @@ class ForgetEntry:
 
 @dataclass(frozen=True, slots=True)
 class VectorEntry:
-    """The embedding of event ``event`` (its stream sequence) by ``model``: ``vector`` (dim,) float32."""
+    """The embedding of event ``event`` (its stream sequence) by ``model``: ``vector`` (dim,) float32,
+    published by the replica on handle ``by``."""
 
     event: int
     model: str
     vector: np.ndarray
+    by: str = ""
 
 
 def encode_report(event: NewEvent) -> tuple[bytes, dict[str, str]]:
@@ -111,11 +115,12 @@ def decode(seq: int, body: bytes, headers: dict[str, str] | None) -> ReportEntry
     raise StreamFormatError(seq, f"unknown kind {kind[:40]!r} in header {KIND_HEADER}")
 
 
-def encode_vector(event: int, vector: np.ndarray, *, model: str) -> tuple[bytes, dict[str, str]]:
-    """``(body, headers)`` of event ``event``'s embedding ``vector`` ((dim,) float32) made by ``model``."""
+def encode_vector(event: int, vector: np.ndarray, *, model: str, by: str = "") -> tuple[bytes, dict[str, str]]:
+    """``(body, headers)`` of event ``event``'s embedding ``vector`` ((dim,) float32) made by ``model``,
+    published by the replica on handle ``by``."""
     row = np.ascontiguousarray(vector, dtype="<f4").reshape(-1)
     return row.tobytes(), {KIND_HEADER: "vector", "Nats-Msg-Id": f"{event}.{model}", _EVENT_HEADER: str(event),
-                           _MODEL_HEADER: model, _DIM_HEADER: str(len(row))}
+                           _MODEL_HEADER: model, _DIM_HEADER: str(len(row)), _BY_HEADER: by}
 
 
 def decode_vector(seq: int, body: bytes, headers: dict[str, str] | None) -> VectorEntry:
@@ -135,7 +140,7 @@ def decode_vector(seq: int, body: bytes, headers: dict[str, str] | None) -> Vect
     vector = np.frombuffer(body, dtype="<f4").astype(np.float32)
     if not np.isfinite(vector).all():
         raise StreamFormatError(seq, "a vector entry with values that are not finite")
-    return VectorEntry(event, model, vector)
+    return VectorEntry(event, model, vector, h.get(_BY_HEADER, ""))
 
 
 def _dump(obj: dict[str, Any]) -> bytes:

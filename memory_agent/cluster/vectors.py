@@ -23,9 +23,10 @@ minus :data:`CLOCK_MARGIN`: a vector is published after its event was received. 
 optimisation: one lost (a publish refused, a message missed while reconnecting) costs an embedding,
 never an event.
 
-Memory: vectors read ahead of the backlog wait in a buffer of at most ``buffer`` vectors (reading pauses
-when it is full); those the backlog no longer needs (the event has a vector already, or was deleted) are
-dropped once it is idle.
+Memory: vectors of other replicas read ahead of the backlog wait in a buffer of at most ``buffer``
+vectors (reading pauses when it is full); those the backlog no longer needs (the event has a vector
+already, or was deleted) are dropped once it is idle. A replica's own vectors are skipped on reading
+(``Memory-By``).
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ async def ensure_vector_stream(js: JetStreamContext, name: str, *, events_stream
 @dataclass(slots=True)
 class VectorFeedStats:
     """What the feed did: vectors ``published`` (``duplicates`` among them: another replica had),
-    ``failed`` publishes, vectors ``received``, ``ignored`` (another model or dimension, or unreadable),
+    ``failed`` publishes, vectors ``received`` (read from the stream, this replica's own included), ``ignored`` (another model or dimension, or unreadable),
     ``taken`` by the backlog, ``dropped`` (no longer needed)."""
 
     published: int = 0
@@ -124,19 +125,21 @@ class VectorFeedStats:
 class VectorFeed:
     """The replica's side of the vectors stream; the backlog's :class:`~memory_agent.backlog.VectorSource`.
 
-    ``model()`` names the model this replica embeds with, ``dim()`` its dimension (vectors of others are
+    ``handle`` is this replica's (its own vectors are skipped when they come back); ``model()`` names the
+    model this replica embeds with, ``dim()`` its dimension (vectors of others are
     ignored); ``wait``: seconds an event accepted by another replica is held for its vector; ``on_vectors``
     is told when vectors arrive or an event becomes this replica's to embed (wakes the backlog).
     Made before the backlog starts (which may ask it already), ``await start(js, empty=..., since=...)``
     once JetStream is reachable, then ``await close()``.
     """
 
-    def __init__(self, *, stream: str, events_stream: str, model: Callable[[], str],
+    def __init__(self, *, stream: str, events_stream: str, handle: str, model: Callable[[], str],
                  dim: Callable[[], int], wait: float = 5.0, buffer: int = 20_000, batch: int = 1024,
                  on_vectors: Callable[[], None] | None = None,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self._js: JetStreamContext | None = None
         self._stream = stream
+        self._handle = handle
         self._events_stream = events_stream
         self._model = model
         self._dim = dim
@@ -272,7 +275,7 @@ class VectorFeed:
         assert js is not None
 
         async def one(event: int, vector: np.ndarray) -> None:
-            body, headers = encode_vector(event, vector, model=model)
+            body, headers = encode_vector(event, vector, model=model, by=self._handle)
             async with self._window:
                 try:
                     ack = await js.publish(vector_subject(self._events_stream, event), body,
@@ -341,6 +344,8 @@ class VectorFeed:
                 log.error("vectors stream message %d cannot be read: %s; ignored", msg.metadata.sequence.stream,
                           exc.reason)
                 continue
+            if entry.by == self._handle:
+                continue  # this replica's own: stored here already
             if entry.model != model or len(entry.vector) != dim:
                 self.stats.ignored += 1
                 if self.stats.ignored == 1:

@@ -74,10 +74,10 @@ async def test_insert_under_given_ids(tmp_path: Path) -> None:
 
 def test_a_vector_round_trips_with_its_model_and_dedup_id() -> None:
     vector = np.linspace(-1, 1, 384, dtype=np.float32)
-    body, headers = encode_vector(42, vector, model="sentence-transformers/all-MiniLM-L6-v2")
+    body, headers = encode_vector(42, vector, model="sentence-transformers/all-MiniLM-L6-v2", by="memory-2")
     assert len(body) == 384 * 4 and headers["Nats-Msg-Id"] == "42.sentence-transformers/all-MiniLM-L6-v2"
     entry = decode_vector(7, body, headers)
-    assert entry.event == 42 and entry.model == "sentence-transformers/all-MiniLM-L6-v2"
+    assert entry.event == 42 and entry.model == "sentence-transformers/all-MiniLM-L6-v2" and entry.by == "memory-2"
     assert entry.vector.dtype == np.float32 and np.array_equal(entry.vector, vector)
 
 

@@ -66,6 +66,7 @@ async def test_each_event_is_embedded_once_and_a_new_replica_catches_up_without_
     stats = await send(deploy, "memory-b", {"op": "stats"})
     assert stats["index"]["size"] == N and stats["embedding"]["taken"] == N // 2
     assert stats["cluster"]["vectors"]["published"] == N - N // 2
+    assert stats["cluster"]["vectors"]["buffered"] == 0  # every vector taken; its own ones never buffered
 
     # A new, empty replica catches up from the events stream plus the vectors stream: nothing to encode.
     c = await make_daemon(nats_url, data_dir=tmp_path / "c", handle="memory-c", **conf)
