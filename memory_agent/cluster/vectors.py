@@ -181,11 +181,14 @@ class VectorFeed:
 
     async def close(self) -> None:
         """Stop reading; publishes in flight get :data:`_CLOSE_WAIT` seconds to finish. Idempotent."""
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
-            self._reader = None
+        reader, self._reader = self._reader, None
+        while reader is not None and not reader.done():
+            # Cancelled until it ends: on Python 3.11 a cancellation arriving as nats-py's wait_for (in
+            # fetch) completes is lost (gh-86296), and the loop would fetch on.
+            reader.cancel()
+            await asyncio.wait({reader}, timeout=0.1)
+        if reader is not None and not reader.cancelled() and reader.exception() is not None:
+            log.error("reading the vectors stream %s had failed", self._stream, exc_info=reader.exception())
         if self._publishes:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(_CLOSE_WAIT):
