@@ -8,8 +8,8 @@ becomes the event's id on every replica.
 
 ``vector`` (on the companion vectors stream, :mod:`memory_agent.cluster.vectors`): one event's
 embedding as little-endian float32 bytes; headers name the event (``Memory-Event``: its stream
-sequence), the model (``Memory-Model``), the dimension (``Memory-Dim``) and the publishing replica's
-handle (``Memory-By``: a replica skips its own vectors when they come back); ``Nats-Msg-Id`` is
+sequence), the model (``Memory-Model``), the dimension (``Memory-Dim``) and the publishing replica
+(``Memory-By``: its handle and a per-process suffix; a replica skips its own vectors when they come back); ``Nats-Msg-Id`` is
 ``<event>.<model>``, so two replicas publishing the same event's vector store it once.
 
 ``report``: every stored field of :class:`~memory_agent.types.NewEvent` (``received_at`` is the

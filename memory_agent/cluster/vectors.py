@@ -36,6 +36,7 @@ import bisect
 import contextlib
 import logging
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -125,7 +126,8 @@ class VectorFeedStats:
 class VectorFeed:
     """The replica's side of the vectors stream; the backlog's :class:`~memory_agent.backlog.VectorSource`.
 
-    ``handle`` is this replica's (its own vectors are skipped when they come back); ``model()`` names the
+    ``handle`` is this replica's (with a random suffix it names the vectors this process publishes, which
+    it skips when they come back); ``model()`` names the
     model this replica embeds with, ``dim()`` its dimension (vectors of others are
     ignored); ``wait``: seconds an event accepted by another replica is held for its vector; ``on_vectors``
     is told when vectors arrive or an event becomes this replica's to embed (wakes the backlog).
@@ -139,7 +141,9 @@ class VectorFeed:
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self._js: JetStreamContext | None = None
         self._stream = stream
-        self._handle = handle
+        # Unique per process: replicas may share a handle (a replica group), and a restart's old vectors
+        # coming back are simply taken or dropped.
+        self._origin = f"{handle}.{uuid.uuid4().hex[:8]}"
         self._events_stream = events_stream
         self._model = model
         self._dim = dim
@@ -278,7 +282,7 @@ class VectorFeed:
         assert js is not None
 
         async def one(event: int, vector: np.ndarray) -> None:
-            body, headers = encode_vector(event, vector, model=model, by=self._handle)
+            body, headers = encode_vector(event, vector, model=model, by=self._origin)
             async with self._window:
                 try:
                     ack = await js.publish(vector_subject(self._events_stream, event), body,
@@ -347,7 +351,7 @@ class VectorFeed:
                 log.error("vectors stream message %d cannot be read: %s; ignored", msg.metadata.sequence.stream,
                           exc.reason)
                 continue
-            if entry.by == self._handle:
+            if entry.by == self._origin:
                 continue  # this replica's own: stored here already
             if entry.model != model or len(entry.vector) != dim:
                 self.stats.ignored += 1
