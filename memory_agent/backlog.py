@@ -31,7 +31,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from memory_agent.index.async_index import AsyncIndex
     from memory_agent.store.events import EventStore
 
-__all__ = ["DenseParts", "EmbeddingBacklog"]
+__all__ = ["DenseParts", "EmbeddingBacklog", "VectorSource"]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,28 @@ class DenseParts:
     report: str
 
 
+class VectorSource(Protocol):
+    """Vectors computed elsewhere (a cluster's other replicas, :class:`memory_agent.cluster.vectors.VectorFeed`):
+    the backlog takes them instead of embedding, holds an event for a bounded time while its vector may
+    still come, and hands on the vectors it computes itself."""
+
+    def take(self, ids: np.ndarray, *, model: str, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """Those of ``ids`` ((n,) int64, ascending) with a vector of ``model``: ``(ids (m,), (m, dim) float32)``."""
+        ...
+
+    def hold_until(self, event: int) -> float | None:
+        """``time.monotonic()`` until which to wait for ``event``'s vector; None: embed it now."""
+        ...
+
+    def embedded(self, ids: np.ndarray, vectors: np.ndarray, *, model: str) -> None:
+        """This backlog embedded (and stored) ``ids`` as ``vectors`` with ``model``."""
+        ...
+
+    def settled(self, upto: int) -> None:
+        """Every event up to id ``upto`` has its vector (or was deleted or marked unembeddable)."""
+        ...
+
+
 class _Stopped(Exception):
     """The backlog is closing (or the embedder closed under it)."""
 
@@ -74,7 +96,8 @@ class EmbeddingBacklog:
     ``open_dense()`` loads the model and opens its index (raising ``ConfigError`` when the model cannot
     load); ``on_ready(parts)`` is told each time it succeeds. ``vector_lock`` is held while vectors go to
     SQLite and FAISS (the eraser holds it while deleting, so a deleted row's vector is never added back).
-    ``storage`` is the shared storage outage. ``clock``: seconds since the epoch, UTC.
+    ``storage`` is the shared storage outage. ``clock``: seconds since the epoch, UTC. ``source``: vectors
+    computed elsewhere, taken before embedding (a cluster replica's :class:`VectorSource`).
     """
 
     def __init__(
@@ -91,8 +114,10 @@ class EmbeddingBacklog:
         retry_cap: float = 15.0,
         on_embedded: Callable[[int], None] | None = None,
         clock: Callable[[], float] = time.time,
+        source: VectorSource | None = None,
     ) -> None:
         self._store = store
+        self._source = source
         self._open_dense = open_dense
         self._on_ready = on_ready
         self._storage = storage
@@ -119,6 +144,7 @@ class EmbeddingBacklog:
         self._added_meanwhile = 0
         self.oldest_received_at: float | None = None
         self.embedded = 0
+        self.taken = 0
         self.failed = 0
         self.batches = 0
 
@@ -167,6 +193,10 @@ class EmbeddingBacklog:
         """Return once the worker found the backlog empty (with nothing committed since)."""
         await self._idle.wait()
 
+    def nudge(self) -> None:
+        """Look at the backlog again now (vectors arrived from the :class:`VectorSource`)."""
+        self._wake.set()
+
     def added(self, count: int, received_at: float) -> None:
         """``count`` rows were committed without a vector (the oldest received at ``received_at``)."""
         self.pending += count
@@ -204,25 +234,47 @@ class EmbeddingBacklog:
             except Exception:  # a bug, or storage gone: keep the daemon up, try again later
                 log.exception("the embedding backlog worker failed; retrying in %g s", self._retry_interval)
                 drained = False
-            if not drained:  # the model embeds nothing: try again later
+            if drained is False:  # the model embeds nothing: try again later
                 await asyncio.sleep(self._retry_interval)
                 continue
-            await self._wake.wait()
+            if drained is True:
+                await self._wake.wait()
+                continue
+            with contextlib.suppress(TimeoutError):  # events held for their vectors: until one is due, or woken
+                async with asyncio.timeout(max(drained - time.monotonic(), 0.01)):
+                    await self._wake.wait()
 
-    async def _drain(self, dense: DenseParts) -> bool:
-        """Embed until the backlog is empty (True) or the model fails on everything (False)."""
+    async def _drain(self, dense: DenseParts) -> bool | float:
+        """Embed until the backlog is empty (True), the model fails on everything (False), or only events
+        held for a vector from the :class:`VectorSource` are left (the ``time.monotonic()`` when the first
+        is due)."""
         after = 0
+        held: float | None = None
+        source = self._source
+        upto = await self._storage_retry(self._store.last_id) if source is not None else 0
         while not self._closing:
             self._added_meanwhile = 0
             ids, texts, received = await self._storage_retry(
                 functools.partial(self._store.unembedded, after=after, limit=self._batch))
             if not len(ids):
+                if held is not None:
+                    return held
                 self.pending = self._added_meanwhile  # committed after this read began: the next round's
+                if source is not None:
+                    source.settled(upto)
                 if not self.pending:
                     self.oldest_received_at = None
                     self._idle.set()
                 return True
             self.oldest_received_at = received
+            after = int(ids[-1])
+            if source is not None:
+                ids, texts, due = await self._take(dense, source, ids, texts)
+                if due is not None:
+                    held = due if held is None else min(held, due)
+                if not len(ids):
+                    await asyncio.sleep(0)
+                    continue
             good = await self._embed(dense, ids, texts)
             if good is None:
                 return False
@@ -231,13 +283,40 @@ class EmbeddingBacklog:
                 await self._storage_retry(functools.partial(self._mark, bad))
             written = await self._storage_retry(functools.partial(self._write, dense, ok_ids, vectors))
             self.batches += 1
-            self.embedded += written
-            self.pending = max(self.pending - written - len(bad), 0)
-            if self._on_embedded is not None and written:
-                self._on_embedded(written)
-            after = int(ids[-1])
+            self._wrote(len(written), len(bad))
+            if source is not None and len(written):
+                source.embedded(written, vectors[np.searchsorted(ok_ids, written)], model=dense.embedder.name)
             await asyncio.sleep(0)
         raise _Stopped()
+
+    def _wrote(self, written: int, bad: int = 0) -> None:
+        self.embedded += written
+        self.pending = max(self.pending - written - bad, 0)
+        if self._on_embedded is not None and written:
+            self._on_embedded(written)
+
+    async def _take(self, dense: DenseParts, source: VectorSource, ids: np.ndarray,
+                    texts: list[str]) -> tuple[np.ndarray, list[str], float | None]:
+        """Store the vectors ``source`` has for ``ids``; returns the rows to embed now and when the first
+        row held for its vector is due (None: none held)."""
+        got, vectors = source.take(ids, model=dense.embedder.name, dim=dense.embedder.dim)
+        if len(got):
+            written = await self._storage_retry(functools.partial(self._write, dense, got, vectors))
+            self.taken += len(written)
+            self._wrote(len(written))
+        now = time.monotonic()
+        keep: list[int] = []
+        due: float | None = None
+        taken = set(got.tolist())
+        for row, event in enumerate(ids.tolist()):
+            if event in taken:
+                continue
+            until = source.hold_until(event)
+            if until is not None and until > now:
+                due = until if due is None else min(due, until)
+                continue
+            keep.append(row)
+        return ids[keep], [texts[r] for r in keep], due
 
     async def _embed(self, dense: DenseParts, ids: np.ndarray,
                      texts: list[str]) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]]] | None:
@@ -294,16 +373,16 @@ class EmbeddingBacklog:
         for event_id, reason in bad:
             self.failed += await self._store.mark_unembeddable([event_id], reason)
 
-    async def _write(self, dense: DenseParts, ids: np.ndarray, vectors: np.ndarray) -> int:
-        """SQLite first (the source of truth), then FAISS, only for the rows SQLite took."""
+    async def _write(self, dense: DenseParts, ids: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+        """SQLite first (the source of truth), then FAISS, only for the rows SQLite took (returned, ascending)."""
         if not len(ids):
-            return 0
+            return np.zeros(0, dtype=np.int64)
         async with self._lock:
             written = await self._store.set_vectors(ids, vectors, model=dense.embedder.name)
             if len(written):
                 rows = np.searchsorted(ids, written)
                 await dense.index.add(written, vectors[rows])
-        return len(written)
+        return written
 
     async def _storage_retry(self, step: Callable[[], Awaitable[T]]) -> T:
         """Run ``step`` until it works, waiting with a growing delay while storage is unavailable."""
@@ -334,6 +413,7 @@ class EmbeddingBacklog:
             "backlog": self.pending,
             "backlog_age_s": None if age is None else round(age, 3),
             "embedded": self.embedded,
+            "taken": self.taken,
             "failed": self.failed,
             "batches": self.batches,
         }

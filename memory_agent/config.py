@@ -351,6 +351,17 @@ class ClusterConfig(_Section):
     """This replica's id in the group (and in its consumer of the events stream, ``apply_<handle>_<id>``);
     empty = ``<hostname>-<8 hex of data_dir>``, the same at every start of this replica. Unique per replica."""
 
+    # Embed once (memory_agent.cluster.vectors).
+    share_vectors: bool = True
+    """Publish the vectors this replica computes to ``vector_stream`` and take the others' instead of
+    embedding again (each event is embedded by the replica that accepted it)."""
+    vector_stream: str = Field(default="MEMORY_VECTORS", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    """Name of the vectors stream (created with ``stream_replicas`` and ``max_age``); its subjects are
+    ``memory.vectors.<stream>.<event id>``."""
+    vector_wait: float = Field(default=5.0, ge=0, le=600)
+    """Seconds a replica holds an event another replica accepted, waiting for its vector, before embedding
+    it itself (the accepting replica died, lags, or runs another model)."""
+
     @model_validator(mode="after")
     def _replica_key_needs_cluster(self) -> ClusterConfig:
         if not self.replica_key.get_secret_value():

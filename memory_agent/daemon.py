@@ -32,7 +32,15 @@ from typing import IO, Any
 
 from memory_agent import __version__
 from memory_agent.backlog import DenseParts, EmbeddingBacklog
-from memory_agent.cluster import Applier, StreamAcceptor, StreamForgetter, StreamLimits, ensure_stream
+from memory_agent.cluster import (
+    Applier,
+    StreamAcceptor,
+    StreamForgetter,
+    StreamLimits,
+    VectorFeed,
+    ensure_stream,
+    ensure_vector_stream,
+)
 from memory_agent.config import Config
 from memory_agent.embedding.base import DEFAULT_MODEL_NAME, load_embedder
 from memory_agent.embedding.batching import BatchingEmbedder
@@ -112,6 +120,7 @@ class MemoryDaemon:
         self._applier: Applier | None = None
         self._replica_id = ""
         self._stream_acceptor: StreamAcceptor | None = None
+        self._vector_feed: VectorFeed | None = None
         self._stream_outage = Outage(
             "events stream", logger=log, clock=clock,
             impact="reports stay unacknowledged and are tried again until the stream takes them; questions are "
@@ -196,11 +205,13 @@ class MemoryDaemon:
         self._events = await self._store.count(None, Filters())
         self.model_name = self._embedder_override.name if self._embedder_override else (
             cfg.embedding.model or DEFAULT_MODEL_NAME)
+        if cfg.cluster.enabled and cfg.cluster.share_vectors:
+            self._vector_feed = self._make_vector_feed(cfg)
         self._backlog = EmbeddingBacklog(
             self._store, open_dense=self._open_dense, on_ready=self._dense_ready, storage=self._storage,
             vector_lock=self._vector_lock, model=self.model_name, batch=cfg.embedding.backlog_batch,
             retry_interval=cfg.embedding.retry_interval, retry_cap=cfg.ingest.retry_max_delay,
-            on_embedded=self._on_embedded, clock=self._clock,
+            on_embedded=self._on_embedded, clock=self._clock, source=self._vector_feed,
         )
         r = cfg.retrieval
         self._retriever = HybridRetriever(
@@ -294,12 +305,37 @@ class MemoryDaemon:
             handle=f"{cfg.handle}_{self._replica_id}" if self._replica_id else cfg.handle,
             retry_cap=cfg.ingest.retry_max_delay, on_committed=self._on_committed, on_forgotten=self._forgotten,
             on_lost=self._lose_storage)
+        feed = self._vector_feed
+        if feed is not None:  # reading vectors before applying: a new replica takes them as it catches up
+            await ensure_vector_stream(js, c.vector_stream, events_stream=c.stream, replicas=c.stream_replicas,
+                                       max_age=c.max_age)
+            assert self._backlog is not None
+            await feed.start(js, empty=await store.last_id() == 0,
+                             since=self._backlog.oldest_received_at or await store.last_received_at())
         await self._applier.start()
-        self._stream_acceptor = StreamAcceptor(js, stream=c.stream, outage=self._stream_outage, holds=store)
+        self._stream_acceptor = StreamAcceptor(js, stream=c.stream, outage=self._stream_outage, holds=store,
+                                               on_accepted=feed.accepted if feed is not None else None)
         log.info("cluster replica @%s%s: reports acknowledged once the events stream %s (R%d, at %d) has them",
                  cfg.handle, f" (replica {self._replica_id} of its group)" if self._replica_id else "", c.stream,
                  c.stream_replicas, last)
         return self._stream_acceptor, StreamForgetter(self._stream_acceptor, self._applier)
+
+    def _make_vector_feed(self, cfg: Config) -> VectorFeed:
+        """The replica's side of the vectors stream (embed once, docs/scaling.md); started with the cluster."""
+        c = cfg.cluster
+
+        def model() -> str:
+            return self._backlog.model if self._backlog is not None else self.model_name
+
+        def dim() -> int:
+            return self._batcher.dim if self._batcher is not None else 0
+
+        def nudge() -> None:
+            if self._backlog is not None:
+                self._backlog.nudge()
+
+        return VectorFeed(stream=c.vector_stream, events_stream=c.stream, handle=cfg.handle, model=model, dim=dim,
+                          wait=c.vector_wait, on_vectors=nudge)
 
     async def _start_shared(self, cfg: Config, agent: AsyncAgent, store: EventStore) -> SharedOps:
         """Create the state bucket and change stream if missing, open vector memory, watch expiries."""
@@ -439,6 +475,8 @@ class MemoryDaemon:
         if self._applier is not None:  # a cluster replica stops applying first: nothing more to commit
             await self._applier.close()
             self._applier = None
+        if self._vector_feed is not None:
+            await self._vector_feed.close()
         if self._agent is not None:
             agent, self._agent = self._agent, None
             with contextlib.suppress(Exception):
@@ -688,7 +726,8 @@ class MemoryDaemon:
             "cluster": None if self._applier is None or self._stream_acceptor is None else {
                 **self._applier.to_json(), "replica_id": self._replica_id or None,
                 "published": self._stream_acceptor.published,
-                "duplicates": self._stream_acceptor.duplicates, "stream_outage": self._stream_outage.to_json()},
+                "duplicates": self._stream_acceptor.duplicates, "stream_outage": self._stream_outage.to_json(),
+                "vectors": self._vector_feed.to_json() if self._vector_feed is not None else None},
             "shared": None if self._shared is None or self._vectors is None else {
                 "writes": self._shared.writes, "expiries": self._shared.expiries, **self._vectors.stats()},
         }
@@ -702,6 +741,8 @@ class MemoryDaemon:
         self.metrics.observe_batch(len(committed.ids))
         if self._answerer is not None:
             self._answerer.observe(committed.events)
+        if self._vector_feed is not None:  # before the backlog hears of them: they may wait for their vectors
+            self._vector_feed.applied(committed.ids)
         if self._backlog is not None:
             self._backlog.added(len(committed.ids), committed.events[0].received_at)
 

@@ -58,6 +58,9 @@ _SUBSCRIBE_WAIT = 60.0
 #: Seconds close() waits for the loop and the subscription to end.
 _CLOSE_WAIT = 5.0
 
+#: Reports in one run from which the run's FTS5 rows are written by one statement (``insert(bulk=True)``).
+_BULK_RUN = 32
+
 #: Forget results kept for the replica's own forget requests to read (by stream sequence).
 _FORGETS_KEPT = 1024
 
@@ -227,8 +230,9 @@ class Applier:
         run: list[ReportEntry] = []
         last = self.applied_seq
         for msg in msgs:
-            seq = int(msg.metadata.sequence.stream)
-            self.lag = int(msg.metadata.num_pending)
+            meta = msg.metadata  # parsed from the reply subject on each access: once
+            seq = int(meta.sequence.stream)
+            self.lag = int(meta.num_pending)
             if seq <= last:
                 continue  # delivered again: already applied
             last = seq
@@ -256,8 +260,10 @@ class Applier:
     async def _commit(self, run: list[ReportEntry]) -> None:
         if not run:
             return
+        # A long run (catching up) writes its FTS5 rows in one statement: half the cost of the per-row
+        # trigger (EventStore.insert's bulk; docs/scaling.md "Catch-up").
         results = await self._storage_retry(
-            lambda: self._store.insert([e.event for e in run], ids=[e.seq for e in run]))
+            lambda: self._store.insert([e.event for e in run], ids=[e.seq for e in run], bulk=len(run) >= _BULK_RUN))
         if results is None:  # refused: one at a time, to store the others
             if len(run) > 1:
                 for entry in run:

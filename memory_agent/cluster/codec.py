@@ -6,6 +6,12 @@ and ``Nats-Msg-Id`` is the report's ``message_id`` (JetStream stores a message i
 stream's duplicate window; replicas also skip a ``message_id`` they already hold). Its stream sequence
 becomes the event's id on every replica.
 
+``vector`` (on the companion vectors stream, :mod:`memory_agent.cluster.vectors`): one event's
+embedding as little-endian float32 bytes; headers name the event (``Memory-Event``: its stream
+sequence), the model (``Memory-Model``), the dimension (``Memory-Dim``) and the publishing replica
+(``Memory-By``: its handle and a per-process suffix; a replica skips its own vectors when they come back); ``Nats-Msg-Id`` is
+``<event>.<model>``, so two replicas publishing the same event's vector store it once.
+
 ``report``: every stored field of :class:`~memory_agent.types.NewEvent` (``received_at`` is the
 accepting replica's, so every replica stores the same row). ``forget``: a
 :class:`~memory_agent.retention.ForgetRequest` (selector and an absolute value), applied by each replica
@@ -18,16 +24,22 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+import numpy as np
+
 from memory_agent.errors import MemoryAgentError
 from memory_agent.retention import ForgetRequest
 from memory_agent.types import NewEvent
 
-__all__ = ["KIND_HEADER", "ForgetEntry", "ReportEntry", "StreamFormatError", "decode", "encode_forget",
-           "encode_report"]
+__all__ = ["KIND_HEADER", "ForgetEntry", "ReportEntry", "StreamFormatError", "VectorEntry", "decode",
+           "decode_vector", "encode_forget", "encode_report", "encode_vector"]
 
 #: The header naming an entry's kind.
 KIND_HEADER = "Memory-Kind"
 _VERSION = 1
+_EVENT_HEADER = "Memory-Event"
+_MODEL_HEADER = "Memory-Model"
+_DIM_HEADER = "Memory-Dim"
+_BY_HEADER = "Memory-By"
 _FORGET_SELECTORS = ("trace_id", "id", "before")
 
 
@@ -55,6 +67,17 @@ class ForgetEntry:
     seq: int
     request: ForgetRequest
     by: str
+
+
+@dataclass(frozen=True, slots=True)
+class VectorEntry:
+    """The embedding of event ``event`` (its stream sequence) by ``model``: ``vector`` (dim,) float32,
+    published by the replica on handle ``by``."""
+
+    event: int
+    model: str
+    vector: np.ndarray
+    by: str = ""
 
 
 def encode_report(event: NewEvent) -> tuple[bytes, dict[str, str]]:
@@ -90,6 +113,34 @@ def decode(seq: int, body: bytes, headers: dict[str, str] | None) -> ReportEntry
     except (TypeError, KeyError) as exc:
         raise StreamFormatError(seq, f"a {kind} entry of the wrong shape ({type(exc).__name__}: {exc})") from None
     raise StreamFormatError(seq, f"unknown kind {kind[:40]!r} in header {KIND_HEADER}")
+
+
+def encode_vector(event: int, vector: np.ndarray, *, model: str, by: str = "") -> tuple[bytes, dict[str, str]]:
+    """``(body, headers)`` of event ``event``'s embedding ``vector`` ((dim,) float32) made by ``model``,
+    published by the replica on handle ``by``."""
+    row = np.ascontiguousarray(vector, dtype="<f4").reshape(-1)
+    return row.tobytes(), {KIND_HEADER: "vector", "Nats-Msg-Id": f"{event}.{model}", _EVENT_HEADER: str(event),
+                           _MODEL_HEADER: model, _DIM_HEADER: str(len(row)), _BY_HEADER: by}
+
+
+def decode_vector(seq: int, body: bytes, headers: dict[str, str] | None) -> VectorEntry:
+    """The vector message at ``seq`` of the vectors stream. Raises ``StreamFormatError`` when a header is
+    missing or wrong, or the body is not ``dim`` finite float32 values."""
+    h = headers or {}
+    if h.get(KIND_HEADER) != "vector":
+        raise StreamFormatError(seq, f"not a vector entry (kind {h.get(KIND_HEADER, '')[:40]!r})")
+    try:
+        event, dim, model = int(h[_EVENT_HEADER]), int(h[_DIM_HEADER]), h[_MODEL_HEADER]
+    except (KeyError, ValueError) as exc:
+        raise StreamFormatError(seq, f"a vector entry without a valid {exc} header") from None
+    if event < 1 or dim < 1 or not model:
+        raise StreamFormatError(seq, f"a vector entry for event {event}, dim {dim}, model {model[:40]!r}")
+    if len(body) != 4 * dim:
+        raise StreamFormatError(seq, f"a {dim}-dim vector entry of {len(body)} bytes, not {4 * dim}")
+    vector = np.frombuffer(body, dtype="<f4").astype(np.float32)
+    if not np.isfinite(vector).all():
+        raise StreamFormatError(seq, "a vector entry with values that are not finite")
+    return VectorEntry(event, model, vector, h.get(_BY_HEADER, ""))
 
 
 def _dump(obj: dict[str, Any]) -> bytes:

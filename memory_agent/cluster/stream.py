@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -88,17 +89,19 @@ class StreamAcceptor:
     A ``message_id`` this replica already holds, or that JetStream already stored within its duplicate
     window, is answered with its first id and ``duplicate=True``. The stream unreachable, leaderless or
     full: ``StorageUnavailable`` (the message stays unacknowledged and is tried again); a report the
-    server refuses as too large: ``ReportRefused``.
+    server refuses as too large: ``ReportRefused``. ``on_accepted(seq)`` is told each report this replica
+    put on the stream (it embeds those first: :mod:`memory_agent.cluster.vectors`).
     """
 
     def __init__(self, js: JetStreamContext, *, stream: str, outage: Outage, holds: _Holds,
-                 timeout: float = PUBLISH_TIMEOUT) -> None:
+                 timeout: float = PUBLISH_TIMEOUT, on_accepted: Callable[[int], None] | None = None) -> None:
         self._js = js
         self._stream = stream
         self._subject = stream_subject(stream)
         self._outage = outage
         self._holds = holds
         self._timeout = timeout
+        self._on_accepted = on_accepted
         self.published = 0
         self.duplicates = 0
 
@@ -113,6 +116,8 @@ class StreamAcceptor:
             self.duplicates += 1
         else:
             self.published += 1
+        if self._on_accepted is not None:
+            self._on_accepted(seq)
         return InsertResult(seq, duplicate=duplicate)
 
     async def publish_forget(self, request: ForgetRequest, *, by: str, request_id: str) -> int:

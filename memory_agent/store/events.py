@@ -345,6 +345,11 @@ class EventStore(EmbeddingRows, LexicalSearch, TraceLookups):
         rows = await self._fetchall("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
         return int(rows[0][0]) if rows else 0
 
+    async def last_received_at(self) -> float | None:
+        """Receipt time of the stored event with the largest id (seconds since the epoch, UTC; None when empty)."""
+        rows = await self._fetchall("SELECT received_at FROM events ORDER BY id DESC LIMIT 1")
+        return float(rows[0][0]) if rows else None
+
     async def _last_id(self) -> int:
         rows = await self._write_fetchall("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
         return int(rows[0][0]) if rows else 0

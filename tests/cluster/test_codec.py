@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from memory_agent.cluster.codec import (
@@ -12,8 +13,10 @@ from memory_agent.cluster.codec import (
     ReportEntry,
     StreamFormatError,
     decode,
+    decode_vector,
     encode_forget,
     encode_report,
+    encode_vector,
 )
 from memory_agent.errors import InvalidArgument
 from memory_agent.retention import ForgetRequest
@@ -67,3 +70,26 @@ async def test_insert_under_given_ids(tmp_path: Path) -> None:
             await store.insert([event("c"), event("d")], ids=[20, 20])
         assert (await store.insert([event("c")]))[0].id == 10  # assigned ids continue after given ones
         assert await store.count(None, Filters(trace_id=("t-1",))) == 2
+
+
+def test_a_vector_round_trips_with_its_model_and_dedup_id() -> None:
+    vector = np.linspace(-1, 1, 384, dtype=np.float32)
+    body, headers = encode_vector(42, vector, model="sentence-transformers/all-MiniLM-L6-v2", by="memory-2")
+    assert len(body) == 384 * 4 and headers["Nats-Msg-Id"] == "42.sentence-transformers/all-MiniLM-L6-v2"
+    entry = decode_vector(7, body, headers)
+    assert entry.event == 42 and entry.model == "sentence-transformers/all-MiniLM-L6-v2" and entry.by == "memory-2"
+    assert entry.vector.dtype == np.float32 and np.array_equal(entry.vector, vector)
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ({"Memory-Dim": "383"}, "bytes, not 1532"),
+    ({"Memory-Event": "x"}, "valid"),
+    ({"Memory-Model": ""}, "model"),
+    ({KIND_HEADER: "report"}, "not a vector"),
+])
+def test_a_bad_vector_entry_is_refused_with_the_reason(change: dict[str, str], reason: str) -> None:
+    body, headers = encode_vector(1, np.ones(384, dtype=np.float32), model="m")
+    with pytest.raises(StreamFormatError, match=reason):
+        decode_vector(3, body, {**headers, **change})
+    with pytest.raises(StreamFormatError, match="not finite"):
+        decode_vector(3, np.full(384, np.nan, dtype=np.float32).tobytes(), headers)

@@ -13,6 +13,7 @@ from memory_agent.cluster.migrate import publish_store
 from memory_agent.config import Config
 from memory_agent.types import Filters
 from tests.cluster.test_replicas import applied, cluster, rollback, send
+from tests.conftest import CountingEmbedder
 
 pytestmark = pytest.mark.timeout(120)
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,11 +27,12 @@ async def test_a_single_node_store_published_once_is_caught_up_by_a_new_replica(
         assert (await send(deploy, "memory", rollback(i)))["status"] == "stored"
     history = sorted((e.message_id, e.trace_id, e.occurred_at, e.received_at)
                      for e in await single.store.select(None, Filters()))
+    await single.wait_embedded(timeout=30)
     await single.close()
 
     cfg = Config(data_dir=tmp_path / "single", nats_url=nats_url, cluster={"enabled": True})
     done = await publish_store(cfg, batch=2)
-    assert (done.events, done.published, done.duplicates) == (5, 5, 0)
+    assert (done.events, done.published, done.duplicates, done.vectors) == (5, 5, 0, 5)
     again = await publish_store(cfg)  # within the duplicate window: nothing new
     assert (again.published, again.duplicates) == (0, 5)
 
@@ -39,6 +41,12 @@ async def test_a_single_node_store_published_once_is_caught_up_by_a_new_replica(
     got = sorted((e.message_id, e.trace_id, e.occurred_at, e.received_at)
                  for e in await replica.store.select(None, Filters()))
     assert got == history
+    # The single node's vectors came along: the replica embeds nothing.
+    await replica.wait_embedded(timeout=30)
+    embedder = replica._embedder_override
+    assert isinstance(embedder, CountingEmbedder) and embedder.encoded == 0
+    found, _ = await replica.store.vectors(list(range(1, done.last_seq + 1)))
+    assert len(found) == 5
 
 
 def test_publish_store_without_nats_says_what_to_set(tmp_path: Path) -> None:
