@@ -2,9 +2,9 @@
 R3): SIGKILL the server leading the events stream while reports flow and while one replica is down: no
 acknowledged report is lost, the stopped replica catches up, both hold the same ids.
 
-The mesh's own streams and buckets are created R1 by the mesh on this branch; issue 14 (``replicas=3``)
-creates them R3. Until then this test scales them to R3 itself (a stream update), so that losing a
-node tests the events stream and not the mesh's inbox."""
+The mesh's own streams and buckets are created R3 too (the daemon gives the mesh the events stream's
+replica count, issue 14's ``replicas``): the test checks that every stream is R3 before it kills a node,
+so losing one tests the cluster and not an R1 inbox."""
 
 from __future__ import annotations
 
@@ -42,16 +42,14 @@ def three_servers(tmp_path: Path) -> Iterator[list[NatsServer]]:
             server.stop()
 
 
-async def scale_to_r3(url: str) -> None:
-    """Every stream R3 (what issue 14's ``replicas=3`` does when the mesh creates them), then wait until
-    every stream has a leader and two current followers."""
+async def all_streams_r3(url: str) -> None:
+    """Every stream on the cluster is R3 as created (the events stream and the mesh's inbox, registry,
+    sessions and rooms), then wait until each has a leader and two current followers."""
     nc = await nats.connect(url)
     js = nc.jetstream()
     try:
-        for info in await js.streams_info():
-            if (info.config.num_replicas or 1) < 3:
-                info.config.num_replicas = 3
-                await js.update_stream(info.config)
+        single = [i.config.name for i in await js.streams_info() if (i.config.num_replicas or 1) < 3]
+        assert not single, f"streams created with fewer than 3 replicas: {single}"
         for _ in range(300):
             infos = await js.streams_info()
             if all(i.cluster and i.cluster.leader and len(i.cluster.replicas or []) == 2
@@ -117,7 +115,7 @@ async def test_killing_the_stream_leader_loses_no_acknowledged_report(three_serv
     conf = {"cluster": {"enabled": True, "stream_replicas": 3}, "shared": {"enabled": False}}
     await wait_for_jetstream(three_servers[0].url)
     a = await make_daemon(urls, data_dir=tmp_path / "a", handle="memory-a", **conf)
-    deploy = AsyncAgent("deploy", servers=[s.url for s in three_servers])
+    deploy = AsyncAgent("deploy", servers=[s.url for s in three_servers], replicas=3)
     await deploy.start()
     await deploy.register()
     try:
@@ -129,7 +127,7 @@ async def test_killing_the_stream_leader_loses_no_acknowledged_report(three_serv
 async def scenario(three_servers: list[NatsServer], urls: str, conf: dict[str, Any], a: Any, deploy: AsyncAgent,
                    make_daemon: Any, tmp_path: Path) -> None:
     b = await make_daemon(urls, data_dir=tmp_path / "b", handle="memory-b", **conf)
-    await scale_to_r3(three_servers[0].url)
+    await all_streams_r3(three_servers[0].url)
     nc = await nats.connect(three_servers[0].url)
     assert (await nc.jetstream().stream_info("MEMORY_EVENTS")).config.num_replicas == 3
     await nc.close()
