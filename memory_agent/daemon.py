@@ -20,34 +20,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import itertools
 import logging
-import re
 import signal
-import socket
 import time
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO
 
 from memory_agent import __version__
 from memory_agent.backlog import DenseParts, EmbeddingBacklog
 from memory_agent.cluster import (
     Applier,
     StreamAcceptor,
-    StreamForgetter,
-    StreamLimits,
     VectorFeed,
-    ensure_stream,
-    ensure_vector_stream,
 )
+from memory_agent.cluster.replica import ReplicaMethods, explain_taken, replica_id
 from memory_agent.config import Config
+from memory_agent.daemon_status import StatusMethods
 from memory_agent.embedding.base import DEFAULT_MODEL_NAME, load_embedder
 from memory_agent.embedding.batching import BatchingEmbedder
 from memory_agent.errors import ConfigError, MemoryAgentError, StorageLost
 from memory_agent.handlers import Handlers
-from memory_agent.health import Health, HealthStatus, Outage, StorageState
-from memory_agent.inbox import InboxCounts, InboxWatcher
+from memory_agent.health import Outage
+from memory_agent.inbox import InboxWatcher
 from memory_agent.index.async_index import AsyncIndex
 from memory_agent.index.repair import open_index
 from memory_agent.ingest import Committed, Ingestor
@@ -62,7 +57,7 @@ from memory_agent.shared.ops import SharedOps
 from memory_agent.shared.service import SharedState, WriteRules
 from memory_agent.shared.state import StateLimits, StateStore
 from memory_agent.shared.vectors import VectorMemory
-from memory_agent.status import DaemonStatus, EmbedderState, Phase
+from memory_agent.status import Phase
 from memory_agent.store.events import EventStore
 from memory_agent.store.faults import transient_cause
 from memory_agent.tools.datadir import lock_data_dir
@@ -98,7 +93,7 @@ MANIFEST = Manifest(
 CLAIM_WAIT = 3 * DEFAULT_HEARTBEAT_INTERVAL + 5.0
 
 
-class MemoryDaemon:
+class MemoryDaemon(ReplicaMethods, StatusMethods):
     """The long-running agent. ``run()`` for production, ``async_run()``/``start()``+``close()`` for tests.
 
     ``embedder`` replaces the configured sentence-transformers model (tests pass a small one);
@@ -275,7 +270,7 @@ class MemoryDaemon:
         forgetter: Forgetter = self._eraser
         if cfg.cluster.enabled:
             if self._replica_id:
-                await self._wait_replica_id_free(self._agent)
+                await self._wait_replica_id_free(self._agent, CLAIM_WAIT)
             acceptor, forgetter = await self._start_cluster(cfg, self._agent, self._store, self._eraser)
         assert acceptor is not None
         self._handlers = Handlers(
@@ -291,51 +286,6 @@ class MemoryDaemon:
         self._phase = "serving"
         log.info("@%s serving on %s: %d events; %s", cfg.handle, self.nats_url, self._events,
                  self.index_report or f"degraded, without the embedding model ({self._backlog.error})")
-
-    async def _start_cluster(self, cfg: Config, agent: AsyncAgent, store: EventStore,
-                             eraser: Eraser) -> tuple[StreamAcceptor, StreamForgetter]:
-        """Create the events stream if missing, start applying it, accept into it (docs/scaling.md)."""
-        c = cfg.cluster
-        js = jetstream(agent)
-        last = await ensure_stream(js, c.stream, StreamLimits(replicas=c.stream_replicas, max_age=c.max_age,
-                                                               max_bytes=c.max_bytes))
-        self._applier = Applier(
-            js, store, eraser, stream=c.stream, outage=self._storage, batch=c.apply_batch,
-            # replicas sharing the handle each need a consumer of their own: apply_<handle>_<replica id>
-            handle=f"{cfg.handle}_{self._replica_id}" if self._replica_id else cfg.handle,
-            retry_cap=cfg.ingest.retry_max_delay, on_committed=self._on_committed, on_forgotten=self._forgotten,
-            on_lost=self._lose_storage)
-        feed = self._vector_feed
-        if feed is not None:  # reading vectors before applying: a new replica takes them as it catches up
-            await ensure_vector_stream(js, c.vector_stream, events_stream=c.stream, replicas=c.stream_replicas,
-                                       max_age=c.max_age)
-            assert self._backlog is not None
-            await feed.start(js, empty=await store.last_id() == 0,
-                             since=self._backlog.oldest_received_at or await store.last_received_at())
-        await self._applier.start()
-        self._stream_acceptor = StreamAcceptor(js, stream=c.stream, outage=self._stream_outage, holds=store,
-                                               on_accepted=feed.accepted if feed is not None else None)
-        log.info("cluster replica @%s%s: reports acknowledged once the events stream %s (R%d, at %d) has them",
-                 cfg.handle, f" (replica {self._replica_id} of its group)" if self._replica_id else "", c.stream,
-                 c.stream_replicas, last)
-        return self._stream_acceptor, StreamForgetter(self._stream_acceptor, self._applier)
-
-    def _make_vector_feed(self, cfg: Config) -> VectorFeed:
-        """The replica's side of the vectors stream (embed once, docs/scaling.md); started with the cluster."""
-        c = cfg.cluster
-
-        def model() -> str:
-            return self._backlog.model if self._backlog is not None else self.model_name
-
-        def dim() -> int:
-            return self._batcher.dim if self._batcher is not None else 0
-
-        def nudge() -> None:
-            if self._backlog is not None:
-                self._backlog.nudge()
-
-        return VectorFeed(stream=c.vector_stream, events_stream=c.stream, handle=cfg.handle, model=model, dim=dim,
-                          wait=c.vector_wait, on_vectors=nudge)
 
     async def _start_shared(self, cfg: Config, agent: AsyncAgent, store: EventStore) -> SharedOps:
         """Create the state bucket and change stream if missing, open vector memory, watch expiries."""
@@ -399,24 +349,6 @@ class MemoryDaemon:
         self._retriever.attach(parts.index, parts.embedder)
         self._eraser.index = parts.index
 
-    async def _wait_replica_id_free(self, agent: AsyncAgent) -> None:
-        """Before this replica touches its events-stream consumer (named after its replica id), make sure no
-        live member of the group has its id: two replicas with one id would split that consumer's entries
-        between them. A crashed predecessor's entry expires within 3 heartbeat intervals (one that closed left
-        at once), so this waits up to CLAIM_WAIT; raises HandleTaken naming the setting to fix."""
-        deadline = time.monotonic() + CLAIM_WAIT
-        warned = False
-        while self._replica_id in (await agent.introspect(agent.handle)).replicas:
-            if time.monotonic() >= deadline or self._stopping.is_set():
-                raise HandleTaken(agent.handle, f"a live replica of @{agent.handle} already has replica_id "
-                                  f"{self._replica_id!r}; set a distinct [cluster] replica_id "
-                                  "(MEMORY_AGENT_CLUSTER__REPLICA_ID) on each replica")
-            if not warned:
-                log.warning("@%s: a live replica already has replica_id %s (a crashed predecessor keeps it until its "
-                            "heartbeat expires); waiting up to %.0f s", agent.handle, self._replica_id, CLAIM_WAIT)
-                warned = True
-            await asyncio.sleep(1.0)
-
     async def _claim_handle(self, agent: AsyncAgent) -> None:
         """Register the handle. After a crash the old process still holds it until its heartbeat expires
         (3 heartbeat intervals), so HandleTaken is retried for that long; a live holder still wins."""
@@ -427,7 +359,7 @@ class MemoryDaemon:
                 return
             except HandleTaken as exc:
                 if time.monotonic() >= deadline or self._stopping.is_set():
-                    raise _explain(exc, self.config) from None
+                    raise explain_taken(exc, self.config) from None
                 if attempt == 0:
                     log.warning("@%s is held by another live agent (a crashed predecessor holds it until its "
                                 "heartbeat expires); retrying for up to %.0f s", agent.handle, CLAIM_WAIT)
@@ -625,113 +557,6 @@ class MemoryDaemon:
                 f"the answer is {exc.size} bytes, over the mesh's limit of {exc.limit}: ask for fewer events "
                 '(a smaller "limit") or narrow the question with filters or a time window'))
 
-    # --- health, stats and index --------------------------------------------------------------
-
-    def health(self) -> Health:
-        """Ready, degraded or not ready, with reasons and the backlog; from memory only (never waits)."""
-        backlog = self._backlog
-        storage: StorageState = "lost" if self._failure is not None else "unavailable" if self._storage.down else "ok"
-        embedding = backlog.state if backlog is not None else "loading"
-        reasons: list[str] = []
-        if self._phase != "serving":
-            reasons.append("not serving (starting or stopping)")
-        if self._failure is not None:
-            reasons.append(f"storage lost: {self._failure.reason}")
-        elif self._storage.down:
-            since = self._clock() - (self._storage.since or self._clock())
-            reasons.append(f"storage unavailable: {self._storage.cause} (for {since:.0f} s)")
-        if self._stream_outage.down:
-            reasons.append(f"events stream unavailable: {self._stream_outage.cause}")
-        if embedding != "ok" and backlog is not None:
-            reasons.append(f"embedding model {embedding}: {backlog.error or 'loading'}; answers use SQLite and "
-                           "FTS5 only")
-        age = None
-        if backlog is not None and backlog.oldest_received_at is not None and backlog.pending:
-            age = max(self._clock() - backlog.oldest_received_at, 0.0)
-        status: HealthStatus = ("not_ready" if storage != "ok" or self._stream_outage.down or self._phase != "serving"
-                                else "degraded" if embedding != "ok" else "ok")
-        return Health(
-            status=status, storage=storage, embedding=embedding, backlog=backlog.pending if backlog else 0,
-            backlog_age_s=age, ingest_queue=self._ingestor.queued if self._ingestor else 0, reasons=tuple(reasons),
-        )
-
-    # --- status, stats and index -----------------------------------------------------------------
-
-    def status(self) -> DaemonStatus:
-        """A snapshot without I/O (see :mod:`memory_agent.status`): safe to call from a health check or a
-        scrape however busy the daemon is."""
-        agent, index, backlog = self._agent, self._index, self._backlog
-        health = self.health()
-        embedder: EmbedderState = {"ok": "ready", "loading": "loading"}.get(health.embedding, "degraded")  # type: ignore[assignment]
-        return DaemonStatus(
-            phase=self._phase,
-            handle=self.config.handle,
-            nats_connected=agent is not None and agent.is_connected,
-            handle_registered=agent is not None and agent.is_registered,
-            store_open=self._store is not None,
-            index_loaded=index is not None,
-            embedder=embedder,
-            model=self.model_name,
-            events=self._events,
-            index_vectors=len(index) if index is not None else 0,
-            index_kind=index.kind if index is not None else "",
-            embedding_backlog=backlog.pending if backlog is not None else 0,
-            embedding_backlog_age_s=health.backlog_age_s,
-            in_flight=agent.in_flight if agent is not None else 0,
-            uptime_s=round(self._clock() - self.started_at, 3) if self._phase == "serving" else 0.0,
-            storage=health.storage,
-            storage_detail=next((r for r in health.reasons if r.startswith("storage")), ""),
-        )
-
-    def _inbox_counts(self) -> InboxCounts | None:
-        return self._inbox.counts() if self._inbox is not None else None
-
-    async def stats(self) -> dict[str, Any]:
-        """Event count, index size and type, model, uptime (seconds), health (see :meth:`health`), ingest,
-        embedding backlog and storage figures, and the retention (days, None = keep forever) and
-        sender-authentication settings."""
-        assert self._store is not None and self._backlog is not None
-        s = await self._store.stats()
-        await self._backlog.resync()
-        ingestor = self._ingestor
-        batcher = self._batcher
-        return {
-            "version": __version__,
-            "handle": self.config.handle,
-            "nats_url": self.nats_url,
-            "events": s.count,
-            "db_bytes": s.db_bytes,
-            "wal_bytes": s.wal_bytes,
-            "index": {"size": len(self._index) if self._index else 0, "type": self._index.kind if self._index else None,
-                      "path": str(self.config.index_path)},
-            "model": self.model_name,
-            "uptime_s": round(self._clock() - self.started_at, 3),
-            "health": self.health().to_json(),
-            "ingest": {
-                "stored": ingestor.stored if ingestor else 0,
-                "duplicates": ingestor.duplicates if ingestor else 0,
-                "batches": ingestor.batches if ingestor else 0,
-                "refused": ingestor.refused if ingestor else 0,
-                "queued": ingestor.queued if ingestor else 0,
-                "queue_capacity": ingestor.capacity if ingestor else 0,
-            },
-            "embedding": self._backlog.to_json(),
-            "storage": self._storage.to_json(),
-            "embedder": {"batches": batcher.batches if batcher else 0, "texts": batcher.texts if batcher else 0,
-                         "clipped": batcher.clipped if batcher else 0, "queued": batcher.pending if batcher else 0,
-                         "gave_way_s": round(batcher.yielded_s, 3) if batcher else 0.0},
-            "llm": self.config.llm.model if self.config.llm.enabled else None,
-            "retention_days": self.config.retention_days or None,
-            "authenticated_senders": self.config.security.authenticated_senders,
-            "cluster": None if self._applier is None or self._stream_acceptor is None else {
-                **self._applier.to_json(), "replica_id": self._replica_id or None,
-                "published": self._stream_acceptor.published,
-                "duplicates": self._stream_acceptor.duplicates, "stream_outage": self._stream_outage.to_json(),
-                "vectors": self._vector_feed.to_json() if self._vector_feed is not None else None},
-            "shared": None if self._shared is None or self._vectors is None else {
-                "writes": self._shared.writes, "expiries": self._shared.expiries, **self._vectors.stats()},
-        }
-
     def _on_removed(self, count: int) -> None:
         self._dirty = True
         self._events -= count
@@ -788,36 +613,6 @@ class MemoryDaemon:
                         log.exception("saving the FAISS index failed; will retry")
                     else:  # a full disk: the file stays behind SQLite, which a restart repairs
                         log.warning("saving the FAISS index failed (%s); will retry", cause)
-
-
-def replica_id(cfg: Config) -> str:
-    """``[cluster] replica_id``, else ``<hostname>-<8 hex of the resolved data_dir>``: stable across restarts
-    (so a restarted replica takes its own member entry and events-stream consumer back), and distinct for
-    two replicas on one host (their data directories differ)."""
-    if cfg.cluster.replica_id:
-        return cfg.cluster.replica_id
-    host = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())[:55] or "host"
-    return f"{host}-{hashlib.sha256(str(cfg.data_dir.resolve()).encode()).hexdigest()[:8]}"
-
-
-def _explain(exc: HandleTaken, cfg: Config) -> HandleTaken:
-    """HandleTaken with what to change in this daemon's configuration."""
-    keyed = bool(cfg.cluster.enabled and cfg.cluster.replica_key.get_secret_value())
-    if exc.reason and "replica_key" in exc.reason and "another replica_key" in exc.reason:
-        fix = ("every replica of @{h} needs the same [cluster] replica_key (MEMORY_AGENT_CLUSTER__REPLICA_KEY); "
-               "this one's differs")
-    elif exc.reason and "replica group" in exc.reason and not keyed:
-        fix = ("@{h} is served by a replica group: to join it set [cluster] enabled = true and its replica_key "
-               "(MEMORY_AGENT_CLUSTER__REPLICA_KEY); to run apart, set another handle")
-    elif exc.reason and "replica_id" in exc.reason:
-        fix = "set a distinct [cluster] replica_id (MEMORY_AGENT_CLUSTER__REPLICA_ID) on each replica"
-    elif keyed:
-        fix = ("@{h} is held by a single @memory (not a replica group): stop it, or give this replica group "
-               "another handle")
-    else:
-        fix = "another @memory holds @{h}: stop it, or set another handle (each replica its own, or a replica_key)"
-    detail = f"{exc.reason}; {fix}" if exc.reason else fix
-    return HandleTaken(exc.handle, detail.format(h=cfg.handle))
 
 
 def _embedded_server_error(exc: ServerError, host: str, port: int) -> ConfigError:

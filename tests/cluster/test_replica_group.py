@@ -14,6 +14,7 @@ import pytest
 from prometheus_client import Counter
 
 import memory_agent.daemon as daemon_module
+from memory_agent.cluster.replica import replica_id
 from memory_agent.config import Config, load_config
 from memory_agent.daemon import MemoryDaemon
 from memory_agent.errors import ConfigError
@@ -110,7 +111,7 @@ async def test_a_replica_with_another_key_or_none_is_refused_saying_what_to_set(
 
 
 def _id_of(data_dir: Path) -> str:
-    return daemon_module.replica_id(Config(data_dir=data_dir))
+    return replica_id(Config(data_dir=data_dir))
 
 
 def test_replica_key_is_checked_and_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
