@@ -357,26 +357,32 @@ def _unknown_names(question: str, toks: list[_Tok], taken: set[int]) -> list[str
     return out
 
 
-# Capitalised words that are not names of things reported: days, months, zones, "I".
+# Capitalised words that are not names of things reported: days, months, zones, titles, "I".
 _NOT_PROPER = word_set(
     "monday tuesday wednesday thursday friday saturday sunday mon tue tues wed thu thur thurs fri sat sun "
     "january february march april may june july august september october november december jan feb mar apr "
-    "jun jul aug sep sept oct nov dec utc gmt cet cest est edt pst pdt am pm i ok"
+    "jun jul aug sep sept oct nov dec utc gmt cet cest est edt pst pdt am pm i ok "
+    "dr mr mrs ms mx prof jr sr"  # titles: the name is the word after them
 )
+_TITLES = word_set("dr mr mrs ms mx prof jr sr st")  # "Dr. Seuss": the dot ends no sentence
 _CLAUSE_END = re.compile(r"[.?!:;]\s*$|^\s*$")
 
 
 def proper_names(question: str, toks: list[_Tok], taken: set[int]) -> list[str]:
     """Words written as proper names that no stored name, trace id or intent cue took: an inner capital
     (``GraphQL``, ``iOS``, ``LDAP``) or a capital first letter not at the start of a sentence
-    (``Kafka``, ``Frankfurt``); consecutive ones form one name ("App Store"). Days, months and zones are
-    not names. A question written in title case or capitals (more than half its words capitalised) gives
-    no such signal: returns none. These are names a report would hold if it were about them (checked
-    against stored text by the answerer: :mod:`memory_agent.query.grounding`).
+    (``Kafka``, ``Frankfurt``; a title's dot ends no sentence: "Dr. Seuss"); consecutive ones form one
+    name ("App Store"). Days, months, zones and titles are not names. A question written in title case (two
+    or more capitalised stop words inside a sentence) or in capitals gives no such signal: returns none.
+    These are names a report would hold if it were about them (checked against stored text by the
+    answerer: :mod:`memory_agent.query.grounding`).
     """
     words = [question[t.start : t.end] for t in toks]
-    capitalised = sum(1 for w in words if w[:1].isupper())
-    if not words or 2 * capitalised > len(words):
+    starts = [bool(_CLAUSE_END.search(question[: t.start])) and not (k and toks[k - 1].text in _TITLES)
+              for k, t in enumerate(toks)]
+    title_case = sum(1 for t, w, first in zip(toks, words, starts, strict=True)
+                     if w[:1].isupper() and t.text in STOPWORDS and not first)
+    if not words or title_case >= 2 or not any(c.islower() for c in question):
         return []
     out: list[str] = []
     run: list[int] = []
@@ -390,7 +396,7 @@ def proper_names(question: str, toks: list[_Tok], taken: set[int]) -> list[str]:
 
     for k, (t, w) in enumerate(zip(toks, words, strict=True)):
         inner = any(c.isupper() for c in w[1:])
-        first = w[:1].isupper() and not _CLAUSE_END.search(question[: t.start])
+        first = w[:1].isupper() and not starts[k]
         name = (inner or first) and sum(c.isalpha() for c in w) >= 2
         if name and k not in taken and not t.at and t.text not in STOPWORDS and t.text not in _NOT_PROPER:
             if run and not (question[toks[run[-1]].end : t.start].isspace()):

@@ -40,6 +40,7 @@ def names(question: str) -> tuple[str, ...]:
     ("Kafka rollbacks in the last 7 days?", ()),
     ("Why did production roll back on Friday?", ()),
     ("What happened between Nov 3 and Nov 5 UTC?", ()),
+    ("Would Caroline like Dr. Seuss books?", ("Caroline", "Seuss")),
     ("Why did checkout roll back? The Monitor said so.", ()),
     ("Which deploys of Checkout since Monday?", ()),
     # title case or capitals carry no signal
