@@ -289,9 +289,7 @@ async def run_memory(
         await asyncio.gather(*(report_session(s) for s in sessions.values()))
         timing.ingest_s += time.perf_counter() - started
         timing.turns += len(turns)
-        # Acknowledged once committed, embedded behind: ask once every turn is embedded.
-        while daemon.health().backlog:
-            await asyncio.sleep(0.1)
+        await daemon.wait_embedded(timeout=1800)  # acknowledged once committed, embedded behind
 
         as_of = max(t.when for t in turns).replace(tzinfo=UTC).isoformat()
         gate = asyncio.Semaphore(ask_concurrency)

@@ -138,18 +138,6 @@ async def start_memory(data_dir: Path, config_file: Path | None, settings: Seque
     return daemon, config.model_dump(mode="json")
 
 
-async def wait_embedded(daemon: Any, *, timeout: float = 1800.0) -> float:
-    """Wait until the daemon's embedding backlog is empty (reports are acknowledged once committed and
-    embedded behind: questions asked before would be answered by words alone). Returns the seconds
-    waited; raises ``TimeoutError`` after ``timeout``."""
-    started = time.perf_counter()
-    while daemon.health().backlog:
-        if time.perf_counter() - started > timeout:
-            raise TimeoutError(f"{daemon.health().backlog} reports still not embedded after {timeout:.0f} s")
-        await asyncio.sleep(0.1)
-    return time.perf_counter() - started
-
-
 def memory_text(report: Report) -> str:
     """The text @memory embeds and full-text indexes for a report (for the baselines)."""
     from memory_agent.wire import indexed_text
@@ -493,7 +481,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             ids = await report_all(daemon.nats_url, config["handle"], ops.reports)
             timing["ingest_s"] = time.perf_counter() - started
             print(f"{len(ids)} reports stored in {timing['ingest_s']:.1f} s", flush=True)
-            timing["embed_wait_s"] = await wait_embedded(daemon)
+            started = time.perf_counter()
+            await daemon.wait_embedded(timeout=1800)  # acknowledged on commit, embedded behind
+            timing["embed_wait_s"] = time.perf_counter() - started
             print(f"every report embedded {timing['embed_wait_s']:.1f} s later", flush=True)
             for mode in args.modes:
                 started = time.perf_counter()

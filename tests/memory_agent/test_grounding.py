@@ -182,8 +182,7 @@ async def test_something_nobody_reported_is_answered_none_and_a_paraphrase_still
     for payload in reports:  # 70 reports: enough for a background of the names
         reply = await reporter.request("memory", json.dumps(payload), content_type="application/json", timeout=60)
         assert json.loads(reply.payload)["status"] == "stored"
-    while daemon.health().backlog:  # acknowledged on commit, embedded behind
-        await asyncio.sleep(0.05)
+    await daemon.wait_embedded(timeout=120)  # acknowledged on commit, embedded behind
     asker = await mesh_agent("asker")
 
     async def ask(question: str) -> dict[str, Any]:

@@ -223,11 +223,12 @@ async def test_a_paraphrase_ranks_its_report_above_an_incidental_shared_word(  #
     from memory_agent.embedding.base import load_embedder
 
     embedder = await asyncio.to_thread(load_embedder, EmbeddingConfig(), data_dir=tmp_path / "model")
-    await start_daemon(embedder=embedder)
+    daemon = await start_daemon(embedder=embedder)
     reporter = await mesh_agent("ops")
     for payload in PARAPHRASE_REPORTS:
         reply = await reporter.request("memory", json.dumps(payload), content_type="application/json", timeout=60)
         assert json.loads(reply.payload)["status"] == "stored"
+    await daemon.wait_embedded(timeout=120)  # acknowledged on commit, embedded behind
     asker = await mesh_agent("asker")
     answer = await _ask(asker, {"query": question, "mode": "search"})
     assert answer["events"], answer["answer"]

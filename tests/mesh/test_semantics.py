@@ -238,7 +238,12 @@ async def test_list_sessions_shows_this_agents_sessions_and_their_state(mesh_age
     await next_msg(b_in)
     await next_msg(b_in)
     await b.resolve(opened.session, "done")
-    sessions = {s.session: s for s in await a.list_sessions()}
+    # alpha records the resolve when its inbox delivers it, a moment after beta published it
+    for _ in range(200):
+        sessions = {s.session: s for s in await a.list_sessions()}
+        if sessions.get(opened.session) and sessions[opened.session].state == "resolved":
+            break
+        await asyncio.sleep(0.05)
     assert set(sessions) == {opened.session, other.session}
     first = sessions[opened.session]
     assert (first.from_handle, first.to_handle, first.state, first.trace_id) == ("alpha", "beta", "resolved", "t-1")
