@@ -365,7 +365,7 @@ _NOT_PROPER = word_set(
     "dr mr mrs ms mx prof jr sr"  # titles: the name is the word after them
 )
 _TITLES = word_set("dr mr mrs ms mx prof jr sr st")  # "Dr. Seuss": the dot ends no sentence
-_CLAUSE_END = re.compile(r"[.?!:;]\s*$|^\s*$")
+_SENTENCE_ENDS = frozenset(".?!:;")
 
 
 def proper_names(question: str, toks: list[_Tok], taken: set[int]) -> list[str]:
@@ -378,8 +378,13 @@ def proper_names(question: str, toks: list[_Tok], taken: set[int]) -> list[str]:
     answerer: :mod:`memory_agent.query.grounding`).
     """
     words = [question[t.start : t.end] for t in toks]
-    starts = [bool(_CLAUSE_END.search(question[: t.start])) and not (k and toks[k - 1].text in _TITLES)
-              for k, t in enumerate(toks)]
+    # A sentence starts at the first token and after ".", "?", "!", ":" or ";" (not after a title's dot);
+    # only the gap before each token is read, so this stays linear in the question's length.
+    starts: list[bool] = []
+    for k, t in enumerate(toks):
+        before = question[toks[k - 1].end if k else 0 : t.start].rstrip()
+        title = k > 0 and toks[k - 1].text in _TITLES
+        starts.append((k == 0 and not before) or (before[-1:] in _SENTENCE_ENDS and not title))
     title_case = sum(1 for t, w, first in zip(toks, words, starts, strict=True)
                      if w[:1].isupper() and t.text in STOPWORDS and not first)
     if not words or title_case >= 2 or not any(c.islower() for c in question):

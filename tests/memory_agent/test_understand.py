@@ -310,7 +310,7 @@ def test_understand_on_100kb_strings(parts: list[str]) -> None:
 @pytest.mark.parametrize(
     "chunk",
     ["t-81 ", "trace 1 ", "rollbacks after rollbacks by monitor ", "@deploy ", "api gateway ", " ", "a's ",
-     '"AND OR NEAR( * ^"', "tests were quarantined ", "what " ],
+     '"AND OR NEAR( * ^"', "tests were quarantined ", "what ", "the Kafka broker. Dr. Seuss ", "GraphQL " ],
 )  # fmt: skip
 def test_adversarial_100kb_questions(chunk: str) -> None:
     question = chunk * (100_000 // len(chunk))
