@@ -24,6 +24,7 @@ from memory_agent.cli.common import (
     client_url,
     fail,
     load,
+    nats_auth,
     setup_logging,
     talk,
 )
@@ -397,10 +398,7 @@ def mcp(config: ConfigOpt = None, nats_url: NatsOpt = None, as_handle: AsOpt = N
         fail(f"the MCP server needs the mcp package ({exc.name}): pip install \"mesh-memory[mcp]\"")
     cfg = load(config, nats_url=nats_url, log_format=check_log_format(log_format))
     setup_logging(cfg)
-    try:
-        auth = cfg.nats.auth()
-    except MemoryAgentError as exc:
-        fail(str(exc))
+    auth = nats_auth(cfg)
 
     async def serve() -> None:
         async with MemoryClient(client_url(cfg), handle=cfg.handle, timeout=timeout, auth=auth,

@@ -28,6 +28,7 @@ __all__ = [
     "client_url",
     "fail",
     "load",
+    "nats_auth",
     "setup_logging",
     "talk",
 ]
@@ -89,6 +90,14 @@ def client_url(cfg: Config) -> str:
     return cfg.nats_url or f"nats://127.0.0.1:{cfg.embedded_nats_port or 4222}"
 
 
+def nats_auth(cfg: Config) -> Any:
+    """``cfg.nats.auth()`` (a NatsAuth or None), or exit 1 naming the secret that is missing."""
+    try:
+        return cfg.nats.auth()
+    except MemoryAgentError as exc:
+        fail(str(exc))
+
+
 def talk(cfg: Config, timeout: float, call: Callable[[Any], Awaitable[T]], *, as_handle: str | None = None,
           bounded: bool = True, **options: Any) -> T:
     """Run ``call(client)`` on a MemoryClient for ``cfg`` (as ``as_handle``, else ``nats.client_handle``);
@@ -96,10 +105,7 @@ def talk(cfg: Config, timeout: float, call: Callable[[Any], Awaitable[T]], *, as
     ``session_id``)."""
     from memory_agent.client import MemoryClient
 
-    try:
-        auth = cfg.nats.auth()
-    except MemoryAgentError as exc:
-        fail(str(exc))
+    auth = nats_auth(cfg)
 
     async def go() -> T:
         async with MemoryClient(client_url(cfg), handle=cfg.handle, timeout=timeout, auth=auth,
