@@ -27,7 +27,7 @@ from memory_agent.query.text import STOPWORDS, clip, tokenize, word_set
 from memory_agent.query.traces import trace_candidates
 from memory_agent.query.understand import understand
 from memory_agent.query.vocabulary import VocabularyIndex
-from memory_agent.query.why import choose_incident, is_cause, is_symptom
+from memory_agent.query.why import choose_incident, equal_matches, is_cause, is_symptom
 from memory_agent.types import Filters, Intent, StoredEvent, TimeWindow, Understanding, Vocabulary
 from memory_agent.wire import Question, iso_utc
 from mesh.constants import DEFAULT_MAX_PAYLOAD
@@ -54,8 +54,6 @@ _GENERIC = word_set(
 )
 #: Words left in a question with filters beyond which it is a search within the filters, not a list.
 LIST_STRAY_WORDS = 1
-#: Among why candidates, those scoring at least this share of the best are equally good matches.
-WHY_TIE = 0.9
 _WHY_CANDIDATES = 50
 _NEAR = 3
 
@@ -342,8 +340,11 @@ class Answerer:
                                       "why.", "nothing above the relevance floor")
         # Equal matches for the incident choice when the question names a kind of event ("why did X roll
         # back"); otherwise the best match is what it asks about.
-        tied = [h for h in hits if h.score >= WHY_TIE * hits[0].score] if u.filters.event else hits[:1]
-        candidates = await self._store.get([h.id for h in tied])
+        if u.filters.event:
+            found = {e.id: e for e in await self._store.get([h.id for h in hits])}
+            candidates = equal_matches([found[h.id] for h in hits if h.id in found], _stray(u))
+        else:
+            candidates = await self._store.get([h.id for h in hits[:1]])
         traces = {c.trace_id: await self._store.select(None, Filters(trace_id=(c.trace_id,)), limit=self._max_list)
                   for c in candidates}
         choice = choose_incident(candidates, traces)

@@ -9,19 +9,23 @@ explains it, as an engineer reading the reports would pick it (issue 11):
    ``incident_opened``, ``error_spike``, ``outage`` ...);
 3. else, and between equals, the most recent.
 
+Which matches are candidates, when the question names a kind of event ("why did production roll
+back?"), is decided by coordination-level matching (:func:`equal_matches`): the events that hold the
+most of the question's other words, as words, match it equally well.
+
 The other candidates are named in the answer so that nothing is hidden. Event types are free text, so
 they are read by the Porter stems of their parts (:func:`memory_agent.query.text.stem`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from memory_agent.query.text import split_name, stem, word_set
+from memory_agent.query.text import split_name, stem, tokenize, word_set
 from memory_agent.types import StoredEvent
 
-__all__ = ["WhyChoice", "choose_incident", "is_cause", "is_symptom"]
+__all__ = ["WhyChoice", "choose_incident", "equal_matches", "is_cause", "is_symptom"]
 
 #: Stems of event-type parts that state a cause.
 CAUSE_STEMS = frozenset(stem(w) for w in word_set("root cause causes reason rca diagnosis diagnosed postmortem explanation"))
@@ -88,3 +92,24 @@ def choose_incident(
         reason = "the most recent match" if len(candidates) > 1 else "the only match"
         explained = []
     return WhyChoice(chosen, reason, tuple(explained), tuple(ranked[1:]))
+
+
+def equal_matches(ranked: Sequence[StoredEvent], words: Iterable[str]) -> list[StoredEvent]:
+    """The events of ``ranked`` (best first, all of the kind the question names) that match it equally.
+
+    ``words``: the question's words that name no filter (``production`` in "why did production roll
+    back?"). Every event holding the largest number of them (by Porter stem, in its indexed text) is an
+    equal match: coordination-level matching (Cleverdon, "The Cranfield tests on index language devices",
+    Aslib Proceedings 19(6), 1967), so that a wording the ranking happens to prefer cannot hide an
+    incident the question names just as well. With no such words every event is an equal match; when no
+    event holds any of them, the best-ranked one alone (the question is worded otherwise). Keeps the
+    order of ``ranked``.
+    """
+    stems = {stem(w) for w in words}
+    if not stems:
+        return list(ranked)
+    levels = [len(stems & {stem(t) for t in tokenize(e.text)}) for e in ranked]
+    best = max(levels, default=0)
+    if best == 0:
+        return list(ranked[:1])
+    return [e for e, level in zip(ranked, levels, strict=True) if level == best]

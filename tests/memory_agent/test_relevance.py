@@ -180,6 +180,35 @@ async def test_why_answers_the_explained_incident_and_names_the_others(seeded, m
     assert any(note.startswith("why: chose #") for note in answer["notes"])
 
 
+async def test_why_weighs_every_match_holding_the_questions_words_not_only_the_best_scored(  # type: ignore[no-untyped-def]
+    seeded, mesh_agent
+) -> None:
+    # Two production rollbacks: the later one is short and repeats "production", so it scores far higher
+    # (BM25 favours it: term frequency, length normalisation); its trace holds nothing else. The earlier
+    # one says "production" once in a long report and its trace holds the anomaly before it. Both hold
+    # the question's word, so both are candidates and the explained one is the answer.
+    agent = await mesh_agent("deploy-3")
+    sent = [
+        {"event": "anomaly", "service": "checkout", "summary": "checkout error ratio at 9%", "trace_id": "t-70",
+         "occurred_at": "2026-11-20T09:00:00Z"},
+        {"event": "rollback", "service": "checkout", "env": "production", "trace_id": "t-70",
+         "reason": "reverted build 812, whose release bundled cart, tax, promotions, search, recommendations "
+                   "and storefront changes, three schema migrations and a refresh of forty dependencies",
+         "occurred_at": "2026-11-20T09:10:00Z"},
+        {"event": "rollback", "service": "ledger", "env": "production",
+         "reason": "production flag flipped in production, production rollback", "trace_id": "t-91",
+         "occurred_at": "2026-11-20T19:00:00Z"},
+    ]
+    for payload in sent:
+        reply = await agent.request("memory", json.dumps(payload), content_type="application/json", timeout=30)
+        assert json.loads(reply.payload)["status"] == "stored"
+    answer = await _ask(seeded, {"query": "Why did production roll back?", "as_of": "2026-11-21T10:00:00Z"})
+    assert answer["intent"] == "why"
+    assert answer["events"][0]["trace_id"] == "t-70" and answer["events"][0]["event"] == "rollback"
+    assert "its trace shows what went wrong before it" in answer["answer"]
+    assert "t-91" in answer["answer"]  # named among the other candidates
+
+
 @pytest.mark.parametrize("floor, found", [(0.0, True), (1.0, False)])
 async def test_the_floor_decides_what_is_presented(start_daemon, mesh_agent, floor: float,  # type: ignore[no-untyped-def]
                                                    found: bool) -> None:

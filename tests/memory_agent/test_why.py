@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from memory_agent.query.why import choose_incident, is_cause, is_symptom
+from memory_agent.query.why import choose_incident, equal_matches, is_cause, is_symptom
 from memory_agent.types import StoredEvent
 
 _ids = iter(range(1, 10_000))
 
 
-def ev(event: str, trace: str, at: float, **payload: Any) -> StoredEvent:
+def ev(event: str, trace: str, at: float, *, text: str = "", **payload: Any) -> StoredEvent:
     i = next(_ids)
     return StoredEvent(message_id=f"m{i}", session=f"s{i}", from_handle="deploy", trace_id=trace, event=event,
                        service=None, occurred_at=at, received_at=at, payload={"event": event, **payload},
-                       text=event, id=i)
+                       text=text or event, id=i)
 
 
 def test_cause_and_symptom_are_read_from_event_words_and_fields() -> None:
@@ -66,3 +66,21 @@ def test_one_or_no_candidate() -> None:
     choice = choose_incident([lone], {"t-l": [lone]})
     assert choice is not None and choice.chosen == lone and choice.reason == "the only match" and choice.others == ()
     assert choose_incident([], {}) is None
+
+
+def test_equal_matches_are_the_events_holding_most_of_the_questions_other_words() -> None:
+    # "Why did production roll back?" over rollbacks ranked by a score that prefers one wording.
+    worded = ev("rollback", "t-1", 100, text="rollback. reverted the build. env: production")
+    staging = ev("rollback", "t-2", 200, text="rollback. env: staging. production traffic unaffected")
+    other = ev("rollback", "t-3", 300, text="rollback. back to the previous build. env: production. service: payments")
+    dev = ev("rollback", "t-4", 400, text="rollback. env: dev")
+    ranked = [worded, dev, staging, other]
+    # Every event holding "production" matches equally, however far down the ranking put it.
+    assert equal_matches(ranked, ["production"]) == [worded, staging, other]
+    # Holding more of the words is a better match (coordination level), by stem ("productions").
+    assert equal_matches(ranked, ["productions", "payments"]) == [other]
+    # Words no event holds: the question is worded otherwise, so the best-ranked event alone.
+    assert equal_matches(ranked, ["wobbly"]) == [worded]
+    # No other words: the kind of event alone was asked for, so every event matches equally.
+    assert equal_matches(ranked, []) == ranked
+    assert equal_matches([], ["production"]) == []
