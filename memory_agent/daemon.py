@@ -70,6 +70,7 @@ from mesh.access import jetstream
 from mesh.constants import DEFAULT_HEARTBEAT_INTERVAL
 from mesh.errors import HandleTaken, PayloadTooLarge, ServerError, SessionClosed, SessionNotFound
 from mesh.server import NatsServer
+from mesh.tasks import cancel_and_wait
 
 __all__ = ["CLAIM_WAIT", "MANIFEST", "MemoryDaemon"]
 
@@ -91,6 +92,15 @@ MANIFEST = Manifest(
 #: Seconds start() keeps trying to claim a handle held by another agent: a crashed predecessor's claim
 #: lasts 3 heartbeat intervals after its last heartbeat (see mesh.registry), plus a margin.
 CLAIM_WAIT = 3 * DEFAULT_HEARTBEAT_INTERVAL + 5.0
+
+
+async def _stop(task: asyncio.Task[None] | None) -> None:
+    """Stop a background task of the daemon for sure (cancelled again until it ends: a cancellation lost in
+    nats-py's ``wait_for`` on Python 3.11, see :mod:`mesh.tasks`); a failure it had ended with is logged, so
+    the rest of ``close()`` still runs."""
+    failed = await cancel_and_wait(task)
+    if failed is not None and task is not None:
+        log.error("background task %s had failed", task.get_name(), exc_info=failed)
 
 
 class MemoryDaemon(ReplicaMethods, StatusMethods):
@@ -396,11 +406,8 @@ class MemoryDaemon(ReplicaMethods, StatusMethods):
         """
         if self._phase != "stopped":
             self._phase = "stopping"
-        if self._expiry is not None:
-            self._expiry.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._expiry
-            self._expiry = None
+        expiry, self._expiry = self._expiry, None
+        await _stop(expiry)
         if self._inbox is not None:
             await self._inbox.close()
             self._inbox = None
@@ -422,21 +429,10 @@ class MemoryDaemon(ReplicaMethods, StatusMethods):
         if self._backlog is not None:
             await self._backlog.close()
             self._backlog = None
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watchdog
-            self._watchdog = None
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
-            self._sweeper = None
-        if self._saver is not None:
-            self._saver.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._saver
-            self._saver = None
+        tasks = (self._watchdog, self._sweeper, self._saver)
+        self._watchdog = self._sweeper = self._saver = None
+        for task in tasks:
+            await _stop(task)
         if self._index is not None:
             if self._failure is None:
                 try:

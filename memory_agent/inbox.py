@@ -25,6 +25,7 @@ from mesh.connection import connect
 from mesh.constants import STREAM_NAME
 from mesh.errors import MeshError
 from mesh.handles import durable_name, reply_prefix
+from mesh.tasks import cancel_and_wait
 
 __all__ = ["InboxCounts", "InboxWatcher"]
 
@@ -70,11 +71,11 @@ class InboxWatcher:
 
     async def close(self) -> None:
         """Stop polling and close the connection; idempotent."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        # Cancelled until it ends: one that comes with a consumer_info reply is lost on 3.11 (mesh.tasks).
+        failed = await cancel_and_wait(task)
+        if failed is not None:
+            log.error("the inbox watcher of @%s had failed", self._handle, exc_info=failed)
         nc, self._nc = self._nc, None
         if nc is not None and not nc.is_closed:
             with contextlib.suppress(Exception):

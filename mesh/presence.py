@@ -45,6 +45,7 @@ from .constants import REGISTRY_BUCKET
 from .errors import ClaimLost, HandleTaken, MeshError
 from .registry import Beat, Member, Record, Registry
 from .replicas import group_hash
+from .tasks import cancel_and_wait
 from .types import Manifest
 
 __all__ = ["Presence"]
@@ -128,16 +129,11 @@ class Presence:
             self._task = asyncio.create_task(self._heartbeat_loop(), name=f"mesh-heartbeat-{self._handle}")
 
     async def stop_heartbeat(self) -> None:
-        """Stop the heartbeat task and wait for it. Cancelled again until it has ended: on Python 3.11 a
-        cancellation that arrives as an inner ``asyncio.wait_for`` completes (nats-py's request timeouts) is
-        lost (CPython gh-86296, fixed in 3.12), and the loop would go on beating, with ``close()`` waiting
-        forever; the loop also checks the task it belongs to is still the current one."""
+        """Stop the heartbeat task and wait for it. Cancelled again until it has ended (a cancellation lost
+        in nats-py's ``wait_for`` on Python 3.11, see :mod:`mesh.tasks`); the loop also checks the task it
+        belongs to is still the current one."""
         task, self._task = self._task, None
-        if task is None or task is asyncio.current_task():
-            return
-        while not task.done():
-            task.cancel()
-            await asyncio.wait({task}, timeout=1.0)
+        await cancel_and_wait(task)
 
     async def confirm(self) -> bool:
         """True while this agent may act as its handle: its claim was confirmed less than 2 intervals ago,

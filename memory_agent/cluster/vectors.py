@@ -60,6 +60,7 @@ from memory_agent.cluster.codec import StreamFormatError, decode_vector, encode_
 from memory_agent.cluster.stream import DUPLICATE_WINDOW
 from memory_agent.errors import ConfigError
 from memory_agent.health import retry_delay
+from mesh.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
@@ -186,13 +187,10 @@ class VectorFeed:
     async def close(self) -> None:
         """Stop reading; publishes in flight get :data:`_CLOSE_WAIT` seconds to finish. Idempotent."""
         reader, self._reader = self._reader, None
-        while reader is not None and not reader.done():
-            # Cancelled until it ends: on Python 3.11 a cancellation arriving as nats-py's wait_for (in
-            # fetch) completes is lost (gh-86296), and the loop would fetch on.
-            reader.cancel()
-            await asyncio.wait({reader}, timeout=0.1)
-        if reader is not None and not reader.cancelled() and reader.exception() is not None:
-            log.error("reading the vectors stream %s had failed", self._stream, exc_info=reader.exception())
+        # Cancelled until it ends: a cancellation arriving as a fetch completes is lost on 3.11 (mesh.tasks).
+        failed = await cancel_and_wait(reader, every=0.1)
+        if failed is not None:
+            log.error("reading the vectors stream %s had failed", self._stream, exc_info=failed)
         if self._publishes:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(_CLOSE_WAIT):

@@ -31,6 +31,7 @@ from memory_agent.shared.constants import Scope
 from memory_agent.shared.keys import KeyPattern, change_filters
 from memory_agent.shared.state import StateStore
 from memory_agent.shared.wire import ChangeEvent
+from mesh.tasks import cancel_and_wait
 
 __all__ = ["ChangeHandler", "ChangeStream", "Listener", "patterns_of"]
 
@@ -194,9 +195,10 @@ class Listener:
     async def stop(self, grace: float = 5.0) -> None:
         """Stop the stream; a handler running now gets ``grace`` seconds to finish, then is cancelled."""
         await self.stream.stop()
-        if self._task is not None:
-            await asyncio.wait({self._task}, timeout=grace)
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        if task is not None:
+            await asyncio.wait({task}, timeout=grace)
+            # Cancelled until it ends: a handler's NATS request can lose the cancellation on 3.11 (mesh.tasks).
+            failed = await cancel_and_wait(task)
+            if failed is not None:
+                log.error("change listener %s had failed", task.get_name(), exc_info=failed)

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import socket
+import sys
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -18,10 +19,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from memory_agent.config import Config
 from memory_agent.errors import ConfigError, DataDirUnusable
 from memory_agent.handlers import OPERATIONS
+from memory_agent.inbox import InboxWatcher
 from memory_agent.logs import configure_logging
 from memory_agent.metrics import INTENTS
 from mesh import Message
 from mesh.server import NatsServer
+from mesh.tasks import cancel_and_wait
 from tests.conftest import NOW, CountingEmbedder
 
 pytestmark = pytest.mark.timeout(120)
@@ -328,3 +331,35 @@ async def test_alive_but_not_ready_while_another_agent_holds_the_handle(nats_url
             starting.cancel()
         await asyncio.gather(starting, return_exceptions=True)
         await daemon.close()
+
+
+async def test_the_inbox_watcher_closes_when_a_reply_comes_in_as_it_is_cancelled() -> None:
+    """The hang seen under load: close() cancelled the watcher in the event-loop iteration in which its
+    consumer_info reply came in; Python 3.11's wait_for (inside nats-py's request) returned the reply and lost
+    the cancellation (CPython gh-86296), the loop went on to its next sleep, and close() waited forever."""
+    class RacingWatcher(InboxWatcher):
+        """Polls a reply the test controls, through wait_for as nats-py's request does."""
+
+        def __init__(self) -> None:
+            super().__init__("nats://127.0.0.1:1", handle="memory", auth=None, interval=3600.0)
+            self.reply: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self.polling = asyncio.Event()
+            self.polls = 0
+
+        async def _poll(self) -> None:
+            self.polling.set()
+            await asyncio.wait_for(self.reply, 5.0)
+            self.polls += 1
+
+    watcher = RacingWatcher()
+    watcher.start()
+    await watcher.polling.wait()
+    watcher.reply.set_result(None)  # the reply arrives as close() cancels
+    closing = asyncio.create_task(watcher.close())
+    closed, _ = await asyncio.wait({closing}, timeout=5.0)  # never cancels close() (that would end the hang)
+    if not closed:
+        await cancel_and_wait(closing)  # clean up the hung close() before failing
+    assert closed, "InboxWatcher.close() hung: the watcher's loop lost its cancellation and polled on"
+    assert watcher.counts() is None
+    if sys.version_info < (3, 12):  # the first cancellation was lost: the race was the real one
+        assert watcher.polls == 1
