@@ -87,6 +87,31 @@ class Hit:
     score: float
 
 
+def _scored_by_cosine(limit: int) -> int:
+    """How many of the best BM25 hits calibrated fusion scores by their exact cosine when the dense side
+    missed them, for a search of ``limit`` hits."""
+    return max(limit, 20)
+
+
+@dataclass(frozen=True, slots=True)
+class _Lexical:
+    """The BM25 side of one search: its ``hits``, and the stored vectors of the best of them read beside it
+    (``(ids (m,) int64 ascending, (m, dim) float32)`` as :meth:`EventStore.vectors` gives them; ``None``
+    when not read)."""
+
+    hits: LexicalHits
+    vectors: tuple[np.ndarray, np.ndarray] | None = None
+
+    async def vectors_of(self, ids: Sequence[int], store: EventStore) -> tuple[np.ndarray, np.ndarray]:
+        """The stored vectors of ``ids``, as ``store.vectors(ids)`` gives them: taken from those read beside
+        the hits (``ids`` must be among the hits they were read for), or read now when none were."""
+        if self.vectors is None:
+            return await store.vectors(ids)
+        found, matrix = self.vectors
+        keep = np.isin(found, np.asarray(ids, dtype=np.int64))
+        return found[keep], matrix[keep]
+
+
 def reciprocal_rank_fusion(
     rankings: Sequence[Sequence[int]], *, k: int = 60, weights: Sequence[float] | None = None
 ) -> list[Hit]:
@@ -262,6 +287,32 @@ class HybridRetriever:
             return []
         return await self._index.search(query, depth, allowed)
 
+    async def _hybrid(
+        self, query: asyncio.Future[np.ndarray | None], words: str, window: TimeWindow | None, filters: Filters,
+        allowed: np.ndarray | None, *, depth: int, limit: int,
+    ) -> list[Hit]:
+        """One search inside ``window`` and ``filters`` (whose ids are ``allowed``), fused: BM25 and the stored
+        vectors of its best hits (SQLite's thread) while ``query`` is embedded (the model's thread), FAISS (its
+        own thread) as soon as it is, neither side waiting for the other."""
+
+        async def dense() -> list[tuple[int, float]]:
+            return await self._dense(await query, depth, allowed)
+
+        dense_hits, lexical = await asyncio.gather(
+            dense(), self._lexical(words, window, filters, allowed, depth=depth, limit=limit))
+        return await self._fuse(await query, dense_hits, lexical, limit=limit)
+
+    async def _lexical(
+        self, words: str, window: TimeWindow | None, filters: Filters, allowed: np.ndarray | None, *, depth: int,
+        limit: int,
+    ) -> _Lexical:
+        """The BM25 side of :meth:`_hybrid`, with the stored vectors of the hits :meth:`_fuse` scores by cosine
+        when the dense side missed them (read now, before the dense side says which it missed)."""
+        hits = await self._store.lexical_search(words, window, filters, limit=depth, allowed=allowed)
+        if self._fusion != "calibrated" or self._dense_weight <= 0 or self._embedder is None or not hits.hits:
+            return _Lexical(hits)
+        return _Lexical(hits, await self._store.vectors([doc for doc, _ in hits.hits[: _scored_by_cosine(limit)]]))
+
     async def search(
         self, text: str, window: TimeWindow | None, filters: Filters, *, limit: int, words: str | None = None
     ) -> list[Hit]:
@@ -282,22 +333,29 @@ class HybridRetriever:
         context = self._context_window > 0 and self._context_weight > 0
         wide = replace(filters, event=(), from_handle=())
         widen = context and wide != filters and self._fusion == "calibrated"
-        # The query embedding (model thread) overlaps the BM25 search (SQLite thread).
-        query, lexical = await asyncio.gather(
-            self._query_vector(text),
-            self._store.lexical_search(text if words is None else words, window, filters, limit=depth),
-        )
-        dense = await self._dense(query, depth, allowed)
-        fused = await self._fuse(query, dense, lexical, limit=limit)
+        searched = text if words is None else words
+        # One embedding for both searches; each search's BM25 side runs while it is computed.
+        query = asyncio.ensure_future(self._query_vector(text))
+        try:
+            narrow = self._hybrid(query, searched, window, filters, allowed, depth=depth, limit=limit)
+            if widen:
+
+                async def wider() -> list[Hit]:
+                    around = await self._store.candidate_ids(window, wide)
+                    return await self._hybrid(query, searched, window, wide, around, depth=depth, limit=limit)
+
+                # The wider search runs beside the narrow one; its hits count only if the narrow one has some.
+                fused, wide_fused = await asyncio.gather(narrow, wider())
+            else:
+                fused = await narrow
+        finally:
+            query.cancel()  # a no-op once embedded; otherwise nothing waits for it any more
         if not context or not fused:
             return fused[:limit]
         receivers = allowed
         if widen:
             # Calibrated scores mean the same in both searches, so the two lists merge by id.
-            around = await self._store.candidate_ids(window, wide)
-            wide_lexical = await self._store.lexical_search(text if words is None else words, window, wide, limit=depth)
-            wide_dense = await self._dense(query, depth, around)
-            merged = {h.id: h.score for h in await self._fuse(query, wide_dense, wide_lexical, limit=limit)}
+            merged = {h.id: h.score for h in wide_fused}
             merged.update((h.id, h.score) for h in fused)
             fused = [Hit(doc, score) for doc, score in sorted(merged.items(), key=lambda item: -item[1])]
         lenders = [h.id for h in fused[: max(2 * limit, 20)] if h.score >= self.min_score]
@@ -315,9 +373,10 @@ class HybridRetriever:
         return fused[:limit]
 
     async def _fuse(
-        self, query: np.ndarray | None, dense: list[tuple[int, float]], lexical: LexicalHits, *, limit: int
+        self, query: np.ndarray | None, dense: list[tuple[int, float]], side: _Lexical, *, limit: int
     ) -> list[Hit]:
         w = self._dense_weight
+        lexical = side.hits
         sparse = lexical.hits
         if self._fusion == "convex":
             return convex_fusion([dense, sparse], [w, 1.0 - w])
@@ -328,9 +387,9 @@ class HybridRetriever:
             )
         # The best BM25 hits outside the dense list get their exact cosine (their rows are few).
         seen = {doc for doc, _ in dense}
-        missing = [doc for doc, _ in sparse[: max(limit, 20)] if doc not in seen]
+        missing = [doc for doc, _ in sparse[: _scored_by_cosine(limit)] if doc not in seen]
         if missing and w > 0 and query is not None:
-            found, vectors = await self._store.vectors(missing)
+            found, vectors = await side.vectors_of(missing, self._store)
             if len(found):
                 cosines = vectors @ np.asarray(query, dtype=np.float32).reshape(-1)
                 dense = [*dense, *zip(found.tolist(), cosines.tolist(), strict=True)]
