@@ -326,17 +326,18 @@ class HybridRetriever:
         searched without those two filters (a rollback is explained by the anomaly before it, an answer
         by the question before it, whoever reported them); only events passing every filter are returned.
         """
-        allowed = await self._store.candidate_ids(window, filters)
-        if allowed is not None and len(allowed) == 0:
-            return []
         depth = max(self.candidates, limit)
         context = self._context_window > 0 and self._context_weight > 0
         wide = replace(filters, event=(), from_handle=())
         widen = context and wide != filters and self._fusion == "calibrated"
         searched = text if words is None else words
-        # One embedding for both searches; each search's BM25 side runs while it is computed.
+        # The question is embedded (the model's thread) while the window's ids are selected and BM25 runs;
+        # one embedding serves both searches.
         query = asyncio.ensure_future(self._query_vector(text))
         try:
+            allowed = await self._store.candidate_ids(window, filters)
+            if allowed is not None and len(allowed) == 0:
+                return []
             narrow = self._hybrid(query, searched, window, filters, allowed, depth=depth, limit=limit)
             if widen:
 
