@@ -95,20 +95,22 @@ def _scored_by_cosine(limit: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class _Lexical:
-    """The BM25 side of one search: its ``hits``, and the stored vectors of the best of them read beside it
-    (``(ids (m,) int64 ascending, (m, dim) float32)`` as :meth:`EventStore.vectors` gives them; ``None``
-    when not read)."""
+    """The BM25 side of one search: its ``hits``, and the stored vectors of some of them read beside it:
+    ``read_for`` the ids asked for (``None``: none read), ``vectors`` what :meth:`EventStore.vectors` gave
+    for them (``(ids (m,) int64 ascending, (m, dim) float32)``)."""
 
     hits: LexicalHits
+    read_for: np.ndarray | None = None
     vectors: tuple[np.ndarray, np.ndarray] | None = None
 
     async def vectors_of(self, ids: Sequence[int], store: EventStore) -> tuple[np.ndarray, np.ndarray]:
-        """The stored vectors of ``ids``, as ``store.vectors(ids)`` gives them: taken from those read beside
-        the hits (``ids`` must be among the hits they were read for), or read now when none were."""
-        if self.vectors is None:
-            return await store.vectors(ids)
+        """The stored vectors of ``ids``, exactly as ``store.vectors(ids)`` gives them: taken from those read
+        beside the hits when they were read for every one of ``ids``, else read now."""
+        wanted = np.asarray(ids, dtype=np.int64)
+        if self.read_for is None or self.vectors is None or not np.isin(wanted, self.read_for).all():
+            return await store.vectors(wanted)
         found, matrix = self.vectors
-        keep = np.isin(found, np.asarray(ids, dtype=np.int64))
+        keep = np.isin(found, wanted)
         return found[keep], matrix[keep]
 
 
@@ -311,7 +313,8 @@ class HybridRetriever:
         hits = await self._store.lexical_search(words, window, filters, limit=depth, allowed=allowed)
         if self._fusion != "calibrated" or self._dense_weight <= 0 or self._embedder is None or not hits.hits:
             return _Lexical(hits)
-        return _Lexical(hits, await self._store.vectors([doc for doc, _ in hits.hits[: _scored_by_cosine(limit)]]))
+        best = np.fromiter((doc for doc, _ in hits.hits[: _scored_by_cosine(limit)]), dtype=np.int64)
+        return _Lexical(hits, best, await self._store.vectors(best))
 
     async def search(
         self, text: str, window: TimeWindow | None, filters: Filters, *, limit: int, words: str | None = None

@@ -287,3 +287,14 @@ async def test_concurrent_stages_rank_exactly_as_one_after_another(ops_store, fu
                 assert [(h.id, h.score) for h in got] == [(h.id, h.score) for h in want], (window, filters, question)
                 compared += len(want)
     assert compared > 100  # real rankings were compared, not empty lists
+
+
+async def test_vectors_read_beside_bm25_are_those_the_store_gives(ops_store) -> None:  # type: ignore[no-untyped-def]
+    store, _index, _batcher = ops_store
+    read_for = np.array([3, 5, 8, 13], dtype=np.int64)
+    side = _Lexical(await store.lexical_search("rollback", None, Filters(), limit=5), read_for,
+                    await store.vectors(read_for))
+    for ids in ([5, 13], [13, 3, 8], [5, 21], [999]):  # [5, 21]: 21 was not read, so all are read now
+        got, want = await side.vectors_of(ids, store), await store.vectors(ids)
+        assert got[0].tolist() == want[0].tolist() and np.array_equal(got[1], want[1]), ids
+    assert len((await side.vectors_of([5, 21], store))[0]) == 2
