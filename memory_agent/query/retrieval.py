@@ -1,9 +1,10 @@
 """Hybrid retrieval: FAISS (dense) and SQLite FTS5 BM25 (sparse), fused, then spread to trace neighbours.
 
-Both retrievers search only inside the time window and filters, which the store applies in SQL: the
-dense search is restricted to the ids SQLite selects (a FAISS ``IDSelector``), the sparse one carries
-the same ``WHERE`` clause. No top-k is post-filtered, so a narrow window never comes back empty while
-matching events exist.
+Both retrievers search only inside the time window and filters, whose ids the store selects
+(:meth:`EventStore.candidate_ids`): the dense search is restricted to them (a FAISS ``IDSelector``, or
+exact scoring when they are few), the sparse one ranks only matches among them. No top-k is
+post-filtered, so a narrow window never comes back empty while matching events exist. The question is
+embedded while BM25 runs, and FAISS searches as soon as the embedding is there.
 
 Three steps, each a ``[retrieval]`` key:
 
