@@ -1,9 +1,10 @@
 """Hybrid retrieval: FAISS (dense) and SQLite FTS5 BM25 (sparse), fused, then spread to trace neighbours.
 
-Both retrievers search only inside the time window and filters, which the store applies in SQL: the
-dense search is restricted to the ids SQLite selects (a FAISS ``IDSelector``), the sparse one carries
-the same ``WHERE`` clause. No top-k is post-filtered, so a narrow window never comes back empty while
-matching events exist.
+Both retrievers search only inside the time window and filters, whose ids the store selects
+(:meth:`EventStore.candidate_ids`): the dense search is restricted to them (a FAISS ``IDSelector``, or
+exact scoring when they are few), the sparse one ranks only matches among them. No top-k is
+post-filtered, so a narrow window never comes back empty while matching events exist. The question is
+embedded while BM25 runs, and FAISS searches as soon as the embedding is there.
 
 Three steps, each a ``[retrieval]`` key:
 
@@ -85,6 +86,33 @@ class Hit:
 
     id: int
     score: float
+
+
+def _scored_by_cosine(limit: int) -> int:
+    """How many of the best BM25 hits calibrated fusion scores by their exact cosine when the dense side
+    missed them, for a search of ``limit`` hits."""
+    return max(limit, 20)
+
+
+@dataclass(frozen=True, slots=True)
+class _Lexical:
+    """The BM25 side of one search: its ``hits``, and the stored vectors of some of them read beside it:
+    ``read_for`` the ids asked for (``None``: none read), ``vectors`` what :meth:`EventStore.vectors` gave
+    for them (``(ids (m,) int64 ascending, (m, dim) float32)``)."""
+
+    hits: LexicalHits
+    read_for: np.ndarray | None = None
+    vectors: tuple[np.ndarray, np.ndarray] | None = None
+
+    async def vectors_of(self, ids: Sequence[int], store: EventStore) -> tuple[np.ndarray, np.ndarray]:
+        """The stored vectors of ``ids``, exactly as ``store.vectors(ids)`` gives them: taken from those read
+        beside the hits when they were read for every one of ``ids``, else read now."""
+        wanted = np.asarray(ids, dtype=np.int64)
+        if self.read_for is None or self.vectors is None or not np.isin(wanted, self.read_for).all():
+            return await store.vectors(wanted)
+        found, matrix = self.vectors
+        keep = np.isin(found, wanted)
+        return found[keep], matrix[keep]
 
 
 def reciprocal_rank_fusion(
@@ -262,6 +290,33 @@ class HybridRetriever:
             return []
         return await self._index.search(query, depth, allowed)
 
+    async def _hybrid(
+        self, query: asyncio.Future[np.ndarray | None], words: str, window: TimeWindow | None, filters: Filters,
+        allowed: np.ndarray | None, *, depth: int, limit: int,
+    ) -> list[Hit]:
+        """One search inside ``window`` and ``filters`` (whose ids are ``allowed``), fused: BM25 and the stored
+        vectors of its best hits (SQLite's thread) while ``query`` is embedded (the model's thread), FAISS (its
+        own thread) as soon as it is, neither side waiting for the other."""
+
+        async def dense() -> list[tuple[int, float]]:
+            return await self._dense(await query, depth, allowed)
+
+        dense_hits, lexical = await asyncio.gather(
+            dense(), self._lexical(words, window, filters, allowed, depth=depth, limit=limit))
+        return await self._fuse(await query, dense_hits, lexical, limit=limit)
+
+    async def _lexical(
+        self, words: str, window: TimeWindow | None, filters: Filters, allowed: np.ndarray | None, *, depth: int,
+        limit: int,
+    ) -> _Lexical:
+        """The BM25 side of :meth:`_hybrid`, with the stored vectors of the hits :meth:`_fuse` scores by cosine
+        when the dense side missed them (read now, before the dense side says which it missed)."""
+        hits = await self._store.lexical_search(words, window, filters, limit=depth, allowed=allowed)
+        if self._fusion != "calibrated" or self._dense_weight <= 0 or self._embedder is None or not hits.hits:
+            return _Lexical(hits)
+        best = np.fromiter((doc for doc, _ in hits.hits[: _scored_by_cosine(limit)]), dtype=np.int64)
+        return _Lexical(hits, best, await self._store.vectors(best))
+
     async def search(
         self, text: str, window: TimeWindow | None, filters: Filters, *, limit: int, words: str | None = None
     ) -> list[Hit]:
@@ -275,29 +330,37 @@ class HybridRetriever:
         searched without those two filters (a rollback is explained by the anomaly before it, an answer
         by the question before it, whoever reported them); only events passing every filter are returned.
         """
-        allowed = await self._store.candidate_ids(window, filters)
-        if allowed is not None and len(allowed) == 0:
-            return []
         depth = max(self.candidates, limit)
         context = self._context_window > 0 and self._context_weight > 0
         wide = replace(filters, event=(), from_handle=())
         widen = context and wide != filters and self._fusion == "calibrated"
-        # The query embedding (model thread) overlaps the BM25 search (SQLite thread).
-        query, lexical = await asyncio.gather(
-            self._query_vector(text),
-            self._store.lexical_search(text if words is None else words, window, filters, limit=depth),
-        )
-        dense = await self._dense(query, depth, allowed)
-        fused = await self._fuse(query, dense, lexical, limit=limit)
+        searched = text if words is None else words
+        # The question is embedded (the model's thread) while the window's ids are selected and BM25 runs;
+        # one embedding serves both searches.
+        query = asyncio.ensure_future(self._query_vector(text))
+        try:
+            allowed = await self._store.candidate_ids(window, filters)
+            if allowed is not None and len(allowed) == 0:
+                return []
+            narrow = self._hybrid(query, searched, window, filters, allowed, depth=depth, limit=limit)
+            if widen:
+
+                async def wider() -> list[Hit]:
+                    around = await self._store.candidate_ids(window, wide)
+                    return await self._hybrid(query, searched, window, wide, around, depth=depth, limit=limit)
+
+                # The wider search runs beside the narrow one; its hits count only if the narrow one has some.
+                fused, wide_fused = await asyncio.gather(narrow, wider())
+            else:
+                fused = await narrow
+        finally:
+            query.cancel()  # a no-op once embedded; otherwise nothing waits for it any more
         if not context or not fused:
             return fused[:limit]
         receivers = allowed
         if widen:
             # Calibrated scores mean the same in both searches, so the two lists merge by id.
-            around = await self._store.candidate_ids(window, wide)
-            wide_lexical = await self._store.lexical_search(text if words is None else words, window, wide, limit=depth)
-            wide_dense = await self._dense(query, depth, around)
-            merged = {h.id: h.score for h in await self._fuse(query, wide_dense, wide_lexical, limit=limit)}
+            merged = {h.id: h.score for h in wide_fused}
             merged.update((h.id, h.score) for h in fused)
             fused = [Hit(doc, score) for doc, score in sorted(merged.items(), key=lambda item: -item[1])]
         lenders = [h.id for h in fused[: max(2 * limit, 20)] if h.score >= self.min_score]
@@ -315,9 +378,10 @@ class HybridRetriever:
         return fused[:limit]
 
     async def _fuse(
-        self, query: np.ndarray | None, dense: list[tuple[int, float]], lexical: LexicalHits, *, limit: int
+        self, query: np.ndarray | None, dense: list[tuple[int, float]], side: _Lexical, *, limit: int
     ) -> list[Hit]:
         w = self._dense_weight
+        lexical = side.hits
         sparse = lexical.hits
         if self._fusion == "convex":
             return convex_fusion([dense, sparse], [w, 1.0 - w])
@@ -328,9 +392,9 @@ class HybridRetriever:
             )
         # The best BM25 hits outside the dense list get their exact cosine (their rows are few).
         seen = {doc for doc, _ in dense}
-        missing = [doc for doc, _ in sparse[: max(limit, 20)] if doc not in seen]
+        missing = [doc for doc, _ in sparse[: _scored_by_cosine(limit)] if doc not in seen]
         if missing and w > 0 and query is not None:
-            found, vectors = await self._store.vectors(missing)
+            found, vectors = await side.vectors_of(missing, self._store)
             if len(found):
                 cosines = vectors @ np.asarray(query, dtype=np.float32).reshape(-1)
                 dense = [*dense, *zip(found.tolist(), cosines.tolist(), strict=True)]

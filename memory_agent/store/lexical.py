@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from memory_agent.query.text import tokenize
 from memory_agent.store.sql import fts_phrases, where_clause
 from memory_agent.types import Filters, TimeWindow
@@ -24,6 +26,15 @@ def bm25_idf(df: int, total: int) -> float:
     """The IDF FTS5's ``bm25()`` gives a phrase held by ``df`` of ``total`` events:
     ``ln((N - df + 0.5) / (df + 0.5))``, at least 1e-6 (SQLite ``ext/fts5/fts5_aux.c``)."""
     return max(math.log((total - df + 0.5) / (df + 0.5)), 1e-6)
+
+
+def _members(ids: list[int], allowed: np.ndarray) -> np.ndarray:
+    """Which of ``ids`` are in ``allowed`` (ascending int64): a bool per id."""
+    keys = np.asarray(ids, dtype=np.int64)
+    if not len(allowed):
+        return np.zeros(len(keys), dtype=bool)
+    at = np.minimum(np.searchsorted(allowed, keys), len(allowed) - 1)
+    return np.asarray(allowed[at] == keys)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,23 +65,25 @@ class LexicalSearch:
         raise NotImplementedError
 
     async def fts_search(
-        self, text: str, window: TimeWindow | None, filters: Filters, *, limit: int
+        self, text: str, window: TimeWindow | None, filters: Filters, *, limit: int, allowed: np.ndarray | None = None
     ) -> list[tuple[int, float]]:
         """Full-text search: ``(id, score)`` best first, score = ``-bm25()`` (higher is better); see
         :meth:`lexical_search`, which also says how strong the hits are."""
-        return (await self.lexical_search(text, window, filters, limit=limit)).hits
+        return (await self.lexical_search(text, window, filters, limit=limit, allowed=allowed)).hits
 
     async def lexical_search(
-        self, text: str, window: TimeWindow | None, filters: Filters, *, limit: int
+        self, text: str, window: TimeWindow | None, filters: Filters, *, limit: int, allowed: np.ndarray | None = None
     ) -> LexicalHits:
         """BM25 search with what calibrates its scores (:class:`LexicalHits`).
 
         ``text`` is free user text (see :func:`memory_agent.store.sql.fts_phrases`); window and filters are
-        applied in the same SQL. FTS5 scores every event that contains a query word (a cost per event,
-        docs/benchmarks.md#design-scan-costs), so the words are taken rarest first while the events containing them
-        add up to at most ``fts_max_docs``; more common words are left out like stopwords (their BM25
-        IDF is the lowest). Counting is cheap (doclist scans, capped). No hits when no searchable word is
-        left or ``limit`` <= 0.
+        applied in the same SQL, or, given ``allowed`` (the ids they select, ascending int64, as
+        :meth:`EventStore.candidate_ids` gives them), by those ids in memory, which reads no event row (a
+        join reads one per match: a disk read each when not cached). FTS5 scores every event that contains
+        a query word (a cost per event, docs/benchmarks.md#design-scan-costs), so the words are taken rarest
+        first while the events containing them add up to at most ``fts_max_docs``; more common words are
+        left out like stopwords (their BM25 IDF is the lowest). Counting is cheap (doclist scans, capped).
+        No hits when no searchable word is left or ``limit`` <= 0.
         """
         phrases = fts_phrases(text)
         if not phrases or limit <= 0:
@@ -84,12 +97,14 @@ class LexicalSearch:
         if not matching:
             return LexicalHits([], len(searched), bound, {})
         query = " OR ".join(matching)
-        if window is None and filters.is_empty():
-            sql = (
-                "SELECT rowid, bm25(events_fts) AS rank FROM events_fts WHERE events_fts MATCH ? "
-                "ORDER BY rank, rowid LIMIT ?"
-            )
-            params: list[Any] = [query, int(limit)]
+        ranked = "SELECT rowid, bm25(events_fts) AS rank FROM events_fts WHERE events_fts MATCH ? ORDER BY rank, rowid"
+        if allowed is not None:
+            # Every match is ranked anyway (at most fts_max_docs of them); the allowed ones are kept in order.
+            ordered = await self._fetchall(ranked, [query])
+            rows = [row for row, inside in zip(ordered, _members([r[0] for r in ordered], allowed), strict=True)
+                    if inside][: int(limit)]
+        elif window is None and filters.is_empty():
+            rows = await self._fetchall(f"{ranked} LIMIT ?", [query, int(limit)])
         else:
             where, extra = where_clause(window, filters, alias="e")
             sql = (
@@ -97,16 +112,17 @@ class LexicalSearch:
                 "JOIN events AS e ON e.id = events_fts.rowid "
                 f"WHERE events_fts MATCH ? AND {where} ORDER BY rank, e.id LIMIT ?"
             )
-            params = [query, *extra, int(limit)]
-        rows = await self._fetchall(sql, params)
+            rows = await self._fetchall(sql, [query, *extra, int(limit)])
         hits = [(int(r[0]), -float(r[1])) for r in rows]
         matched = {doc: 1 for doc, _ in hits}
         if len(matching) > 1 and hits:
             # How many of the phrases each hit holds: one pass over the doclists already capped above.
+            # "+doc": the IN list is tested on the rows the doclists yield; pushed down into FTS5 it became
+            # a doclist lookup per hit and phrase (5-10 ms for 100 hits at a million events, 0.5 ms so).
             union = " UNION ALL ".join("SELECT rowid AS doc FROM events_fts WHERE events_fts MATCH ?" for _ in matching)
             ids = [doc for doc, _ in hits]
             counted = await self._fetchall(
-                f"SELECT doc, count(*) FROM ({union}) WHERE doc IN ({', '.join('?' for _ in ids)}) GROUP BY doc",
+                f"SELECT doc, count(*) FROM ({union}) WHERE +doc IN ({', '.join('?' for _ in ids)}) GROUP BY doc",
                 [*matching, *ids],
             )
             matched.update((int(r[0]), int(r[1])) for r in counted)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from memory_agent.index.flat import FlatIndex
 from memory_agent.query.retrieval import (
     Hit,
     HybridRetriever,
+    _Lexical,
     convex_fusion,
     reciprocal_rank_fusion,
     spread_to_neighbours,
@@ -215,3 +217,84 @@ async def test_rrf_fusion_with_even_weights_is_plain_rrf(chat_store) -> None:  #
 def test_bad_settings_are_refused(setting: dict, says: str) -> None:
     with pytest.raises(ValueError, match=says):
         HybridRetriever(None, None, None, **setting)  # type: ignore[arg-type]
+
+
+# --- the stages run concurrently, the ranking is that of running them one after another ---------------
+
+
+class OneAfterAnother(HybridRetriever):
+    """The reference: each stage awaited before the next starts (embedding, BM25 joined with the window and
+    filters in SQL, FAISS, then the vectors of BM25 hits read by fusion itself), and a search without the
+    event and sender filters (for the lenders of local context) only after the one with them."""
+
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self._one_at_a_time = asyncio.Lock()
+
+    async def _hybrid(self, query, words, window, filters, allowed, *, depth, limit):  # type: ignore[no-untyped-def]
+        async with self._one_at_a_time:
+            vector = await query
+            lexical = await self._store.lexical_search(words, window, filters, limit=depth)
+            dense = await self._dense(vector, depth, allowed)
+            return await self._fuse(vector, dense, _Lexical(lexical), limit=limit)
+
+
+OPS_WORDS = ["rollback", "latency", "canary", "ledger", "timeout", "flaky", "quota", "payments", "cache", "disk"]
+
+
+@pytest.fixture
+async def ops_store(tmp_path: Path):  # type: ignore[no-untyped-def]
+    embedder = HashingEmbedder(dim=64)
+    store = await EventStore.open(tmp_path / "ops.sqlite3", filter_columns=True)
+    events = []
+    for i in range(80):
+        text = " ".join(OPS_WORDS[(i * k + i // 7) % len(OPS_WORDS)] for k in (1, 3, 7, 9)[: 1 + i % 4])
+        kind = ("rollback", "deploy", "anomaly", "root_cause")[i % 4]
+        at = 1000.0 + (i * 53) % 80 * 60  # reported out of time order
+        events.append(NewEvent(message_id=f"o{i}", session=f"s{i}", from_handle=("ci", "monitor")[i % 2],
+                               trace_id=f"t-{i % 9}", event=kind, service=("api", "billing")[i % 2], occurred_at=at,
+                               received_at=at, payload={"event": kind, "text": text}, text=f"{kind} {text}"))
+    vectors = embedder.encode([e.text for e in events])
+    results = await store.insert(events, vectors, model=embedder.name)
+    await store.columns_ready()
+    index = FlatIndex(embedder.dim, model=embedder.name)
+    index.add(np.array([r.id for r in results], dtype=np.int64), vectors)
+    batcher = BatchingEmbedder(embedder)
+    aindex = AsyncIndex(index)
+    yield store, aindex, batcher
+    await batcher.close()
+    await aindex.close()
+    await store.close()
+
+
+@pytest.mark.parametrize("fusion", ["calibrated", "convex", "rrf"])
+async def test_concurrent_stages_rank_exactly_as_one_after_another(ops_store, fusion: str) -> None:  # type: ignore[no-untyped-def]
+    store, index, batcher = ops_store
+    # Few dense candidates, so BM25 hits outside the dense list are scored by their stored vectors.
+    settings = {"candidates": 5, "fusion": fusion, "dense_weight": 0.3, "context_window": 2, "min_score": 0.05}
+    concurrent = HybridRetriever(store, index, batcher, **settings)  # type: ignore[arg-type]
+    reference = OneAfterAnother(store, index, batcher, **settings)  # type: ignore[arg-type]
+    cases = [(None, Filters()), (TimeWindow(since=1600, until=4000), Filters()),
+             (None, Filters(event=("rollback",))),  # an event filter: lenders are also searched without it
+             (TimeWindow(since=1300), Filters(event=("anomaly", "root_cause"), service=("api",))),
+             (None, Filters(from_handle=("monitor",), trace_id=("t-2", "t-5")))]
+    compared = 0
+    for window, filters in cases:
+        for question in ("rollback latency canary", "flaky payments quota", "disk cache timeout ledger"):
+            for limit in (3, 20):
+                want = await reference.search(question, window, filters, limit=limit)
+                got = await concurrent.search(question, window, filters, limit=limit)
+                assert [(h.id, h.score) for h in got] == [(h.id, h.score) for h in want], (window, filters, question)
+                compared += len(want)
+    assert compared > 100  # real rankings were compared, not empty lists
+
+
+async def test_vectors_read_beside_bm25_are_those_the_store_gives(ops_store) -> None:  # type: ignore[no-untyped-def]
+    store, _index, _batcher = ops_store
+    read_for = np.array([3, 5, 8, 13], dtype=np.int64)
+    side = _Lexical(await store.lexical_search("rollback", None, Filters(), limit=5), read_for,
+                    await store.vectors(read_for))
+    for ids in ([5, 13], [13, 3, 8], [5, 21], [999]):  # [5, 21]: 21 was not read, so all are read now
+        got, want = await side.vectors_of(ids, store), await store.vectors(ids)
+        assert got[0].tolist() == want[0].tolist() and np.array_equal(got[1], want[1]), ids
+    assert len((await side.vectors_of([5, 21], store))[0]) == 2

@@ -445,6 +445,36 @@ async def test_bulk_insert_fills_fts_and_keeps_the_trigger(store: EventStore) ->
         conn.close()
 
 
+async def test_bm25_kept_by_the_allowed_ids_equals_bm25_joined_with_the_window_and_filters(tmp_path: Path) -> None:
+    # The retriever passes the ids a window and filters select (the filter columns) instead of joining a row
+    # per match; hits (order, scores), phrase counts and bounds must be exactly those of the join.
+    s = await EventStore.open(tmp_path / "m.sqlite3", filter_columns=True)
+    try:
+        words = ["rollback", "latency", "canary", "ledger", "timeout", "flaky", "zebra", "quota"]
+        await put(s, [make_event(i, text=" ".join(words[(i * k) % len(words)] for k in (1, 3, 5, 7)[: 1 + i % 4]),
+                                 event=("rollback", "deploy", "anomaly")[i % 3], service=("api", "billing", None)[i % 3 - 1],
+                                 handle=("@ci", "@ops")[i % 2], trace=f"t-{i % 7}", at=T0 + (i * 37) % 50 * 60)
+                      for i in range(60)])
+        assert await s.columns_ready()
+        cases = [(TimeWindow(since=T0 + 600, until=T0 + 1800), Filters()),
+                 (None, Filters(event=("rollback", "anomaly"))),
+                 (TimeWindow(since=T0 + 300), Filters(service=("api",), from_handle=("@ops",))),
+                 (None, Filters(trace_id=("t-3",))),
+                 (TimeWindow(since=T0 + 10_000), Filters())]
+        for window, filters in cases:
+            allowed = await s.candidate_ids(window, filters)
+            assert allowed is not None
+            for question in ("rollback latency", "canary zebra quota timeout", "flaky ledger rollback", "nothing"):
+                for limit in (3, 100):
+                    joined = await s.lexical_search(question, window, filters, limit=limit)
+                    kept = await s.lexical_search(question, window, filters, limit=limit, allowed=allowed)
+                    assert kept == joined, (window, filters, question, limit)
+        found = await s.lexical_search("rollback latency", None, Filters(), limit=100)
+        assert len(found.hits) > 3  # the cases above compare real hit lists
+    finally:
+        await s.close()
+
+
 async def test_fts_ranks_the_rarest_words_within_its_budget(tmp_path: Path) -> None:
     s = await EventStore.open(tmp_path / "m.sqlite3", fts_max_docs=4)
     try:
