@@ -47,6 +47,7 @@ async def test_an_invited_memory_stores_the_posts_and_answers_about_the_room(sta
     await lead.post_room_message(room_id, json.dumps({"kind": "decision", "content": "rollback of payments to v2.30"}),
                                  content_type="application/json")
     await stored(daemon, room_id, 2)
+    await daemon.wait_embedded(timeout=120)  # acknowledged on commit, embedded behind: ask once embedded
     rows = await daemon.store.select(None, Filters(event=("room_message",)))
     assert [(e.from_handle, e.trace_id, e.payload["room_title"], e.payload["room_seq"]) for e in rows] == [
         ("ops", "INC-9", "INC-9 checkout errors", 1), ("lead", "INC-9", "INC-9 checkout errors", 2)]
