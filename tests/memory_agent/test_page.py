@@ -139,5 +139,5 @@ async def test_the_api_explains_bad_parameters(start_daemon) -> None:  # type: i
                 assert response.status == 400 and says in (await response.json())["error"], query
         async with session.get(f"{daemon.http_url}/api/timeline") as response:
             assert response.status == 400 and "trace_id" in (await response.json())["error"]
-        async with session.get(f"{daemon.http_url}/static/../../config.py") as response:
+        async with session.get(f"{daemon.http_url}/static/../../errors.py") as response:  # a file that exists
             assert response.status == 404
