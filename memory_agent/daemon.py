@@ -39,7 +39,7 @@ from memory_agent.config import Config
 from memory_agent.daemon_status import StatusMethods
 from memory_agent.embedding.base import DEFAULT_MODEL_NAME, load_embedder
 from memory_agent.embedding.batching import BatchingEmbedder
-from memory_agent.errors import ConfigError, MemoryAgentError, StorageLost
+from memory_agent.errors import ConfigError, StorageLost
 from memory_agent.handlers import Handlers
 from memory_agent.health import Outage
 from memory_agent.inbox import InboxWatcher
@@ -54,8 +54,8 @@ from memory_agent.query.summarizer import OpenAISummarizer
 from memory_agent.query.vocabulary import VocabularyIndex
 from memory_agent.retention import Eraser, sweep_forever
 from memory_agent.shared.ops import SharedOps
-from memory_agent.shared.service import SharedState, WriteRules
-from memory_agent.shared.state import StateLimits, StateStore
+from memory_agent.shared.service import SharedState
+from memory_agent.shared.startup import open_shared
 from memory_agent.shared.vectors import VectorMemory
 from memory_agent.status import Phase
 from memory_agent.store.events import EventStore
@@ -63,7 +63,7 @@ from memory_agent.store.faults import transient_cause
 from memory_agent.tools.datadir import lock_data_dir
 from memory_agent.types import Filters
 from memory_agent.web.api import PageApi
-from memory_agent.web.server import HttpServer
+from memory_agent.web.server import HttpServer, http_server
 from memory_agent.wire import error_reply
 from mesh import AsyncAgent, Manifest, Message, PriorityRule, RoomEvent
 from mesh.access import jetstream
@@ -176,17 +176,9 @@ class MemoryDaemon(ReplicaMethods, StatusMethods):
 
     async def _start(self, cfg: Config) -> None:
         auth = cfg.nats.auth()  # ConfigError when a named secret is missing
-        address = cfg.http.address
-        if address is not None:
-            token = cfg.http.token()  # ConfigError when the named variable or file is missing
-            page: PageApi | None = PageApi(self, clock=self._clock)
-            if token is None and cfg.http.page_needs_token:
-                page = None
-                log.warning("the timeline page is off: http.listen = %s is reachable from other hosts and no token "
-                            "is set (http.token_env or http.token_file); /metrics, /healthz and /readyz are served",
-                            cfg.http.listen)
-            self._http = HttpServer(host=address[0], port=address[1], status=self.status, metrics=self.metrics,
-                                    page=page, token=token)
+        self._http = http_server(cfg.http, status=self.status, metrics=self.metrics,
+                                 page=PageApi(self, clock=self._clock))  # ConfigError: a token is missing
+        if self._http is not None:
             await self._http.start()  # ConfigError when the port is taken
         if cfg.security.admins and not cfg.security.authenticated_senders:
             log.warning("security.admins is checked against the handle a message claims: without "
@@ -298,27 +290,12 @@ class MemoryDaemon(ReplicaMethods, StatusMethods):
                  self.index_report or f"degraded, without the embedding model ({self._backlog.error})")
 
     async def _start_shared(self, cfg: Config, agent: AsyncAgent, store: EventStore) -> SharedOps:
-        """Create the state bucket and change stream if missing, open vector memory, watch expiries."""
-        shared = cfg.shared
+        """Open shared memory (:func:`memory_agent.shared.startup.open_shared`) and watch its expiries."""
         js = jetstream(agent)
-        state_store = StateStore(js)
-        try:
-            await state_store.ensure(StateLimits(
-                max_value_bytes=shared.max_value_bytes, state_max_bytes=shared.state_max_bytes,
-                changes_max_bytes=shared.changes_max_bytes, changes_max_age=shared.changes_max_age,
-                history_per_key=shared.history_per_key, replicas=shared.replicas))
-        except MemoryAgentError as exc:
-            raise ConfigError(f"[shared]: {exc}", key="shared") from None
-        if shared.global_writers and not cfg.security.authenticated_senders:
-            log.warning("shared.global_writers is checked against the handle a message claims: without "
-                        "security.authenticated_senders (and a nats-server that enforces it) any agent can claim one")
-        self._shared = SharedState(state_store, WriteRules(
-            max_value_bytes=shared.max_value_bytes, global_writers=shared.global_writers,
-            admins=cfg.security.admins), clock=self._clock)
-        self._vectors = await VectorMemory.open(cfg.db_path, cfg.vectors_dir, clock=self._clock)
-        log.info("%s", self._vectors.report)
-        self._expiry = asyncio.create_task(self._shared.watch_expiries(js), name="memory-shared-expiry")
-        return SharedOps(state=self._shared, vectors=self._vectors, store=store, db_path=cfg.db_path, tz=cfg.tz)
+        parts = await open_shared(cfg, js, store, clock=self._clock)
+        self._shared, self._vectors = parts.state, parts.vectors
+        self._expiry = asyncio.create_task(parts.state.watch_expiries(js), name="memory-shared-expiry")
+        return parts.ops
 
     async def _open_dense(self) -> DenseParts:
         """Load the model (or take the one given) and open its FAISS index (repaired from SQLite if needed).

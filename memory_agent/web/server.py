@@ -33,6 +33,7 @@ from typing import Any
 
 from aiohttp import web
 
+from memory_agent.config import HttpConfig
 from memory_agent.errors import ConfigError, QueryError, internal_error_id
 from memory_agent.metrics import Metrics
 from memory_agent.status import DaemonStatus, readiness
@@ -194,3 +195,24 @@ class HttpServer:
                               "operator's log has the details"}, status=500)
 
         return handle
+
+
+def http_server(
+    http: HttpConfig, *, status: Callable[[], DaemonStatus], metrics: Metrics, page: PageApi
+) -> HttpServer | None:
+    """The listener ``[http]`` asks for, not started; ``None`` when ``http.listen`` is off.
+
+    The timeline ``page`` is left out (logged) when the address is reachable from other hosts and no
+    token is set. Raises ``ConfigError`` when the named token variable or file is missing.
+    """
+    address = http.address
+    if address is None:
+        return None
+    token = http.token()
+    served: PageApi | None = page
+    if token is None and http.page_needs_token:
+        served = None
+        log.warning("the timeline page is off: http.listen = %s is reachable from other hosts and no token "
+                    "is set (http.token_env or http.token_file); /metrics, /healthz and /readyz are served",
+                    http.listen)
+    return HttpServer(host=address[0], port=address[1], status=status, metrics=metrics, page=served, token=token)
