@@ -19,7 +19,7 @@ from typing import Protocol
 import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig, StreamInfo
 
 from memory_agent.cluster.codec import encode_forget, encode_report
 from memory_agent.errors import ConfigError, ReportRefused, StorageUnavailable, internal_error_id
@@ -27,7 +27,7 @@ from memory_agent.health import Outage
 from memory_agent.retention import ForgetRequest
 from memory_agent.types import InsertResult, NewEvent
 
-__all__ = ["StreamAcceptor", "StreamLimits", "ensure_stream", "stream_subject"]
+__all__ = ["StreamAcceptor", "StreamLimits", "create_or_open", "ensure_stream", "stream_subject"]
 
 log = logging.getLogger(__name__)
 
@@ -52,29 +52,40 @@ class StreamLimits:
     max_bytes: int = -1
 
 
-async def ensure_stream(js: JetStreamContext, name: str, limits: StreamLimits) -> int:
-    """Create the stream unless it exists (an existing one is used as it is: an operator changes it with
-    the NATS tools); returns its last sequence. Raises ``ConfigError`` when an existing stream named
-    ``name`` does not take the subject, or JetStream does not answer."""
-    subject = stream_subject(name)
+async def create_or_open(js: JetStreamContext, config: StreamConfig, *, what: str, key: str) -> StreamInfo:
+    """The info of the stream ``config.name``, created from ``config`` unless it exists (an existing one is
+    used as it is: an operator changes it with the NATS tools). ``what`` names it in logs and errors
+    ("events stream"), ``key`` is the config key that names it. Raises ``ConfigError`` when JetStream
+    does not answer, or an existing stream of that name does not take ``config``'s first subject."""
+    if not config.name or not config.subjects:
+        raise ValueError("create_or_open needs a stream config with a name and a subject")
+    name, subject = config.name, config.subjects[0]
     try:
         try:
             info = await js.stream_info(name)
         except nats.js.errors.NotFoundError:
             with contextlib.suppress(nats.js.errors.BadRequestError):  # lost a creation race: fine
-                await js.add_stream(StreamConfig(
-                    name=name, description="@memory events: reports and forgets, applied by every replica",
-                    subjects=[subject], retention=RetentionPolicy.LIMITS, storage=StorageType.FILE,
-                    discard=DiscardPolicy.NEW, max_age=limits.max_age or None, max_bytes=limits.max_bytes,
-                    duplicate_window=DUPLICATE_WINDOW, num_replicas=limits.replicas))
-                log.info("created the events stream %s (R%d)", name, limits.replicas)
+                await js.add_stream(config)
+                log.info("created the %s %s (R%d)", what, name, config.num_replicas)
             info = await js.stream_info(name)
     except (nats.errors.Error, nats.js.errors.Error) as exc:
-        raise ConfigError(f"[cluster]: the events stream {name} cannot be read or created: "
-                          f"{type(exc).__name__}: {exc}", key="cluster.stream") from None
+        raise ConfigError(f"[cluster]: the {what} {name} cannot be read or created: "
+                          f"{type(exc).__name__}: {exc}", key=key) from None
     if subject not in (info.config.subjects or []):
         raise ConfigError(f"[cluster]: the stream {name} exists but does not take {subject}: name another "
-                          "stream (cluster.stream)", key="cluster.stream")
+                          f"stream ({key})", key=key)
+    return info
+
+
+async def ensure_stream(js: JetStreamContext, name: str, limits: StreamLimits) -> int:
+    """Create the stream unless it exists (see :func:`create_or_open`); returns its last sequence. Raises
+    ``ConfigError`` when an existing stream named ``name`` does not take the subject, or JetStream does
+    not answer."""
+    info = await create_or_open(js, StreamConfig(
+        name=name, description="@memory events: reports and forgets, applied by every replica",
+        subjects=[stream_subject(name)], retention=RetentionPolicy.LIMITS, storage=StorageType.FILE,
+        discard=DiscardPolicy.NEW, max_age=limits.max_age or None, max_bytes=limits.max_bytes,
+        duplicate_window=DUPLICATE_WINDOW, num_replicas=limits.replicas), what="events stream", key="cluster.stream")
     replicas = info.config.num_replicas or 1
     if replicas != limits.replicas:
         log.warning("the events stream %s has %d replica(s), not the configured %d (stream_replicas applies "

@@ -57,8 +57,7 @@ from nats.js.api import (
 )
 
 from memory_agent.cluster.codec import StreamFormatError, decode_vector, encode_vector
-from memory_agent.cluster.stream import DUPLICATE_WINDOW
-from memory_agent.errors import ConfigError
+from memory_agent.cluster.stream import DUPLICATE_WINDOW, create_or_open
 from memory_agent.health import retry_delay
 from mesh.tasks import cancel_and_wait
 
@@ -88,25 +87,11 @@ async def ensure_vector_stream(js: JetStreamContext, name: str, *, events_stream
     """Create the vectors stream ``name`` for ``events_stream`` unless it exists (R``replicas``, kept
     ``max_age`` seconds, 0 = forever). Raises ``ConfigError`` when JetStream does not answer or an
     existing stream of that name does not take the subject."""
-    subject = vector_subject(events_stream, ">")
-    try:
-        try:
-            info = await js.stream_info(name)
-        except nats.js.errors.NotFoundError:
-            with contextlib.suppress(nats.js.errors.BadRequestError):  # lost a creation race: fine
-                await js.add_stream(StreamConfig(
-                    name=name, description=f"@memory vectors: embeddings of {events_stream}'s events, by event id",
-                    subjects=[subject], retention=RetentionPolicy.LIMITS, storage=StorageType.FILE,
-                    discard=DiscardPolicy.OLD, max_age=max_age or None, duplicate_window=DUPLICATE_WINDOW,
-                    num_replicas=replicas))
-                log.info("created the vectors stream %s (R%d)", name, replicas)
-            info = await js.stream_info(name)
-    except (nats.errors.Error, nats.js.errors.Error) as exc:
-        raise ConfigError(f"[cluster]: the vectors stream {name} cannot be read or created: "
-                          f"{type(exc).__name__}: {exc}", key="cluster.vector_stream") from None
-    if subject not in (info.config.subjects or []):
-        raise ConfigError(f"[cluster]: the stream {name} exists but does not take {subject}: name another "
-                          "stream (cluster.vector_stream)", key="cluster.vector_stream")
+    await create_or_open(js, StreamConfig(
+        name=name, description=f"@memory vectors: embeddings of {events_stream}'s events, by event id",
+        subjects=[vector_subject(events_stream, ">")], retention=RetentionPolicy.LIMITS, storage=StorageType.FILE,
+        discard=DiscardPolicy.OLD, max_age=max_age or None, duplicate_window=DUPLICATE_WINDOW,
+        num_replicas=replicas), what="vectors stream", key="cluster.vector_stream")
 
 
 @dataclass(slots=True)

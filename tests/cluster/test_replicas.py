@@ -159,3 +159,31 @@ async def test_a_store_ahead_of_the_stream_refuses_to_start(nats_url, make_daemo
         await store.insert([event], ids=[5])
     with pytest.raises(ConfigError, match="recreated or purged"):
         await make_daemon(nats_url, data_dir=data, handle="memory-a", **cluster())
+
+
+async def test_the_events_and_vectors_streams_are_created_once_and_a_foreign_stream_of_that_name_is_refused(
+        nats_url: str) -> None:
+    import nats
+    from nats.js.api import StreamConfig
+
+    from memory_agent.cluster.stream import StreamLimits, ensure_stream, stream_subject
+    from memory_agent.cluster.vectors import ensure_vector_stream, vector_subject
+    from memory_agent.errors import ConfigError
+
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        assert await ensure_stream(js, "EV_ONCE", StreamLimits()) == 0
+        await js.publish(stream_subject("EV_ONCE"), b"x")
+        assert await ensure_stream(js, "EV_ONCE", StreamLimits()) == 1  # used as it is, not re-created
+        await ensure_vector_stream(js, "VEC_ONCE", events_stream="EV_ONCE", replicas=1)
+        assert (await js.stream_info("VEC_ONCE")).config.subjects == [vector_subject("EV_ONCE", ">")]
+        await js.add_stream(StreamConfig(name="FOREIGN", subjects=["someone.else"]))
+        with pytest.raises(ConfigError) as events:
+            await ensure_stream(js, "FOREIGN", StreamLimits())
+        assert events.value.key == "cluster.stream" and "does not take" in str(events.value)
+        with pytest.raises(ConfigError) as vectors:
+            await ensure_vector_stream(js, "FOREIGN", events_stream="EV_ONCE", replicas=1)
+        assert vectors.value.key == "cluster.vector_stream" and "(cluster.vector_stream)" in str(vectors.value)
+    finally:
+        await nc.close()
