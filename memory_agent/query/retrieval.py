@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from memory_agent.errors import InvalidArgument
+from memory_agent.store.filter_columns import in_sorted
 from memory_agent.types import Filters, TimeWindow
 
 if TYPE_CHECKING:
@@ -206,10 +207,8 @@ def spread_to_neighbours(
             if share > bonus.get(neighbour, 0.0):
                 bonus[neighbour] = share
     if allowed is not None and bonus:
-        keys = np.fromiter(bonus, dtype=np.int64, count=len(bonus))
-        at = np.minimum(np.searchsorted(allowed, keys), max(len(allowed) - 1, 0))
-        inside = (allowed[at] == keys) if len(allowed) else np.zeros(len(keys), dtype=bool)
-        bonus = {int(k): bonus[int(k)] for k, ok in zip(keys, inside, strict=True) if ok}
+        keys = list(bonus)
+        bonus = {k: bonus[k] for k, ok in zip(keys, in_sorted(keys, allowed), strict=True) if ok}
     scores = dict(own)
     for doc, share in bonus.items():
         scores[doc] = scores.get(doc, 0.0) + weight * share
@@ -368,13 +367,7 @@ class HybridRetriever:
             neighbours = await self._store.trace_neighbours(lenders, width=self._context_window)
             fused = spread_to_neighbours(fused, neighbours, weight=self._context_weight, allowed=receivers)
         if widen and receivers is not None:
-            inside = set(receivers.tolist()) if len(receivers) < 4 * depth else None
-            if inside is not None:
-                fused = [h for h in fused if h.id in inside]
-            else:
-                keys = np.fromiter((h.id for h in fused), dtype=np.int64, count=len(fused))
-                at = np.minimum(np.searchsorted(receivers, keys), len(receivers) - 1)
-                fused = [h for h, ok in zip(fused, receivers[at] == keys, strict=True) if ok]
+            fused = [h for h, ok in zip(fused, in_sorted([h.id for h in fused], receivers), strict=True) if ok]
         return fused[:limit]
 
     async def _fuse(

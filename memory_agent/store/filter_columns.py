@@ -22,12 +22,22 @@ import numpy as np
 
 from memory_agent.types import Filters, TimeWindow
 
-__all__ = ["FILTER_FIELDS", "FilterColumns"]
+__all__ = ["FILTER_FIELDS", "FilterColumns", "in_sorted"]
 
 #: The stored fields a row of :class:`FilterColumns` is built from, in the order its rows give them.
 FILTER_FIELDS = ("id", "occurred_at", "event", "service", "from_handle", "received_at")
 
 _NONE = -1  # code of a NULL service
+
+
+def in_sorted(ids: Iterable[int] | np.ndarray, held: np.ndarray) -> np.ndarray:
+    """Which of ``ids`` are in ``held`` (ascending int64, as :meth:`FilterColumns.select` and
+    ``EventStore.candidate_ids`` give them): ``(len(ids),)`` bool, by binary search."""
+    keys = np.asarray(ids if isinstance(ids, np.ndarray) else list(ids), dtype=np.int64)
+    if not len(held):
+        return np.zeros(len(keys), dtype=bool)
+    at = np.minimum(np.searchsorted(held, keys), len(held) - 1)
+    return np.asarray(held[at] == keys)
 
 
 class _Codes:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from memory_agent.query.text import tokenize
+from memory_agent.store.filter_columns import in_sorted
 from memory_agent.store.sql import fts_phrases, where_clause
 from memory_agent.types import Filters, TimeWindow
 
@@ -26,15 +27,6 @@ def bm25_idf(df: int, total: int) -> float:
     """The IDF FTS5's ``bm25()`` gives a phrase held by ``df`` of ``total`` events:
     ``ln((N - df + 0.5) / (df + 0.5))``, at least 1e-6 (SQLite ``ext/fts5/fts5_aux.c``)."""
     return max(math.log((total - df + 0.5) / (df + 0.5)), 1e-6)
-
-
-def _members(ids: list[int], allowed: np.ndarray) -> np.ndarray:
-    """Which of ``ids`` are in ``allowed`` (ascending int64): a bool per id."""
-    keys = np.asarray(ids, dtype=np.int64)
-    if not len(allowed):
-        return np.zeros(len(keys), dtype=bool)
-    at = np.minimum(np.searchsorted(allowed, keys), len(allowed) - 1)
-    return np.asarray(allowed[at] == keys)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +93,7 @@ class LexicalSearch:
         if allowed is not None:
             # Every match is ranked anyway (at most fts_max_docs of them); the allowed ones are kept in order.
             ordered = await self._fetchall(ranked, [query])
-            rows = [row for row, inside in zip(ordered, _members([r[0] for r in ordered], allowed), strict=True)
+            rows = [row for row, inside in zip(ordered, in_sorted([r[0] for r in ordered], allowed), strict=True)
                     if inside][: int(limit)]
         elif window is None and filters.is_empty():
             rows = await self._fetchall(f"{ranked} LIMIT ?", [query, int(limit)])

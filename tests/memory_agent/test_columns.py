@@ -10,7 +10,7 @@ import pytest
 
 from memory_agent.embedding.hashing import HashingEmbedder
 from memory_agent.store.events import EventStore
-from memory_agent.store.filter_columns import FilterColumns
+from memory_agent.store.filter_columns import FilterColumns, in_sorted
 from memory_agent.types import Filters, NewEvent, TimeWindow
 
 pytestmark = pytest.mark.timeout(60)
@@ -125,3 +125,11 @@ def test_filter_columns_leave_out_reports_dated_ahead_of_receipt_and_expire_them
     # retention 80 days old at day 181: 4 by its date; 3 by its receipt (day 100), not its claimed date
     assert cols.expired(101 * day, future_skew=day).tolist() == [1, 2, 3, 4]
     assert cols.expired(99 * day, future_skew=day).tolist() == [4]
+
+
+def test_in_sorted_tells_which_ids_are_held() -> None:
+    held = np.array([2, 5, 9], dtype=np.int64)
+    assert in_sorted([9, 1, 5, 10, 2], held).tolist() == [True, False, True, False, True]
+    assert in_sorted(np.array([3], dtype=np.int64), held).tolist() == [False]
+    assert in_sorted([1, 2], np.array([], dtype=np.int64)).tolist() == [False, False]
+    assert in_sorted([], held).tolist() == []
