@@ -340,13 +340,11 @@ class Answerer:
                                       "why.", "nothing above the relevance floor")
         # Equal matches for the incident choice when the question names a kind of event ("why did X roll
         # back"); otherwise the best match is what it asks about.
-        if u.filters.event:
-            found = {e.id: e for e in await self._store.get([h.id for h in hits])}
-            candidates = equal_matches([found[h.id] for h in hits if h.id in found], _stray(u))
-        else:
-            candidates = await self._store.get([h.id for h in hits[:1]])
-        traces = {c.trace_id: await self._store.select(None, Filters(trace_id=(c.trace_id,)), limit=self._max_list)
-                  for c in candidates}
+        found = {e.id: e for e in await self._store.get([h.id for h in (hits if u.filters.event else hits[:1])])}
+        ranked_events = [found[h.id] for h in hits if h.id in found]
+        candidates = equal_matches(ranked_events, _stray(u)) if u.filters.event else ranked_events[:1]
+        traces = {t: await self._store.select(None, Filters(trace_id=(t,)), limit=self._max_list)
+                  for t in dict.fromkeys(c.trace_id for c in candidates)}  # each trace read once
         choice = choose_incident(candidates, traces)
         assert choice is not None
         top = choice.chosen
@@ -374,7 +372,7 @@ class Answerer:
         rest = sorted((e for e in mates if e not in explaining), key=lambda e: abs(position[e.id] - here))
         taken = {top.id, *(e.id for e in explaining)}
         ranked = [h.id for h in hits if h.id not in taken]
-        by_id = {e.id: e for e in await self._store.get(ranked[:limit])}
+        by_id = found | {e.id: e for e in await self._store.get([i for i in ranked[:limit] if i not in found])}
         ordered = [top, *explaining, *(by_id[i] for i in ranked[:limit] if i in by_id)]
         ordered += [e for e in rest if e.id not in {o.id for o in ordered}]
         events = tuple(ScoredEvent(e, score.get(e.id, 0.0)) for e in ordered[:limit])
