@@ -35,7 +35,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from memory_agent.cluster.codec import ForgetEntry, ReportEntry, StreamFormatError, decode
-from memory_agent.cluster.stream import stream_subject
+from memory_agent.cluster.stream import stream_subject, while_electing
 from memory_agent.errors import ConfigError, StorageLost
 from memory_agent.health import Outage, retry_delay
 from memory_agent.ingest import Committed
@@ -53,8 +53,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: Seconds start() keeps trying to create the replica's consumer while the cluster elects leaders.
-_SUBSCRIBE_WAIT = 60.0
 #: Seconds close() waits for the loop and the subscription to end.
 _CLOSE_WAIT = 5.0
 
@@ -91,6 +89,7 @@ class Applier:
         self._store = store
         self._eraser = eraser
         self._stream = stream
+        self._handle = handle
         self._durable = durable_name(handle)
         self._outage = outage
         self._batch = batch
@@ -111,7 +110,9 @@ class Applier:
 
     async def start(self) -> None:
         self.applied_seq = await self._store.last_id()
-        info = await self._js.stream_info(self._stream)
+        info = await while_electing(lambda: self._js.stream_info(self._stream),
+                                    f"reading the events stream {self._stream}", key="cluster.stream",
+                                    handle=self._handle)
         if info.state.last_seq < self.applied_seq:
             raise ConfigError(
                 f"[cluster]: the events stream {self._stream} ends at {info.state.last_seq} but this replica's "
@@ -123,19 +124,9 @@ class Applier:
                         "from the stream (cluster.max_age) and are missing here", self._stream,
                         info.state.first_seq, self.applied_seq, self.applied_seq + 1, info.state.first_seq - 1)
         self.lag = max(int(info.state.last_seq) - self.applied_seq, 0)
-        deadline = time.monotonic() + _SUBSCRIBE_WAIT
-        for attempt in range(1_000_000):
-            try:
-                await self._subscribe()
-                break
-            except (nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError) as exc:
-                # The consumer's leader was on a server that is gone: the cluster elects another meanwhile.
-                if time.monotonic() >= deadline:
-                    raise ConfigError(f"[cluster]: cannot create the consumer {self._durable} on the events stream "
-                                      f"{self._stream} ({type(exc).__name__}); is a majority of the NATS "
-                                      "servers up?", key="cluster") from None
-                log.warning("creating consumer %s timed out (attempt %d); trying again", self._durable, attempt + 1)
-                await asyncio.sleep(retry_delay(attempt, cap=2.0))
+        # The consumer's leader may have been on a server that is gone: the cluster elects another meanwhile.
+        await while_electing(self._subscribe, f"creating the consumer {self._durable} on the events stream "
+                             f"{self._stream}", key="cluster", handle=self._handle)
         log.info("applying the events stream %s from %d (%d behind) through consumer %s", self._stream,
                  self.applied_seq + 1, self.lag, self._durable)
         self._task = asyncio.create_task(self._run(), name="memory-cluster-applier")

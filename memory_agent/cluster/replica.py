@@ -67,7 +67,7 @@ class ReplicaMethods:
         c = cfg.cluster
         js = jetstream(agent)
         last = await ensure_stream(js, c.stream, StreamLimits(replicas=c.stream_replicas, max_age=c.max_age,
-                                                               max_bytes=c.max_bytes))
+                                                               max_bytes=c.max_bytes), handle=cfg.handle)
         self._applier = Applier(
             js, store, eraser, stream=c.stream, outage=self._storage, batch=c.apply_batch,
             # replicas sharing the handle each need a consumer of their own: apply_<handle>_<replica id>
@@ -77,7 +77,7 @@ class ReplicaMethods:
         feed = self._vector_feed
         if feed is not None:  # reading vectors before applying: a new replica takes them as it catches up
             await ensure_vector_stream(js, c.vector_stream, events_stream=c.stream, replicas=c.stream_replicas,
-                                       max_age=c.max_age)
+                                       max_age=c.max_age, handle=cfg.handle)
             assert self._backlog is not None
             await feed.start(js, empty=await store.last_id() == 0,
                              since=self._backlog.oldest_received_at or await store.last_received_at())

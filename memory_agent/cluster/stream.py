@@ -12,9 +12,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import nats.errors
 import nats.js.errors
@@ -26,8 +26,10 @@ from memory_agent.errors import ConfigError, ReportRefused, StorageUnavailable, 
 from memory_agent.health import Outage
 from memory_agent.retention import ForgetRequest
 from memory_agent.types import InsertResult, NewEvent
+from mesh.operation import patient
 
-__all__ = ["StreamAcceptor", "StreamLimits", "create_or_open", "ensure_stream", "stream_subject"]
+__all__ = ["START_PATIENCE", "StreamAcceptor", "StreamLimits", "create_or_open", "ensure_stream", "stream_subject",
+           "while_electing"]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,16 @@ log = logging.getLogger(__name__)
 DUPLICATE_WINDOW = 120.0
 #: Seconds a publish waits for the stream's acknowledgement.
 PUBLISH_TIMEOUT = 5.0
+#: Seconds a replica's start-up keeps trying a JetStream request that is not answered: a cluster that lost
+#: a node elects new stream and consumer leaders meanwhile (a few seconds each; more on a loaded machine).
+START_PATIENCE = 60.0
+#: JetStream's error codes (nats-server's errors.json) for a stream creation that can succeed when tried
+#: again: JSClusterNoPeersErr (10005: too few servers up to place the replicas) and JSStreamNameExistErr
+#: (10058) while the stream is still not found (a creation of that name is still being proposed, such as
+#: one that timed out while the cluster had no leader).
+_CREATE_AGAIN = frozenset({10005, 10058})
+
+T = TypeVar("T")
 
 
 def stream_subject(stream: str) -> str:
@@ -52,40 +64,68 @@ class StreamLimits:
     max_bytes: int = -1
 
 
-async def create_or_open(js: JetStreamContext, config: StreamConfig, *, what: str, key: str) -> StreamInfo:
+async def while_electing(op: Callable[[], Awaitable[T]], what: str, *, key: str, handle: str = "memory",
+                         patience: float = START_PATIENCE) -> T:
+    """Run ``op`` (a JetStream request at start-up), trying again for up to ``patience`` seconds while
+    JetStream does not answer: a timeout, no responders, "JetStream temporarily unavailable" (the mesh's
+    :func:`mesh.operation.patient`). ``what`` says what was tried ("creating the consumer ..."), ``handle``
+    names the replica in the retry log lines. Raises ``ConfigError`` (``key``: the config key involved) when
+    the time is up or JetStream refuses the request."""
+    try:
+        return await patient(op, handle, what, patience=patience)
+    except (nats.errors.Error, nats.js.errors.Error) as exc:
+        hint = "; is a majority of the NATS servers up?" if isinstance(
+            exc, (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError)) \
+            else ""
+        raise ConfigError(f"[cluster]: {what} failed: {type(exc).__name__}: {exc}{hint}", key=key) from None
+
+
+async def create_or_open(js: JetStreamContext, config: StreamConfig, *, what: str, key: str, handle: str = "memory",
+                         patience: float = START_PATIENCE) -> StreamInfo:
     """The info of the stream ``config.name``, created from ``config`` unless it exists (an existing one is
     used as it is: an operator changes it with the NATS tools). ``what`` names it in logs and errors
-    ("events stream"), ``key`` is the config key that names it. Raises ``ConfigError`` when JetStream
-    does not answer, or an existing stream of that name does not take ``config``'s first subject."""
+    ("events stream"), ``key`` is the config key that names it. A JetStream that does not answer is tried
+    again for ``patience`` seconds (:func:`while_electing`). Raises ``ConfigError`` when it still does not,
+    or an existing stream of that name does not take ``config``'s first subject."""
     if not config.name or not config.subjects:
         raise ValueError("create_or_open needs a stream config with a name and a subject")
     name, subject = config.name, config.subjects[0]
-    try:
+
+    async def read_or_create() -> StreamInfo:
         try:
-            info = await js.stream_info(name)
+            return await js.stream_info(name)
         except nats.js.errors.NotFoundError:
-            with contextlib.suppress(nats.js.errors.BadRequestError):  # lost a creation race: fine
-                await js.add_stream(config)
-                log.info("created the %s %s (R%d)", what, name, config.num_replicas)
-            info = await js.stream_info(name)
-    except (nats.errors.Error, nats.js.errors.Error) as exc:
-        raise ConfigError(f"[cluster]: the {what} {name} cannot be read or created: "
-                          f"{type(exc).__name__}: {exc}", key=key) from None
+            pass
+        try:
+            await js.add_stream(config)
+            log.info("created the %s %s (R%d)", what, name, config.num_replicas)
+        except nats.js.errors.BadRequestError as exc:
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                return await js.stream_info(name)  # lost a creation race: fine
+            if exc.err_code in _CREATE_AGAIN:  # tried again by while_electing, like an unanswered request
+                raise nats.js.errors.ServiceUnavailableError(code=exc.code, err_code=exc.err_code,
+                                                             description=exc.description) from exc
+            raise
+        return await js.stream_info(name)
+
+    info = await while_electing(read_or_create, f"reading or creating the {what} {name}", key=key, handle=handle,
+                                patience=patience)
     if subject not in (info.config.subjects or []):
         raise ConfigError(f"[cluster]: the stream {name} exists but does not take {subject}: name another "
                           f"stream ({key})", key=key)
     return info
 
 
-async def ensure_stream(js: JetStreamContext, name: str, limits: StreamLimits) -> int:
+async def ensure_stream(js: JetStreamContext, name: str, limits: StreamLimits, *, handle: str = "memory") -> int:
     """Create the stream unless it exists (see :func:`create_or_open`); returns its last sequence. Raises
     ``ConfigError`` when an existing stream named ``name`` does not take the subject, or JetStream does
-    not answer."""
+    not answer within :data:`START_PATIENCE` seconds."""
     info = await create_or_open(js, StreamConfig(
         name=name, description="@memory events: reports and forgets, applied by every replica",
         subjects=[stream_subject(name)], retention=RetentionPolicy.LIMITS, storage=StorageType.FILE,
         discard=DiscardPolicy.NEW, max_age=limits.max_age or None, max_bytes=limits.max_bytes,
-        duplicate_window=DUPLICATE_WINDOW, num_replicas=limits.replicas), what="events stream", key="cluster.stream")
+        duplicate_window=DUPLICATE_WINDOW, num_replicas=limits.replicas), what="events stream", key="cluster.stream",
+        handle=handle)
     replicas = info.config.num_replicas or 1
     if replicas != limits.replicas:
         log.warning("the events stream %s has %d replica(s), not the configured %d (stream_replicas applies "

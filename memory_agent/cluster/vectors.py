@@ -57,7 +57,7 @@ from nats.js.api import (
 )
 
 from memory_agent.cluster.codec import StreamFormatError, decode_vector, encode_vector
-from memory_agent.cluster.stream import DUPLICATE_WINDOW, create_or_open
+from memory_agent.cluster.stream import DUPLICATE_WINDOW, create_or_open, while_electing
 from memory_agent.health import retry_delay
 from mesh.tasks import cancel_and_wait
 
@@ -83,15 +83,16 @@ def vector_subject(stream: str, event: int | str = "*") -> str:
 
 
 async def ensure_vector_stream(js: JetStreamContext, name: str, *, events_stream: str, replicas: int,
-                               max_age: float = 0.0) -> None:
+                               max_age: float = 0.0, handle: str = "memory") -> None:
     """Create the vectors stream ``name`` for ``events_stream`` unless it exists (R``replicas``, kept
-    ``max_age`` seconds, 0 = forever). Raises ``ConfigError`` when JetStream does not answer or an
-    existing stream of that name does not take the subject."""
+    ``max_age`` seconds, 0 = forever). Raises ``ConfigError`` when JetStream does not answer within
+    :data:`memory_agent.cluster.stream.START_PATIENCE` seconds or an existing stream of that name does not
+    take the subject."""
     await create_or_open(js, StreamConfig(
         name=name, description=f"@memory vectors: embeddings of {events_stream}'s events, by event id",
         subjects=[vector_subject(events_stream, ">")], retention=RetentionPolicy.LIMITS, storage=StorageType.FILE,
         discard=DiscardPolicy.OLD, max_age=max_age or None, duplicate_window=DUPLICATE_WINDOW,
-        num_replicas=replicas), what="vectors stream", key="cluster.vector_stream")
+        num_replicas=replicas), what="vectors stream", key="cluster.vector_stream", handle=handle)
 
 
 @dataclass(slots=True)
@@ -127,6 +128,7 @@ class VectorFeed:
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self._js: JetStreamContext | None = None
         self._stream = stream
+        self._handle = handle
         # Unique per process: replicas may share a handle (a replica group), and a restart's old vectors
         # coming back are simply taken or dropped.
         self._origin = f"{handle}.{uuid.uuid4().hex[:8]}"
@@ -164,7 +166,8 @@ class VectorFeed:
             self._deliver = {"deliver_policy": DeliverPolicy.BY_START_TIME, "opt_start_time": start}
         else:
             self._deliver = {"deliver_policy": DeliverPolicy.NEW}
-        await self._subscribe()
+        await while_electing(self._subscribe, f"reading the vectors stream {self._stream}", key="cluster.vector_stream",
+                             handle=self._handle)
         log.info("reading the vectors stream %s (%s); events accepted elsewhere wait up to %g s for their vector",
                  self._stream, self._deliver["deliver_policy"].value, self._wait)
         self._reader = asyncio.create_task(self._read(), name="memory-cluster-vectors")

@@ -149,3 +149,37 @@ async def scenario(three_servers: list[NatsServer], urls: str, conf: dict[str, A
     assert await rows(a) == await rows(b2)
     assert sorted(i for i, _ in await rows(a)) == sorted(ids)
     assert await a.store.count(None, Filters(event=("rollback",))) == N
+
+
+async def test_start_up_waits_for_a_cluster_that_has_lost_its_majority(three_servers) -> None:  # type: ignore[no-untyped-def]
+    """A replica starting while two of three servers are down (no JetStream leader can be elected) keeps
+    trying instead of failing, and opens the stream once they are back; with too little patience it gives
+    up with a ConfigError that names the likely cause."""
+    from nats.js.api import StreamConfig
+
+    from memory_agent.cluster.stream import create_or_open
+    from memory_agent.errors import ConfigError
+
+    first, *others = three_servers
+    await wait_for_jetstream(first.url)
+    for server in others:
+        server.stop()
+    config = StreamConfig(name="LEADERLESS", subjects=["memory.events.LEADERLESS"], num_replicas=3)
+    nc = await nats.connect(first.url)
+    js = nc.jetstream()
+    try:
+        with pytest.raises(ConfigError, match="majority of the NATS servers") as refused:
+            await create_or_open(js, config, what="events stream", key="cluster.stream", patience=2.0)
+        assert refused.value.key == "cluster.stream"
+
+        # The same replica started again (the refused creation may still be proposed on the old leader)
+        opening = asyncio.create_task(create_or_open(js, config, what="events stream", key="cluster.stream"))
+        await asyncio.sleep(3.0)
+        assert not opening.done(), "gave up (or got an answer) while the cluster had no majority"
+        for server in others:
+            await asyncio.to_thread(server.start, 30)
+        info = await asyncio.wait_for(opening, 90)
+        assert info.state.last_seq == 0 and info.config.num_replicas == 3
+        assert (await js.stream_info("LEADERLESS")).config.num_replicas == 3
+    finally:
+        await nc.close()
