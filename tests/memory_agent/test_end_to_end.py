@@ -78,12 +78,19 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[subproces
             proc.wait()
 
 
-def test_examples_report_and_the_postmortem_gets_the_timeline(daemon) -> None:  # type: ignore[no-untyped-def]
+@pytest.fixture(scope="module")
+def reported(daemon) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """The reporting examples, run once against the module's daemon (what the questions below ask about):
+    each example's name -> its output. 6 reports: 2 anomalies, a rollback, 3 flaky tests."""
     _, env, _ = daemon
-    out = example("monitor_anomaly.py", env=env)
-    assert out.count('"status": "stored"') == 2
-    assert '"status": "stored"' in example("deploy_rollback.py", env=env)
-    assert example("flaky_tests.py", env=env).count('"status": "stored"') == 3
+    return {name: example(name, env=env) for name in ("monitor_anomaly.py", "deploy_rollback.py", "flaky_tests.py")}
+
+
+def test_examples_report_and_the_postmortem_gets_the_timeline(daemon, reported) -> None:  # type: ignore[no-untyped-def]
+    _, env, _ = daemon
+    assert reported["monitor_anomaly.py"].count('"status": "stored"') == 2
+    assert '"status": "stored"' in reported["deploy_rollback.py"]
+    assert reported["flaky_tests.py"].count('"status": "stored"') == 3
     out = example("postmortem.py", env=env)
     assert "Timeline of trace t-81: 3 events" in out
     timeline = out.split("\n\n")[0]
@@ -93,7 +100,7 @@ def test_examples_report_and_the_postmortem_gets_the_timeline(daemon) -> None:  
     assert "{'since'" not in out
 
 
-def test_cli_ask_report_stats_check(daemon) -> None:  # type: ignore[no-untyped-def]
+def test_cli_ask_report_stats_check(daemon, reported) -> None:  # type: ignore[no-untyped-def]
     _, env, _ = daemon
     done = cli("report", '{"event": "deploy", "service": "search", "version": "v9"}', "--trace-id", "t-99", env=env)
     assert done.returncode == 0, done.stderr
@@ -122,7 +129,7 @@ def test_cli_ask_report_stats_check(daemon) -> None:  # type: ignore[no-untyped-
     assert "0 waiting" in done.stdout, done.stdout
 
 
-def test_cli_ask_limit_applies_to_the_plain_text_answer(daemon) -> None:  # type: ignore[no-untyped-def]
+def test_cli_ask_limit_applies_to_the_plain_text_answer(daemon, reported) -> None:  # type: ignore[no-untyped-def]
     _, env, _ = daemon
     full = cli("ask", "Which tests were flaky today?", env=env)
     assert full.returncode == 0, full.stderr
