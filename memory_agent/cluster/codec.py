@@ -2,9 +2,10 @@
 value out, no I/O; tested without a server.
 
 A message's body is compact JSON; its ``Memory-Kind`` header says what it is (``report`` or ``forget``),
-and ``Nats-Msg-Id`` is the report's ``message_id`` (JetStream stores a message id once within the
-stream's duplicate window; replicas also skip a ``message_id`` they already hold). Its stream sequence
-becomes the event's id on every replica.
+and ``Nats-Msg-Id`` is ``report.<sender>.<message_id>`` (JetStream stores a message id once within the
+stream's duplicate window; replicas also skip a sender's ``message_id`` they already hold; another
+sender's message of the same id is another report). Its stream sequence becomes the event's id on every
+replica.
 
 ``vector`` (on the companion vectors stream, :mod:`memory_agent.cluster.vectors`): one event's
 embedding as little-endian float32 bytes; headers name the event (``Memory-Event``: its stream
@@ -81,15 +82,18 @@ class VectorEntry:
 
 
 def encode_report(event: NewEvent) -> tuple[bytes, dict[str, str]]:
-    """``(body, headers)`` of a report: its fields as JSON; ``Nats-Msg-Id`` is its ``message_id``."""
+    """``(body, headers)`` of a report: its fields as JSON; ``Nats-Msg-Id`` is ``report.<sender>.<message_id>``
+    (a message id is unique among one sender's messages, and JetStream de-duplicates across the whole stream:
+    :func:`mesh.sender.dedup_id`)."""
     body = {"v": _VERSION, **asdict(event)}
-    return _dump(body), {KIND_HEADER: "report", "Nats-Msg-Id": event.message_id}
+    return _dump(body), {KIND_HEADER: "report", "Nats-Msg-Id": f"report.{event.from_handle}.{event.message_id}"}
 
 
 def encode_forget(request: ForgetRequest, *, by: str, request_id: str) -> tuple[bytes, dict[str, str]]:
-    """``(body, headers)`` of a forget; ``request_id`` (the forget message's id) de-duplicates a redelivery."""
+    """``(body, headers)`` of a forget; ``request_id`` (the forget message's id, unique among the messages of
+    ``by``) de-duplicates a redelivery."""
     body = {"v": _VERSION, "selector": request.selector, "value": request.value, "by": by}
-    return _dump(body), {KIND_HEADER: "forget", "Nats-Msg-Id": f"forget.{request_id}"}
+    return _dump(body), {KIND_HEADER: "forget", "Nats-Msg-Id": f"forget.{by}.{request_id}"}
 
 
 def decode(seq: int, body: bytes, headers: dict[str, str] | None) -> ReportEntry | ForgetEntry:

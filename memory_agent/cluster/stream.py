@@ -157,7 +157,7 @@ class StreamAcceptor:
         self.duplicates = 0
 
     async def accept(self, event: NewEvent) -> InsertResult:
-        held = await self._holds.find_message(event.message_id)
+        held = await self._holds.find_message(event.from_handle, event.message_id)
         if held is not None:
             self.duplicates += 1
             return InsertResult(held, duplicate=True)
@@ -200,7 +200,7 @@ class StreamAcceptor:
 class _Holds(Protocol):
     """What the acceptor asks this replica's store (:class:`~memory_agent.store.events.EventStore`)."""
 
-    async def find_message(self, message_id: str) -> int | None: ...
+    async def find_message(self, from_handle: str, message_id: str) -> int | None: ...
 
 
 def _cause(exc: BaseException) -> str:

@@ -85,7 +85,8 @@ class SharedState:
         self._rules = rules
         self._clock = clock
         self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
-        self._done: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        # (sender, message_id) -> the reply: a message id is unique among one sender's messages
+        self._done: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
         self.writes = 0
         self.expiries = 0
 
@@ -162,12 +163,13 @@ class SharedState:
                 f'"value" is {len(request.encoded)} bytes of JSON; shared memory takes at most '
                 f"{self._rules.max_value_bytes} ([shared] max_value_bytes)", field="value",
                 size=len(request.encoded), limit=self._rules.max_value_bytes)
-        done = self._done.get(msg.message_id)
+        sent = (msg.from_handle, msg.message_id)
+        done = self._done.get(sent)
         if done is not None:
             return done
         async with self._locked(address.state_subject):
             reply = await self._apply(msg, request, address)
-        self._done[msg.message_id] = reply
+        self._done[sent] = reply
         while len(self._done) > _REMEMBERED:
             self._done.popitem(last=False)
         return reply
@@ -175,7 +177,7 @@ class SharedState:
     async def _apply(self, msg: Message, request: KvRequest, address: Address) -> dict[str, Any]:
         for _ in range(_CAS_ATTEMPTS):
             current = await self._store.read(address)
-            if current.revision and current.message_id == msg.message_id:
+            if current.revision and current.message_id == msg.message_id and current.by == msg.from_handle:
                 return await self._redelivered(address, current, request, msg.from_handle)
             version = current.entry.version if current.entry is not None else 0
             if request.if_version is not None and request.if_version != version:

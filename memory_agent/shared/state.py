@@ -86,11 +86,13 @@ class WrongRevision(Exception):
 @dataclass(frozen=True, slots=True)
 class Current:
     """What a key holds now: ``entry`` (``None`` when absent, deleted or expired) and ``revision``, the
-    sequence of its last message (a value or a marker; 0 when it never existed), which a write must name."""
+    sequence of its last message (a value or a marker; 0 when it never existed), which a write must name.
+    ``message_id`` and ``by``: the message that wrote it and its sender (a message id is unique per sender)."""
 
     entry: Entry | None
     revision: int
     message_id: str = ""
+    by: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +144,7 @@ def _decode_entry(address: Address, msg: RawStreamMsg) -> Current:
     headers = msg.headers or {}
     revision = int(msg.seq or 0)
     if headers.get(HEADER_KV_OPERATION) in ("DEL", "PURGE") or HEADER_MARKER_REASON in headers:
-        return Current(None, revision, str(headers.get(HEADER_MESSAGE, "")))
+        return Current(None, revision, str(headers.get(HEADER_MESSAGE, "")), str(headers.get(HEADER_BY, "")))
     try:
         value = json.loads(msg.data or b"null")
     except ValueError:
@@ -153,7 +155,7 @@ def _decode_entry(address: Address, msg: RawStreamMsg) -> Current:
     expires_at = updated_at + int(ttl) if ttl is not None and str(ttl).isdigit() else None
     entry = Entry(scope=address.scope, scope_id=address.scope_id, key=address.key, value=value, version=revision,
                   updated_at=updated_at, updated_by=str(headers.get(HEADER_BY, "")), expires_at=expires_at)
-    return Current(entry, revision, str(headers.get(HEADER_MESSAGE, "")))
+    return Current(entry, revision, str(headers.get(HEADER_MESSAGE, "")), entry.updated_by)
 
 
 class StateStore:

@@ -261,9 +261,12 @@ class EventStore(EmbeddingRows, LexicalSearch, TraceLookups):
 
     # ---- writes -------------------------------------------------------------------------------------
 
-    async def find_message(self, message_id: str) -> int | None:
-        """Id of the stored event with this ``message_id``, or ``None`` (lets a redelivery skip embedding)."""
-        rows = await self._fetchall("SELECT id FROM events WHERE message_id = ?", (message_id,))
+    async def find_message(self, from_handle: str, message_id: str) -> int | None:
+        """Id of the stored event that ``from_handle`` sent as ``message_id``, or ``None`` (lets a redelivery
+        skip embedding). A message id is unique among one sender's messages (docs/mesh.md, "Exactly once"):
+        another sender's message of the same id is another report."""
+        rows = await self._fetchall("SELECT id FROM events WHERE message_id = ? AND from_handle = ?",
+                                    (message_id, from_handle))
         return int(rows[0][0]) if rows else None
 
     async def insert(
@@ -274,8 +277,9 @@ class EventStore(EmbeddingRows, LexicalSearch, TraceLookups):
         by ``model``, or without (``None``: the rows join the embedding backlog,
         :mod:`memory_agent.backlog`); their FTS5 rows are committed with them.
 
-        Returns one result per event, in order. A ``message_id`` already stored (or repeated earlier in
-        the same batch) yields ``InsertResult(existing_id, duplicate=True)`` and writes nothing.
+        Returns one result per event, in order. A ``message_id`` its sender already stored (or repeated by
+        the same sender earlier in the batch) yields ``InsertResult(existing_id, duplicate=True)`` and writes
+        nothing; the same ``message_id`` from another sender is another event.
         ``bulk`` (for imports of thousands of rows): the FTS5 rows are written by one ``INSERT ... SELECT``
         after the events instead of by the per-row trigger, which is dropped and re-created inside the same
         transaction (no other connection ever sees it missing); docs/benchmarks.md#design-import.
@@ -299,16 +303,17 @@ class EventStore(EmbeddingRows, LexicalSearch, TraceLookups):
             matrix = as_matrix(vectors, len(events))
             dim = int(matrix.shape[1])
         async with self._transaction() as conn:
-            found = await self._ids_of(list(dict.fromkeys(e.message_id for e in events)))
+            found = await self._ids_of(list(dict.fromkeys(_sent(e) for e in events)))
             existing = set(found)
             if given is not None and given[0] <= await self._last_id():
                 raise InvalidArgument("ids", f"must be above the last id stored, not from {given[0]}")
             new_rows: list[dict[str, Any]] = []
-            planned: set[str] = set()
+            planned: set[tuple[str, str]] = set()
             for i, event in enumerate(events):
-                if event.message_id in existing or event.message_id in planned:
+                key = _sent(event)
+                if key in existing or key in planned:
                     continue
-                planned.add(event.message_id)
+                planned.add(key)
                 row = encode_event(event)
                 if given is not None:
                     row["id"] = int(given[i])
@@ -327,15 +332,16 @@ class EventStore(EmbeddingRows, LexicalSearch, TraceLookups):
                     )
                     await conn.execute(trigger)
                 # AUTOINCREMENT under the write lock: the new rows are exactly the ids above ``first``.
-                rows = await self._write_fetchall("SELECT message_id, id FROM events WHERE id > ?", (first,))
-                found.update((str(r[0]), int(r[1])) for r in rows)
+                rows = await self._write_fetchall(
+                    "SELECT from_handle, message_id, id FROM events WHERE id > ?", (first,))
+                found.update(((str(r[0]), str(r[1])), int(r[2])) for r in rows)
         results: list[InsertResult] = []
-        first_seen: set[str] = set()
+        first_seen: set[tuple[str, str]] = set()
         for event in events:
-            mid = event.message_id
-            duplicate = mid in existing or mid in first_seen
-            first_seen.add(mid)
-            results.append(InsertResult(found[mid], duplicate=duplicate))
+            key = _sent(event)
+            duplicate = key in existing or key in first_seen
+            first_seen.add(key)
+            results.append(InsertResult(found[key], duplicate=duplicate))
         return results
 
     async def last_id(self) -> int:
@@ -363,22 +369,25 @@ class EventStore(EmbeddingRows, LexicalSearch, TraceLookups):
         await self._conn.execute("DROP TRIGGER events_fts_ai")
         return str(rows[0][0])
 
-    async def find_messages(self, message_ids: Sequence[str]) -> dict[str, int]:
-        """``message_id -> id`` for those of ``message_ids`` already stored (one query per 500 ids)."""
+    async def find_messages(self, sent: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        """``(from_handle, message_id) -> id`` for those of ``sent`` already stored (one query per 500)."""
         self._check_open()
-        return await self._ids_of(message_ids, conn=self._reader)
+        return await self._ids_of(sent, conn=self._reader)
 
-    async def _ids_of(self, message_ids: Sequence[str], *, conn: aiosqlite.Connection | None = None) -> dict[str, int]:
-        """``message_id -> id`` of the stored ones among ``message_ids`` (by default on the writer, inside
-        the caller's transaction)."""
-        ids: dict[str, int] = {}
+    async def _ids_of(self, sent: Sequence[tuple[str, str]], *,
+                      conn: aiosqlite.Connection | None = None) -> dict[tuple[str, str], int]:
+        """``(from_handle, message_id) -> id`` of the stored ones among ``sent`` (by default on the writer,
+        inside the caller's transaction). Seeks the unique index on ``(message_id, from_handle)``."""
+        wanted = set(sent)
+        ids: dict[tuple[str, str], int] = {}
+        message_ids = list(dict.fromkeys(mid for _, mid in sent))
         for part in range(0, len(message_ids), IN_CHUNK):
-            chunk = list(message_ids[part : part + IN_CHUNK])
+            chunk = message_ids[part : part + IN_CHUNK]
             marks = ", ".join("?" for _ in chunk)
             rows = await (conn or self._conn).execute_fetchall(
-                f"SELECT message_id, id FROM events WHERE message_id IN ({marks})", chunk
+                f"SELECT from_handle, message_id, id FROM events WHERE message_id IN ({marks})", chunk
             )
-            ids.update((str(r[0]), int(r[1])) for r in rows)
+            ids.update(((str(r[0]), str(r[1])), int(r[2])) for r in rows if (str(r[0]), str(r[1])) in wanted)
         return ids
 
     async def delete(self, ids: Ids) -> int:
@@ -542,3 +551,8 @@ class EventStore(EmbeddingRows, LexicalSearch, TraceLookups):
             db_bytes=self.path.stat().st_size if self.path.exists() else 0,
             wal_bytes=wal.stat().st_size if wal.exists() else 0,
         )
+
+
+def _sent(event: NewEvent) -> tuple[str, str]:
+    """What identifies a report across redeliveries: its sender and the sender's ``message_id``."""
+    return event.from_handle, event.message_id

@@ -16,7 +16,9 @@ These functions are blocking (plain :mod:`sqlite3`); callers run them off the ev
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -38,6 +40,8 @@ __all__ = [
     "migrate",
     "user_version",
 ]
+
+log = logging.getLogger(__name__)
 
 
 def _same(value: Any) -> Any:
@@ -139,6 +143,38 @@ def _nullable_embeddings(conn: sqlite3.Connection) -> None:
         conn.execute(f"PRAGMA schema_version = {version + 1}")
     finally:
         conn.execute("PRAGMA writable_schema = OFF")
+
+
+def _message_ids_per_sender(conn: sqlite3.Connection) -> None:
+    """Make ``message_id`` unique per sender instead of across all senders.
+
+    The column's own ``UNIQUE`` cannot be dropped in place (SQLite keeps an automatic index for it), so this
+    is SQLite's general procedure for other schema changes (https://sqlite.org/lang_altertable.html#otheralter):
+    a copy of the table without it, every row copied with its id, the old table dropped, the copy renamed,
+    and the table's indexes and triggers created again from their saved SQL. The AUTOINCREMENT counter
+    (``sqlite_sequence``) is carried over, so no id is ever given twice, and the FTS5 rows, keyed by id,
+    stay valid. Copies every row once: about a minute for a million events on a laptop.
+    """
+    table = conn.execute("SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'events'").fetchone()
+    old = "message_id TEXT NOT NULL UNIQUE"
+    if table is None or old not in str(table[0]) or not str(table[0]).startswith("CREATE TABLE events ("):
+        raise ConfigError(f"store: the events table does not declare {old!r} as expected; cannot migrate it")
+    copy = str(table[0]).replace(old, "message_id TEXT NOT NULL").replace(
+        "CREATE TABLE events (", "CREATE TABLE events_per_sender (", 1)
+    kept = [str(r[0]) for r in conn.execute(
+        "SELECT sql FROM sqlite_schema WHERE tbl_name = 'events' AND type IN ('index', 'trigger') AND sql IS NOT NULL "
+        "ORDER BY type, name")]
+    counter = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+    conn.execute(copy)
+    conn.execute("INSERT INTO events_per_sender SELECT * FROM events")
+    conn.execute("DROP TABLE events")
+    conn.execute("ALTER TABLE events_per_sender RENAME TO events")
+    conn.execute("DELETE FROM sqlite_sequence WHERE name IN ('events', 'events_per_sender')")
+    if counter is not None:
+        conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('events', ?)", (int(counter[0]),))
+    for sql in kept:
+        conn.execute(sql)
+    conn.execute("CREATE UNIQUE INDEX events_message_sender ON events (message_id, from_handle)")
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -278,6 +314,14 @@ MIGRATIONS: tuple[Migration, ...] = (
             "DROP INDEX events_occurred_at_columns",
         ),
     ),
+    Migration(
+        10,
+        "message_id unique per sender (from_handle, message_id), not across senders: the mesh scopes a "
+        "message id by its sender, so another agent's report of the same id is another report, not a "
+        "redelivery to drop",
+        (),
+        apply=_message_ids_per_sender,
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version
@@ -321,12 +365,19 @@ def migrate(
                 if user_version(conn) >= step.version:
                     conn.execute("ROLLBACK")
                     continue
+                if before > 0:  # an existing store: say what the wait is for (a step may copy the table)
+                    log.info("store %s: migrating to schema version %d (%s) ...", path, step.version,
+                             step.description)
+                started = time.monotonic()
                 for statement in step.statements:
                     conn.execute(statement)
                 if step.apply is not None:
                     step.apply(conn)
                 conn.execute(f"PRAGMA user_version = {int(step.version)}")
                 conn.execute("COMMIT")
+                if before > 0:
+                    log.info("store %s: at schema version %d after %.1f s", path, step.version,
+                             time.monotonic() - started)
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")

@@ -32,15 +32,15 @@ def event(mid: str, trace: str = "t-1") -> NewEvent:
                     text="rollback api", sender_verified=True)
 
 
-def test_a_report_round_trips_with_its_message_id_as_the_dedup_key() -> None:
+def test_a_report_round_trips_with_its_sender_and_message_id_as_the_dedup_key() -> None:
     body, headers = encode_report(event("m-1"))
-    assert headers == {KIND_HEADER: "report", "Nats-Msg-Id": "m-1"}
+    assert headers == {KIND_HEADER: "report", "Nats-Msg-Id": "report.deploy.m-1"}
     assert decode(7, body, headers) == ReportEntry(7, event("m-1"))
 
 
 def test_a_forget_round_trips() -> None:
     body, headers = encode_forget(ForgetRequest("before", 1.6e9), by="ops", request_id="r-1")
-    assert headers["Nats-Msg-Id"] == "forget.r-1"
+    assert headers["Nats-Msg-Id"] == "forget.ops.r-1"
     assert decode(9, body, headers) == ForgetEntry(9, ForgetRequest("before", 1.6e9), "ops")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -81,8 +82,14 @@ async def test_reports_to_either_replica_are_stored_once_on_both(nats_url, make_
     assert not first.duplicate and again.duplicate and again.id == first.id
     await applied(a, first.id)
     await applied(b, first.id)
-    assert await a.store.find_message("m-dup") == await b.store.find_message("m-dup") == first.id
-    assert await a.store.count(None, Filters()) == await b.store.count(None, Filters()) == N + 1
+    assert await a.store.find_message("deploy", "m-dup") == await b.store.find_message("deploy", "m-dup") == first.id
+    # Another sender may choose the same message id (ids are unique per sender): another event, on both.
+    other = await acceptor.accept(replace(event, from_handle="canary", text="rollback billing by canary"))
+    assert not other.duplicate and other.id != first.id
+    await applied(a, other.id)
+    await applied(b, other.id)
+    assert await a.store.find_message("canary", "m-dup") == await b.store.find_message("canary", "m-dup") == other.id
+    assert await a.store.count(None, Filters()) == await b.store.count(None, Filters()) == N + 2
 
     # Forget is an entry on the stream: asked of memory-b, applied by both.
     ops = await mesh_agent("ops")

@@ -137,6 +137,29 @@ async def test_redelivered_report_is_stored_once(start_daemon, mesh_agent) -> No
                                "queue_capacity": 1024}
 
 
+async def test_two_agents_may_choose_the_same_message_id(start_daemon, mesh_agent) -> None:  # type: ignore[no-untyped-def]
+    """The SDK asks a message id to be unique among the sender's own messages (docs/mesh.md): two agents that
+    both send "daily-1" send two reports, and each one's retry with it is a duplicate of its own."""
+    daemon = await start_daemon()
+    replies = {}
+    for handle, payload in (("deploy", REPORTS[1][1]), ("canary", {**REPORTS[1][1], "summary": "canary rolled back"})):
+        agent = await mesh_agent(handle)
+        reply = await agent.request("memory", json.dumps(payload), content_type="application/json",
+                                    message_id="daily-1", timeout=30)
+        replies[handle] = json.loads(reply.payload)
+    assert replies["deploy"]["status"] == replies["canary"]["status"] == "stored"
+    assert replies["deploy"]["id"] != replies["canary"]["id"] and replies["canary"]["duplicate"] is False
+    stored = await daemon.store.get([replies["deploy"]["id"], replies["canary"]["id"]])
+    assert [(e.from_handle, e.message_id) for e in stored] == [("deploy", "daily-1"), ("canary", "daily-1")]
+    [canary] = await daemon.store.get([replies["canary"]["id"]])
+    again = Message(session=canary.session, from_handle="canary", to_handle="memory", payload=json.dumps(canary.payload),
+                    content_type="application/json", message_type="session_open", trace_id=canary.trace_id,
+                    message_id="daily-1", sent_at=NOW, sequence=1)
+    reply = await daemon.handlers.handle(again)
+    assert reply is not None and json.loads(reply.payload) == {"status": "stored", "id": canary.id, "duplicate": True}
+    assert (await daemon.stats())["events"] == 2
+
+
 async def test_restart_keeps_everything_without_re_embedding(seeded, start_daemon) -> None:  # type: ignore[no-untyped-def]
     daemon, asker, ids = seeded
     await daemon.close()

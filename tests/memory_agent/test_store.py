@@ -98,7 +98,7 @@ async def test_old_version_db_is_migrated_and_reopen_is_idempotent(tmp_path: Pat
         # The FTS table did not exist at version 1; migration 2 indexed the old row.
         hits = await s.fts_search("rollbacks", None, Filters(), limit=5)
         assert [h[0] for h in hits] == [1]
-        assert (await s.find_message("old-1")) == 1
+        assert (await s.find_message("@ci", "old-1")) == 1
     finally:
         await s.close()
     assert migrate(path) == (SCHEMA_VERSION, SCHEMA_VERSION)
@@ -127,8 +127,9 @@ async def test_insert_and_duplicates_stored_once(store: EventStore) -> None:
     first = await store.insert([make_event(1), make_event(2)], EMB.encode(["a", "b"]), model=MODEL)
     assert [r.duplicate for r in first] == [False, False]
     assert first[0].id != first[1].id
-    assert await store.find_message("m-1") == first[0].id
-    assert await store.find_message("nope") is None
+    assert await store.find_message("@ci", "m-1") == first[0].id
+    assert await store.find_message("@ci", "nope") is None
+    assert await store.find_message("@other", "m-1") is None
 
     batch = [make_event(3), make_event(1), make_event(3, text="other text"), make_event(4)]
     second = await store.insert(batch, EMB.encode([e.text for e in batch]), model=MODEL)
@@ -140,6 +141,64 @@ async def test_insert_and_duplicates_stored_once(store: EventStore) -> None:
     stored = await store.get([second[0].id])
     assert stored[0].text == "deploy of api-gateway number 3"  # the first of the batch won
     assert stored[0].payload == {"n": 3, "service": "api-gateway", "note": "ünïcode ok"}
+
+
+async def test_a_message_id_is_unique_per_sender_not_across_senders(store: EventStore) -> None:
+    """The mesh scopes a message id by its sender (docs/mesh.md, "Exactly once"): two agents that choose
+    the same id send two reports; each sender's redelivery is still one."""
+    batch = [make_event(1, handle="@deploy", message_id="daily-1"), make_event(2, handle="@canary", message_id="daily-1"),
+             make_event(3, handle="@canary", message_id="daily-1")]
+    results = await store.insert(batch, EMB.encode([e.text for e in batch]), model=MODEL)
+    assert [r.duplicate for r in results] == [False, False, True]
+    assert results[0].id != results[1].id == results[2].id
+    again = await store.insert([make_event(4, handle="@deploy", message_id="daily-1")])
+    assert again[0].duplicate and again[0].id == results[0].id
+    assert await store.find_message("@deploy", "daily-1") == results[0].id
+    assert await store.find_message("@canary", "daily-1") == results[1].id
+    assert await store.find_messages([("@canary", "daily-1"), ("@ops", "daily-1"), ("@deploy", "x")]) == {
+        ("@canary", "daily-1"): results[1].id}
+    assert [e.from_handle for e in await store.get([results[0].id, results[1].id])] == ["@deploy", "@canary"]
+
+
+async def test_migration_10_keeps_every_row_id_and_the_id_counter(tmp_path: Path) -> None:
+    """A version-9 store (message_id unique across senders) becomes unique per sender: rows, ids, the FTS5
+    index and the AUTOINCREMENT counter (past a deleted last row) survive the table copy."""
+    path = tmp_path / "v9.sqlite3"
+    assert migrate(path, target=9) == (0, 9)
+    conn = sqlite3.connect(path)
+    for n, text in ((1, "rollback of billing"), (2, "flaky test in checkout"), (3, "deleted last row")):
+        conn.execute(
+            "INSERT INTO events (message_id, session, from_handle, trace_id, event, service, occurred_at, "
+            "received_at, payload, text) VALUES (?, 's', '@ci', ?, 'rollback', 'billing', ?, ?, '{}', ?)",
+            (f"m-{n}", f"t-{n}", T0 + n, T0 + n, text))
+    conn.execute("DELETE FROM events WHERE id = 3")
+    conn.commit()
+    with pytest.raises(sqlite3.IntegrityError):  # version 9: another sender may not reuse the id
+        conn.execute("INSERT INTO events (message_id, session, from_handle, trace_id, event, occurred_at, "
+                     "received_at, payload, text) VALUES ('m-1', 's', '@other', 't', 'x', 0, 0, '{}', 'x')")
+    conn.close()
+
+    assert migrate(path) == (9, SCHEMA_VERSION)
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()[0] == 3
+        assert {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")} == {
+            "events_fts_ai", "events_fts_ad", "events_fts_au"}
+    finally:
+        conn.close()
+    s = await EventStore.open(path)
+    try:
+        assert [(e.id, e.message_id, e.text) for e in await s.get([1, 2])] == [
+            (1, "m-1", "rollback of billing"), (2, "m-2", "flaky test in checkout")]
+        assert [h[0] for h in await s.fts_search("checkout flakiness", None, Filters(), limit=5)] == [2]
+        other, again = await s.insert([make_event(9, handle="@other", message_id="m-1"),
+                                       make_event(9, handle="@ci", message_id="m-1")])
+        assert not other.duplicate and other.id == 4  # above the deleted row's id: ids are never reused
+        assert again.duplicate and again.id == 1
+        assert [h[0] for h in await s.fts_search("number 9", None, Filters(), limit=5)] == [4]  # the trigger is back
+    finally:
+        await s.close()
 
 
 async def test_insert_rejects_wrong_vector_count_and_writes_nothing(store: EventStore) -> None:

@@ -299,6 +299,32 @@ async def test_a_redelivered_write_is_applied_once(
     assert [c.version for c in await reader.workflow("t-redeliver").history("k")] == [one["version"]]
 
 
+async def test_another_sender_may_choose_the_same_message_id(
+    nats_url: str, make_daemon: DaemonFactory, client: ClientFactory
+) -> None:
+    """A message id is unique among one sender's messages only: the same id from another agent is another
+    write, applied (not answered with the first sender's reply), before and after a restart."""
+    daemon = await make_daemon(nats_url, clock=time.time)
+    reader = await client("reader")
+
+    def write(sender: str, value: str) -> Message:
+        return Message(session=f"s-{sender}", from_handle=sender, to_handle="memory",
+                       payload=json.dumps({"op": "kv.set", "key": "k", "value": value}),
+                       content_type="application/json", message_type="session_open", trace_id="t-same-id",
+                       message_id="m-1", sent_at=time.time(), sequence=1)
+
+    deploy = json.loads((await daemon.handlers.handle(write("deploy", "v"))).payload)  # type: ignore[union-attr]
+    canary = json.loads((await daemon.handlers.handle(write("canary", "w"))).payload)  # type: ignore[union-attr]
+    assert deploy["status"] == canary["status"] == "ok" and canary["version"] > deploy["version"]
+    await daemon.close()
+    restarted = await make_daemon(nats_url, clock=time.time)
+    again = json.loads((await restarted.handlers.handle(write("canary", "w"))).payload)  # type: ignore[union-attr]
+    assert again == canary  # canary's own redelivery, known from the value's header
+    history = await reader.workflow("t-same-id").history("k")
+    assert [(c.version, c.data, c.by) for c in history] == [(canary["version"], "w", "canary"),  # newest first
+                                                            (deploy["version"], "v", "deploy")]
+
+
 async def test_reads_go_on_while_memory_is_down_and_a_write_that_timed_out_never_lands(
     nats_url: str, make_daemon: DaemonFactory, client: ClientFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
