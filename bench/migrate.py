@@ -4,7 +4,7 @@
     python bench/migrate.py --events 200000                          # a synthetic store at --from-version
 
 Migrations run once, when the daemon (or ``reindex``, ``import`` ...) first opens a store written by an
-older release. Most are instant; migration 10 (message ids unique per sender) copies the events table.
+older release. Most edit the schema only; migration 10 (message ids unique per sender) builds an index.
 The store is copied (never migrated in place) into ``--work`` and ``memory_agent.store.schema.migrate``
 is timed from its version to the newest. Prints the seconds, events per second, the file's size before and
 after and the largest write-ahead log seen, and appends the result to docs/benchmarks.md.

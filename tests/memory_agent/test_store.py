@@ -162,7 +162,7 @@ async def test_a_message_id_is_unique_per_sender_not_across_senders(store: Event
 
 async def test_migration_10_keeps_every_row_id_and_the_id_counter(tmp_path: Path) -> None:
     """A version-9 store (message_id unique across senders) becomes unique per sender: rows, ids, the FTS5
-    index and the AUTOINCREMENT counter (past a deleted last row) survive the table copy."""
+    index and the AUTOINCREMENT counter (past a deleted last row) are untouched, and the file is sound."""
     path = tmp_path / "v9.sqlite3"
     assert migrate(path, target=9) == (0, 9)
     conn = sqlite3.connect(path)
@@ -183,6 +183,11 @@ async def test_migration_10_keeps_every_row_id_and_the_id_counter(tmp_path: Path
     try:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()[0] == 3
+        indexes = {r[0]: r[1] for r in conn.execute("SELECT name, sql FROM sqlite_master WHERE tbl_name = 'events' "
+                                                     "AND type = 'index'")}
+        assert "sqlite_autoindex_events_1" not in indexes and "events_message_id_v9" not in indexes
+        assert indexes["events_message_sender"] == (
+            "CREATE UNIQUE INDEX events_message_sender ON events (message_id, from_handle)")
         assert {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")} == {
             "events_fts_ai", "events_fts_ad", "events_fts_au"}
     finally:
