@@ -122,6 +122,21 @@ _EMBEDDING_NOT_NULL = (
 )
 
 
+def _edit_schema(conn: sqlite3.Connection, updates: Sequence[tuple[str, tuple[str, ...]]]) -> None:
+    """Run ``updates`` (``UPDATE sqlite_schema ...`` statements with their parameters) and bump the schema
+    version, inside the caller's transaction: SQLite's "simpler procedure" for schema changes that leave
+    the on-disk format alone (https://sqlite.org/lang_altertable.html#otheralter). SQLite reads the edited
+    schema at the next statement."""
+    version = int(conn.execute("PRAGMA schema_version").fetchone()[0])
+    conn.execute("PRAGMA writable_schema = ON")
+    try:
+        for statement, parameters in updates:
+            conn.execute(statement, parameters)
+        conn.execute(f"PRAGMA schema_version = {version + 1}")
+    finally:
+        conn.execute("PRAGMA writable_schema = OFF")
+
+
 def _nullable_embeddings(conn: sqlite3.Connection) -> None:
     """Drop NOT NULL from the three embedding columns by editing the table's definition in place.
 
@@ -136,13 +151,7 @@ def _nullable_embeddings(conn: sqlite3.Connection) -> None:
         if old not in sql:
             raise ConfigError(f"store: the events table does not declare {old!r} as expected; cannot migrate it")
         sql = sql.replace(old, new)
-    version = int(conn.execute("PRAGMA schema_version").fetchone()[0])
-    conn.execute("PRAGMA writable_schema = ON")
-    try:
-        conn.execute("UPDATE sqlite_schema SET sql = ? WHERE type = 'table' AND name = 'events'", (sql,))
-        conn.execute(f"PRAGMA schema_version = {version + 1}")
-    finally:
-        conn.execute("PRAGMA writable_schema = OFF")
+    _edit_schema(conn, [("UPDATE sqlite_schema SET sql = ? WHERE type = 'table' AND name = 'events'", (sql,))])
 
 
 def _message_ids_per_sender(conn: sqlite3.Connection) -> None:
@@ -165,17 +174,13 @@ def _message_ids_per_sender(conn: sqlite3.Connection) -> None:
     if table is None or old not in str(table[0]) or auto != ["sqlite_autoindex_events_1"] or columns != ["message_id"]:
         raise ConfigError(f"store: the events table does not declare {old!r} as one automatic index, as "
                           "expected; cannot migrate it")
-    version = int(conn.execute("PRAGMA schema_version").fetchone()[0])
-    conn.execute("PRAGMA writable_schema = ON")
-    try:
-        conn.execute("UPDATE sqlite_schema SET sql = ? WHERE type = 'table' AND name = 'events'",
-                     (str(table[0]).replace(old, "message_id TEXT NOT NULL"),))
-        conn.execute("UPDATE sqlite_schema SET name = 'events_message_id_v9', "
-                     "sql = 'CREATE UNIQUE INDEX events_message_id_v9 ON events (message_id)' "
-                     "WHERE type = 'index' AND name = 'sqlite_autoindex_events_1'")
-        conn.execute(f"PRAGMA schema_version = {version + 1}")
-    finally:
-        conn.execute("PRAGMA writable_schema = OFF")
+    _edit_schema(conn, [
+        ("UPDATE sqlite_schema SET sql = ? WHERE type = 'table' AND name = 'events'",
+         (str(table[0]).replace(old, "message_id TEXT NOT NULL"),)),
+        ("UPDATE sqlite_schema SET name = 'events_message_id_v9', "
+         "sql = 'CREATE UNIQUE INDEX events_message_id_v9 ON events (message_id)' "
+         "WHERE type = 'index' AND name = 'sqlite_autoindex_events_1'", ()),
+    ])
     conn.execute("DROP INDEX events_message_id_v9")
     conn.execute("CREATE UNIQUE INDEX events_message_sender ON events (message_id, from_handle)")
 
@@ -368,7 +373,7 @@ def migrate(
                 if user_version(conn) >= step.version:
                     conn.execute("ROLLBACK")
                     continue
-                if before > 0:  # an existing store: say what the wait is for (a step may copy the table)
+                if before > 0:  # an existing store: say what the wait is for (a step may build an index)
                     log.info("store %s: migrating to schema version %d (%s) ...", path, step.version,
                              step.description)
                 started = time.monotonic()
