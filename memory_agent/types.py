@@ -42,6 +42,12 @@ class NewEvent:
     text: str
     sender_verified: bool = field(default=False, kw_only=True)
 
+    @property
+    def sent(self) -> tuple[str, str]:
+        """``(from_handle, message_id)``: what identifies a report across redeliveries (a message id is unique
+        among one sender's messages, docs/mesh.md "Exactly once")."""
+        return self.from_handle, self.message_id
+
 
 @dataclass(frozen=True, slots=True)
 class StoredEvent(NewEvent):

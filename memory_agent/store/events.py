@@ -303,14 +303,14 @@ class EventStore(EmbeddingRows, LexicalSearch, TraceLookups):
             matrix = as_matrix(vectors, len(events))
             dim = int(matrix.shape[1])
         async with self._transaction() as conn:
-            found = await self._ids_of(list(dict.fromkeys(_sent(e) for e in events)))
+            found = await self._ids_of(list(dict.fromkeys(e.sent for e in events)))
             existing = set(found)
             if given is not None and given[0] <= await self._last_id():
                 raise InvalidArgument("ids", f"must be above the last id stored, not from {given[0]}")
             new_rows: list[dict[str, Any]] = []
             planned: set[tuple[str, str]] = set()
             for i, event in enumerate(events):
-                key = _sent(event)
+                key = event.sent
                 if key in existing or key in planned:
                     continue
                 planned.add(key)
@@ -338,7 +338,7 @@ class EventStore(EmbeddingRows, LexicalSearch, TraceLookups):
         results: list[InsertResult] = []
         first_seen: set[tuple[str, str]] = set()
         for event in events:
-            key = _sent(event)
+            key = event.sent
             duplicate = key in existing or key in first_seen
             first_seen.add(key)
             results.append(InsertResult(found[key], duplicate=duplicate))
@@ -551,8 +551,3 @@ class EventStore(EmbeddingRows, LexicalSearch, TraceLookups):
             db_bytes=self.path.stat().st_size if self.path.exists() else 0,
             wal_bytes=wal.stat().st_size if wal.exists() else 0,
         )
-
-
-def _sent(event: NewEvent) -> tuple[str, str]:
-    """What identifies a report across redeliveries: its sender and the sender's ``message_id``."""
-    return event.from_handle, event.message_id

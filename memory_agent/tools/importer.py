@@ -286,8 +286,8 @@ async def _store_batch(
     summary: ImportSummary,
 ) -> None:
     # Lines already stored are not embedded again.
-    known = await store.find_messages([(p.event.from_handle, p.event.message_id) for p in parsed])
-    todo = [p for p in parsed if (p.event.from_handle, p.event.message_id) not in known]
+    known = await store.find_messages([p.event.sent for p in parsed])
+    todo = [p for p in parsed if p.event.sent not in known]
     summary.duplicates += len(parsed) - len(todo)
     if not todo:
         return
