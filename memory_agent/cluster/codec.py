@@ -30,6 +30,7 @@ import numpy as np
 from memory_agent.errors import MemoryAgentError
 from memory_agent.retention import ForgetRequest
 from memory_agent.types import NewEvent
+from mesh.sender import dedup_id
 
 __all__ = ["KIND_HEADER", "ForgetEntry", "ReportEntry", "StreamFormatError", "VectorEntry", "decode",
            "decode_vector", "encode_forget", "encode_report", "encode_vector"]
@@ -84,16 +85,16 @@ class VectorEntry:
 def encode_report(event: NewEvent) -> tuple[bytes, dict[str, str]]:
     """``(body, headers)`` of a report: its fields as JSON; ``Nats-Msg-Id`` is ``report.<sender>.<message_id>``
     (a message id is unique among one sender's messages, and JetStream de-duplicates across the whole stream:
-    :func:`mesh.sender.dedup_id`)."""
+    the mesh's own :func:`mesh.sender.dedup_id`)."""
     body = {"v": _VERSION, **asdict(event)}
-    return _dump(body), {KIND_HEADER: "report", "Nats-Msg-Id": f"report.{event.from_handle}.{event.message_id}"}
+    return _dump(body), {KIND_HEADER: "report", "Nats-Msg-Id": "report." + dedup_id(event.from_handle, event.message_id)}
 
 
 def encode_forget(request: ForgetRequest, *, by: str, request_id: str) -> tuple[bytes, dict[str, str]]:
     """``(body, headers)`` of a forget; ``request_id`` (the forget message's id, unique among the messages of
     ``by``) de-duplicates a redelivery."""
     body = {"v": _VERSION, "selector": request.selector, "value": request.value, "by": by}
-    return _dump(body), {KIND_HEADER: "forget", "Nats-Msg-Id": f"forget.{by}.{request_id}"}
+    return _dump(body), {KIND_HEADER: "forget", "Nats-Msg-Id": "forget." + dedup_id(by, request_id)}
 
 
 def decode(seq: int, body: bytes, headers: dict[str, str] | None) -> ReportEntry | ForgetEntry:
