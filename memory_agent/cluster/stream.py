@@ -73,11 +73,11 @@ async def while_electing(op: Callable[[], Awaitable[T]], what: str, *, key: str,
     the time is up or JetStream refuses the request."""
     try:
         return await patient(op, handle, what, patience=patience)
+    except (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError) as exc:
+        raise ConfigError(f"[cluster]: {what} failed: {type(exc).__name__}: {exc}; is a majority of the NATS "
+                          "servers up?", key=key) from None
     except (nats.errors.Error, nats.js.errors.Error) as exc:
-        hint = "; is a majority of the NATS servers up?" if isinstance(
-            exc, (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError)) \
-            else ""
-        raise ConfigError(f"[cluster]: {what} failed: {type(exc).__name__}: {exc}{hint}", key=key) from None
+        raise ConfigError(f"[cluster]: {what} failed: {type(exc).__name__}: {exc}", key=key) from None
 
 
 async def create_or_open(js: JetStreamContext, config: StreamConfig, *, what: str, key: str, handle: str = "memory",
